@@ -1,0 +1,123 @@
+"""The method contract every reconstructor follows (see methods/README section in README.md).
+
+A method gets the measurement ``y``, the deepinv ``physics``, a ``seed`` and an optional
+per-iteration ``callback``; it never sees the ground truth. The harness measures everything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+#: ``callback(step, x_k) -> keep_going``. Iterative methods call it once per iteration with the
+#: iterate they would return if stopped now; the harness decides when to measure it.
+Callback = Callable[[int, torch.Tensor], bool]
+
+
+@dataclass
+class Reconstruction:
+    """What a method may return instead of a bare tensor, to report how it got there."""
+
+    x: torch.Tensor
+    #: iterations actually run (None for one-shot methods)
+    iterations: int | None = None
+    #: the iteration whose iterate is returned (an early-stopping rule's choice)
+    selected_iteration: int | None = None
+    #: the iteration budget the method was given (iterations saved = budget - iterations)
+    budget: int | None = None
+    #: anything else worth logging (numbers or short strings)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingContext:
+    """Everything a trained method needs to fit itself, and where to cache the result."""
+
+    images: list[torch.Tensor]  # training split, each C×H×W in [0, 1]
+    dataset: str  # name of the training set (part of the cache key)
+    task: Any  # benchmark.tasks.Task
+    cache_dir: Path
+    seed: int
+    device: torch.device
+    progress: bool = True
+
+
+@dataclass
+class TrainingReport:
+    """What training cost; reported apart from reconstruction time."""
+
+    seconds: float
+    cached: bool
+    checkpoint: str = ""
+    losses: list[float] = field(default_factory=list)
+
+
+class Method:
+    """Base class of every registered method. Subclass it in one file under ``methods/``.
+
+    Class attributes declare the method; ``defaults`` lists every accepted parameter with its
+    default value, and ``task_defaults`` overrides them per task family (e.g. DIP's
+    per-task iteration budgets from the paper).
+    """
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = "baseline"  # "baseline" | "dip" | "data-driven"
+    summary: ClassVar[str] = ""
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    task_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: methods that learn from a training split implement ``prepare``
+    needs_training: ClassVar[bool] = False
+
+    def __init__(self, **params: Any) -> None:
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            from benchmark.errors import UserError
+
+            valid = ", ".join(sorted(self.defaults)) or "(none)"
+            raise UserError(
+                f"method {self.name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                f"valid parameters: {valid}"
+            )
+        self.params: dict[str, Any] = {**self.defaults, **params}
+
+    @classmethod
+    def resolve_params(cls, task_family: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults, then the per-task-family defaults, then the profile's overrides."""
+        return {**cls.defaults, **cls.task_defaults.get(task_family, {}), **overrides}
+
+    def skip_reason(self, task: Any) -> str | None:
+        """Why this method does not apply to ``task`` (None when it does)."""
+        return None
+
+    def prepare(self, ctx: TrainingContext) -> TrainingReport | None:
+        """Train (or load a cached checkpoint). Called once per (task, training set) before use."""
+        return None
+
+    def reconstruct(
+        self,
+        y: torch.Tensor,
+        physics: Any,
+        *,
+        seed: int,
+        callback: Callback | None = None,
+    ) -> torch.Tensor | Reconstruction:
+        raise NotImplementedError
+
+
+def as_reconstruction(result: torch.Tensor | Reconstruction) -> Reconstruction:
+    """Normalise a method's return value."""
+    if isinstance(result, Reconstruction):
+        return result
+    return Reconstruction(x=result)
+
+
+def params_dict(obj: Any) -> dict[str, Any]:
+    """Parameters of a dataclass or mapping as a plain dict (for hashing and logging)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    return dict(obj)

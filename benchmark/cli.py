@@ -1,0 +1,184 @@
+"""Command line: ``python -m benchmark`` (or ``dipbench``).
+
+    run         run (or resume) a profile, or any selection of methods × tasks × datasets
+    list        list registered methods, tasks, datasets and profiles
+    report      rebuild the HTML/Markdown/LaTeX report from a results store
+    leaderboard serve the MLflow UI on 127.0.0.1 over the same store
+
+User errors print one line naming the problem and the valid choices, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmark.errors import UserError
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dipbench", description="DIP vs data-driven image reconstruction benchmark")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run or resume a benchmark profile")
+    run.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
+    run.add_argument("--methods", type=_csv, help="comma-separated methods (default: the profile's)")
+    run.add_argument("--tasks", type=_csv, help="comma-separated tasks")
+    run.add_argument("--datasets", type=_csv, help="comma-separated datasets (profile crop/limit kept when listed)")
+    run.add_argument("--seeds", type=lambda v: [int(s) for s in _csv(v)], help="comma-separated seeds")
+    run.add_argument("--limit", type=int, help="at most N images per dataset")
+    run.add_argument("--results", type=Path, help="results folder (default: results/<profile>)")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns.db)")
+    run.add_argument("--executor", choices=["local", "ray"], default="local")
+    run.add_argument("--address", help="Ray cluster address (with --executor ray)")
+    run.add_argument("--strict", action="store_true", help="exit 1 when any cell failed")
+    run.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    lst = sub.add_parser("list", help="list what is registered")
+    lst.add_argument("what", nargs="?", choices=["methods", "tasks", "datasets", "profiles", "all"], default="all")
+
+    rep = sub.add_parser("report", help="rebuild the report from a results store")
+    rep.add_argument("--profile", default="quick")
+    rep.add_argument("--results", type=Path)
+
+    board = sub.add_parser("leaderboard", help="serve the MLflow UI over the benchmark store")
+    board.add_argument("--host", default="127.0.0.1")
+    board.add_argument("--port", type=int, default=int(os.environ.get("DIPBENCH_PORT", "5000")))
+    board.add_argument("--tracking-uri")
+    return parser
+
+
+def _select(profile, args):  # type: ignore[no-untyped-def]
+    from benchmark.profiles import DatasetSpec
+
+    changes = {}
+    if args.methods:
+        changes["methods"] = args.methods
+    if args.tasks:
+        changes["tasks"] = args.tasks
+    if args.seeds:
+        changes["seeds"] = args.seeds
+    datasets = profile.datasets
+    if args.datasets:
+        known = {d.name: d for d in profile.datasets}
+        template = profile.datasets[0] if profile.datasets else DatasetSpec("embedded")
+        datasets = [known.get(n, DatasetSpec(n, crop=template.crop, limit=template.limit)) for n in args.datasets]
+    if args.limit:
+        datasets = [dataclasses.replace(d, limit=args.limit) for d in datasets]
+    changes["datasets"] = datasets
+    return dataclasses.replace(profile, **changes)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark import profiles, runner
+
+    profile = _select(profiles.load(args.profile), args)
+    executor = None
+    if args.executor == "ray":
+        from benchmark.ray_executor import RayExecutor
+
+        executor = RayExecutor(address=args.address)
+    try:
+        summary = runner.run_benchmark(profile, results_dir=args.results, tracking_uri=args.tracking_uri,
+                                       executor=executor, strict=args.strict, progress=not args.no_progress,
+                                       report=not args.no_report)
+    except runner.BenchmarkFailed as exc:
+        _print_summary(exc.summary)
+        print(f"error: {exc} (--strict)", file=sys.stderr)
+        return 1
+    _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
+    from benchmark.store import ResultsStore
+
+    frame = ResultsStore(summary.results_dir / "results.sqlite").frame()
+    try:
+        import reports
+
+        print(reports.comparison_table(frame, fmt="markdown"))
+    except Exception as exc:  # noqa: BLE001 - the summary must print even if a report piece breaks
+        print(f"(table unavailable: {exc})")
+    print(f"\ncells planned {summary.planned}, already done {summary.already_done}, ran {summary.ran}, "
+          f"skipped {summary.skipped}, failed {len(summary.failed)}; wall time {summary.wall_s:.1f} s")
+    for where, error in summary.failed:
+        print(f"  FAILED {where}: {error}")
+    print(f"results: {summary.results_dir}/results.sqlite   MLflow parent run: {summary.parent_run_id}")
+    if summary.report:
+        print(f"report: {summary.report}")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from benchmark import data, profiles, registry, tasks
+
+    if args.what in ("methods", "all"):
+        print("methods:")
+        for name, cls in registry.available().items():
+            print(f"  {name:<16} [{cls.family}] {cls.summary}")
+    if args.what in ("tasks", "all"):
+        print("tasks:")
+        for name, task in tasks.TASKS.items():
+            print(f"  {name:<22} {task.description}")
+    if args.what in ("datasets", "all"):
+        print("datasets:")
+        for name, desc in data.available().items():
+            print(f"  {name:<10} {desc}")
+    if args.what in ("profiles", "all"):
+        print("profiles:")
+        for name in profiles.available():
+            print(f"  {name:<8} {profiles.load(name).description}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import reports
+    from benchmark import profiles, runner
+    from benchmark.store import ResultsStore
+
+    profile = profiles.load(args.profile)
+    results = args.results or runner.default_results_dir(profile)
+    db = Path(results) / "results.sqlite"
+    if not db.exists():
+        raise UserError(f"no results store at {db}; run `python -m benchmark run --profile {profile.name}` first")
+    frame = ResultsStore(db).frame()
+    path = reports.build_report(frame, Path(results) / "report", title=f"dipbench · {profile.name}",
+                                recon_root=Path(results) / "recons")
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from benchmark.tracking import tracking_uri
+
+    uri = tracking_uri(args.tracking_uri)
+    mlflow = Path(sys.executable).with_name("mlflow")
+    cmd = [str(mlflow), "server", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port), "--workers", "1"]
+    print(f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C to stop)")
+    return subprocess.call(cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "leaderboard": cmd_leaderboard}
+    try:
+        return commands[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished cells are saved; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Errors a user can fix: the CLI prints them in one line and exits with status 2."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """Bad input from the user (unknown name, malformed config, missing or corrupt file)."""
+
+
+def unknown(kind: str, name: str, choices: Iterable[str]) -> UserError:
+    """An error naming the bad value and every valid choice, so the fix is obvious."""
+    valid = ", ".join(sorted(choices)) or "(none)"
+    return UserError(f"unknown {kind} {name!r}; valid choices: {valid}")

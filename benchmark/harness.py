@@ -1,0 +1,281 @@
+"""run_cell: the only place that sees the ground truth.
+
+It makes the measurement from a generator seeded by (task, image, seed), calls the method with
+the clock running, and measures everything with the clock paused: quality metrics, the PSNR/SSIM
+trajectory of iterative methods (through the callback), the oracle best iterate, the ES gap,
+wall time (GPU-synchronised), iterations and peak memory.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image as PILImage
+
+from benchmark import metrics, registry, tasks
+from benchmark.api import Method, TrainingContext, TrainingReport, as_reconstruction
+from benchmark.plan import Cell
+from benchmark.store import Record
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Stopwatch:
+    """Wall time of the reconstruction alone: measurement work runs inside ``paused()``."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.elapsed = 0.0
+        self._started: float | None = None
+
+    def start(self) -> None:
+        _sync(self.device)
+        self._started = time.perf_counter()
+
+    def stop(self) -> float:
+        _sync(self.device)
+        if self._started is not None:
+            self.elapsed += time.perf_counter() - self._started
+            self._started = None
+        return self.elapsed
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakMemory:
+    """Peak memory above the starting point: CUDA's allocator stats on GPU, sampled RSS on CPU."""
+
+    def __init__(self, device: torch.device, interval: float = 0.005) -> None:
+        self.device, self.interval = device, interval
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        elif os.path.exists("/proc/self/statm"):
+            self._base = _rss_bytes()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_bytes = max(self.peak_bytes, _rss_bytes() - self._base)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cuda":
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._base
+        elif self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak_bytes = max(self.peak_bytes, _rss_bytes() - self._base)
+
+    @property
+    def megabytes(self) -> float:
+        return max(self.peak_bytes, 0) / 2**20
+
+
+@dataclass
+class TrajectoryRecorder:
+    """The harness's callback: every ``every`` steps it measures x_k, with the clock paused."""
+
+    truth: torch.Tensor
+    clock: Stopwatch
+    every: int
+    points: list[list[float]] = field(default_factory=list)
+    last_step: int = 0
+
+    def __call__(self, step: int, x_k: torch.Tensor) -> bool:
+        self.last_step = step
+        if step % self.every == 0:
+            with self.clock.paused(), torch.inference_mode():
+                x = x_k.detach().clamp(0, 1)
+                self.points.append([step, metrics.psnr(x, self.truth), metrics.ssim(x, self.truth)])
+        return True
+
+
+def to_png(x: torch.Tensor) -> bytes:
+    """A 1×C×H×W or C×H×W tensor in [0, 1] as 8-bit PNG bytes."""
+    array = x.detach().float().clamp(0, 1).squeeze(0).cpu().numpy()
+    array = np.round(array * 255).astype(np.uint8)
+    image = PILImage.fromarray(array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@dataclass
+class CellOutcome:
+    """A record plus the files to write next to the results (written by the driver only)."""
+
+    record: Record
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+
+
+class MethodPool:
+    """Method instances per (method, params, task), prepared (trained or loaded) once each."""
+
+    def __init__(self, training_images: Any, training_name: str, cache_dir: Path, device: torch.device, progress: bool = True) -> None:
+        self.training_images = training_images  # callable returning the training images
+        self.training_name, self.cache_dir, self.device, self.progress = training_name, cache_dir, device, progress
+        self._instances: dict[tuple[str, str, str], tuple[Method, TrainingReport | None]] = {}
+        self._failures: dict[tuple[str, str, str], Exception] = {}
+
+    def get(self, cell: Cell) -> tuple[Method, TrainingReport | None]:
+        """The prepared method for ``cell``; a failed preparation is remembered, not retried."""
+        key = (cell.method, cell.params_json, cell.task)
+        if key in self._failures:
+            raise self._failures[key]
+        if key not in self._instances:
+            try:
+                self._instances[key] = self._prepare(cell)
+            except Exception as exc:
+                self._failures[key] = exc
+                raise
+        return self._instances[key]
+
+    def _prepare(self, cell: Cell) -> tuple[Method, TrainingReport | None]:
+        method = registry.get(cell.method)(**cell.params)
+        task = tasks.get(cell.task)
+        if not method.needs_training or method.skip_reason(task) is not None:
+            return method, None
+        ctx = TrainingContext(
+            images=self.training_images(), dataset=self.training_name, task=task,
+            cache_dir=self.cache_dir, seed=0, device=self.device, progress=self.progress,
+        )
+        return method, method.prepare(ctx)
+
+
+def _base_record(cell: Cell, method: Method, profile: str, device: torch.device) -> Record:
+    return Record(
+        cell_key=cell.key, method=cell.method, task=cell.task, dataset=cell.dataset,
+        image_id=cell.image_id, seed=cell.seed, params=cell.params, family=method.family,
+        profile=profile, device=str(device),
+    )
+
+
+def artifact_stem(cell: Cell) -> str:
+    return f"{cell.dataset}/{cell.task}/{cell.image_id}_seed{cell.seed}"
+
+
+def run_cell(
+    cell: Cell,
+    image: torch.Tensor,
+    pool: MethodPool,
+    *,
+    profile: str = "",
+    trajectory_every: int = 10,
+    with_lpips: bool = True,
+    save_reconstruction: bool = True,
+) -> CellOutcome:
+    """Run one cell and measure it. Failures become failed records, never exceptions."""
+    device = pool.device
+    task = tasks.get(cell.task)
+    record: Record | None = None
+    try:
+        method, report = pool.get(cell)
+        record = _base_record(cell, method, profile, device)
+        reason = method.skip_reason(task)
+        if reason is not None:
+            record.status, record.error = "skipped", reason
+            record.finished_at = time.time()
+            return CellOutcome(record)
+        if report is not None:
+            record.train_s = report.seconds
+            record.info["train_cached"] = report.cached
+        x = image.to(device).unsqueeze(0)
+        generator = tasks.measurement_generator(cell.task, cell.image_id, cell.seed)
+        physics = task.physics(tuple(image.shape), device, generator)
+        y = task.measure(x, physics, generator)
+
+        clock = Stopwatch(device)
+        recorder = TrajectoryRecorder(x, clock, max(1, trajectory_every))
+        with PeakMemory(device) as memory:
+            clock.start()
+            result = as_reconstruction(method.reconstruct(y, physics, seed=cell.seed, callback=recorder))
+            runtime = clock.stop()
+        return CellOutcome(*_measure(record, cell, result, x, y, physics, recorder, runtime, memory.megabytes, with_lpips, save_reconstruction))
+    except Exception as exc:  # noqa: BLE001 - a failing cell must not stop the benchmark
+        if record is None:
+            record = Record(cell_key=cell.key, method=cell.method, task=cell.task, dataset=cell.dataset,
+                            image_id=cell.image_id, seed=cell.seed, params=cell.params, profile=profile, device=str(device))
+        record.status = "failed"
+        record.error = f"{type(exc).__name__}: {exc}"
+        record.info["traceback"] = traceback.format_exc(limit=8)
+        record.finished_at = time.time()
+        return CellOutcome(record)
+
+
+@torch.inference_mode()
+def _measure(record: Record, cell: Cell, result: Any, x: torch.Tensor, y: torch.Tensor, physics: Any,
+             recorder: TrajectoryRecorder, runtime: float, peak_mb: float, with_lpips: bool,
+             save_reconstruction: bool) -> tuple[Record, dict[str, bytes]]:
+    x_hat = result.x.detach()
+    if x_hat.dim() == 3:
+        x_hat = x_hat.unsqueeze(0)
+    if x_hat.shape != x.shape:
+        raise ValueError(f"reconstruction has shape {tuple(x_hat.shape)}, expected {tuple(x.shape)}")
+    if not torch.isfinite(x_hat).all():
+        raise FloatingPointError("diverged: the reconstruction has NaN or Inf values")
+    x_hat = x_hat.clamp(0, 1)
+    record.psnr = metrics.psnr(x_hat, x)
+    record.ssim = metrics.ssim(x_hat, x)
+    record.lpips = metrics.lpips_distance(x_hat, x) if with_lpips else None
+    record.runtime_s = runtime
+    record.peak_mem_mb = peak_mb
+    record.iterations = result.iterations if result.iterations is not None else (recorder.last_step or None)
+    record.budget = result.budget
+    record.selected_iteration = result.selected_iteration
+    if result.budget is not None and record.iterations is not None:
+        record.iterations_saved = max(result.budget - record.iterations, 0)
+    record.trajectory = recorder.points
+    if recorder.points:
+        best = max(recorder.points, key=lambda p: p[1])
+        record.oracle_psnr, record.oracle_iteration = best[1], int(best[0])
+        record.es_gap_db = record.oracle_psnr - record.psnr
+    baseline = physics.A_dagger(y).clamp(0, 1)
+    record.measurement_psnr = metrics.psnr(baseline, x)
+    record.info.update({k: v for k, v in result.info.items() if isinstance(v, (int, float, str, bool))})
+    record.finished_at = time.time()
+    artifacts: dict[str, bytes] = {}
+    if save_reconstruction:
+        stem = artifact_stem(cell)
+        record.recon_path = f"{stem}_{cell.method}_{cell.key[:8]}.png"
+        artifacts[record.recon_path] = to_png(x_hat)
+        artifacts[f"{stem}_truth.png"] = to_png(x)
+        artifacts[f"{stem}_measurement.png"] = to_png(baseline)
+    return record, artifacts

@@ -1,0 +1,92 @@
+"""The plan: a profile's methods × tasks × datasets × images × seeds as a list of cells.
+
+A cell's key is a stable hash of (method, resolved parameters, task, dataset, image, crop,
+seed), so a rerun knows what is already done and never duplicates a result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from benchmark import data, registry, tasks
+from benchmark.errors import UserError
+from benchmark.profiles import DatasetSpec, Profile
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class Cell:
+    method: str
+    params_json: str
+    task: str
+    dataset: str
+    image_id: str
+    crop: str  # the image preparation, e.g. "resize96-crop64"
+    seed: int
+
+    @cached_property
+    def key(self) -> str:
+        ident = [self.method, self.params_json, self.task, self.dataset, self.image_id, self.crop, self.seed]
+        return hashlib.sha256(canonical_json(ident).encode()).hexdigest()[:24]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return json.loads(self.params_json)
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        """The (method, task, dataset) group: one MLflow child run, one table cell."""
+        return (self.method, self.task, self.dataset)
+
+
+def selected_methods(profile: Profile) -> list[str]:
+    known = registry.available()
+    names = list(known) if profile.methods == ["all"] else profile.methods
+    for name in names:
+        registry.get(name)  # raises a UserError listing the valid names
+    for name in profile.method_params:
+        if name not in known:
+            raise UserError(f"method_params names unknown method {name!r}; valid: {', '.join(known)}")
+    return names
+
+
+def resolved_params(profile: Profile, method: str, task: tasks.Task) -> dict[str, Any]:
+    """Method defaults ← per-task-family defaults ← profile overrides; validated now."""
+    cls = registry.get(method)
+    params = cls.resolve_params(task.family, profile.method_params.get(method, {}))
+    cls(**params)  # unknown parameters raise a UserError naming the valid ones
+    return params
+
+
+def load_images(spec: DatasetSpec, multiple: int = 1) -> list[data.Image]:
+    return data.load(spec.name, split="test", crop=spec.crop, limit=spec.limit, multiple=multiple, resize=spec.resize)
+
+
+def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[data.Image]]]:
+    """All cells of ``profile`` plus the images they need (validating every name first)."""
+    methods = selected_methods(profile)
+    task_objs = [tasks.get(t) for t in profile.tasks]
+    for spec in profile.datasets:
+        if spec.name not in data.available():
+            raise UserError(f"unknown dataset {spec.name!r}; valid choices: {', '.join(sorted(data.available()))}")
+    images: dict[tuple[str, int], list[data.Image]] = {}
+    cells: list[Cell] = []
+    for spec in profile.datasets:
+        for task in task_objs:
+            key = (spec.name, task.size_multiple)
+            if key not in images:
+                images[key] = load_images(spec, task.size_multiple)
+            prep = f"resize{spec.resize}-crop{spec.crop}"
+            for method in methods:
+                params_json = canonical_json(resolved_params(profile, method, task))
+                for image in images[key]:
+                    for seed in profile.seeds:
+                        cells.append(Cell(method, params_json, task.name, spec.name, image.id, prep, seed))
+    return cells, images

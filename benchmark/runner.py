@@ -1,0 +1,209 @@
+"""The benchmark driver: plan → prepare trained methods → execute cells → store → MLflow → report.
+
+The driver is the only writer to the results store and to MLflow; executors only return
+``CellOutcome`` objects. Each finished cell is committed at once, so an interrupted benchmark
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from benchmark import data, tasks
+from benchmark.errors import UserError
+from benchmark.harness import CellOutcome, MethodPool, pick_device, run_cell
+from benchmark.plan import Cell, make_plan
+from benchmark.profiles import Profile
+from benchmark.store import ResultsStore
+from benchmark.tracking import Tracker
+
+
+def default_results_dir(profile: Profile) -> Path:
+    return Path(os.environ.get("DIPBENCH_RESULTS", "results")) / profile.name
+
+
+def checkpoint_dir() -> Path:
+    return data.cache_root() / "checkpoints"
+
+
+@dataclass
+class Work:
+    """Everything a worker needs to run cells; plain data, so it can be shipped to Ray workers."""
+
+    profile_name: str
+    device: str
+    trajectory_every: int
+    lpips: bool
+    save_reconstructions: bool
+    training_dataset: str
+    training_crop: int | None
+    training_resize: int | None
+    training_limit: int | None
+    cache_dir: str
+    images: dict[tuple[str, str, str], torch.Tensor]  # (dataset, task, image_id) → image
+    progress: bool = False
+
+    def training_images(self) -> list[torch.Tensor]:
+        """The training split, loaded once per worker (checksums are verified on load)."""
+        cached = self.__dict__.get("_training_cache")
+        if cached is not None:
+            return cached
+        split = "train"
+        images = data.load(self.training_dataset, split=split, crop=self.training_crop, limit=self.training_limit,
+                           resize=self.training_resize)
+        self.__dict__["_training_cache"] = [img.tensor for img in images]
+        return self.__dict__["_training_cache"]
+
+    def pool(self) -> MethodPool:
+        return MethodPool(self.training_images, self.training_dataset, Path(self.cache_dir), pick_device(self.device), self.progress)
+
+    def run(self, cell: Cell, pool: MethodPool) -> CellOutcome:
+        image = self.images[(cell.dataset, cell.task, cell.image_id)]
+        return run_cell(cell, image, pool, profile=self.profile_name, trajectory_every=self.trajectory_every,
+                        with_lpips=self.lpips, save_reconstruction=self.save_reconstructions)
+
+
+class LocalExecutor:
+    """Runs cells one after another in this process (method instances reused across cells)."""
+
+    def __init__(self, pool: MethodPool | None = None) -> None:
+        self._pool = pool
+
+    def run(self, cells: list[Cell], work: Work) -> Iterator[CellOutcome]:
+        pool = self._pool or work.pool()
+        for cell in cells:
+            yield work.run(cell, pool)
+
+
+@dataclass
+class Summary:
+    planned: int
+    already_done: int
+    ran: int
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped: int = 0
+    wall_s: float = 0.0
+    results_dir: Path = Path()
+    parent_run_id: str = ""
+    report: Path | None = None
+
+
+def _write_artifacts(root: Path, artifacts: dict[str, bytes]) -> None:
+    for rel, payload in artifacts.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_bytes(payload)
+        os.replace(tmp, path)
+
+
+def run_benchmark(
+    profile: Profile,
+    *,
+    results_dir: Path | None = None,
+    tracking_uri: str | None = None,
+    executor: Any = None,
+    strict: bool = False,
+    progress: bool = True,
+    report: bool = True,
+    on_record: Callable[[CellOutcome], None] | None = None,
+) -> Summary:
+    """Run (or resume) ``profile``; everything is validated before any run is written."""
+    started = time.perf_counter()
+    cells, images = make_plan(profile)
+    if profile.training.dataset not in data.available():
+        raise UserError(f"unknown training dataset {profile.training.dataset!r}; valid: {', '.join(data.available())}")
+    results_dir = Path(results_dir or default_results_dir(profile))
+    store = ResultsStore(results_dir / "results.sqlite")
+    done = store.done_keys()
+    todo = [c for c in cells if c.key not in done]
+    device = pick_device(profile.device)
+
+    by_id = {}
+    for (dataset, multiple), imgs in images.items():
+        for task_name in profile.tasks:
+            if tasks.get(task_name).size_multiple == multiple:
+                by_id.update({(dataset, task_name, img.id): img.tensor for img in imgs})
+    work = Work(profile.name, str(device), profile.trajectory_every, profile.lpips, profile.save_reconstructions,
+                profile.training.dataset, profile.training.crop, profile.training.resize, profile.training.train_images,
+                str(checkpoint_dir()), by_id, progress)
+
+    tracker = Tracker(tracking_uri, artifact_root=results_dir.parent / "mlartifacts")
+    tracker.close_orphans()
+    tracker.start(profile, str(device), len(cells), len(todo))
+    summary = Summary(planned=len(cells), already_done=len(cells) - len(todo), ran=0, results_dir=results_dir,
+                      parent_run_id=tracker.parent_id or "")
+    status = "FAILED"
+    try:
+        pool = work.pool()
+        pool.progress = progress
+        _prepare_trained(todo, pool, tracker, profile)
+        runner = executor or LocalExecutor(pool)
+        bar = tqdm(total=len(todo), desc=f"{profile.name}", unit="cell", disable=not progress, dynamic_ncols=True)
+        for outcome in runner.run(todo, work):
+            _write_artifacts(results_dir / "recons", outcome.artifacts)
+            store.put(outcome.record)
+            rec = outcome.record
+            summary.ran += 1
+            if rec.status == "failed":
+                summary.failed.append((f"{rec.method} · {rec.task} · {rec.dataset} · {rec.image_id} · seed {rec.seed}", rec.error))
+            elif rec.status == "skipped":
+                summary.skipped += 1
+            if on_record:
+                on_record(outcome)
+            bar.set_postfix_str(f"{rec.method}/{rec.task}/{rec.image_id}"[:48])
+            bar.update(1)
+        bar.close()
+        frame = store.frame([c.key for c in cells])
+        tracker.log_groups(frame, profile.name)
+        if report:
+            summary.report = _build_report(frame, results_dir, profile)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.finish(status)
+        summary.wall_s = time.perf_counter() - started
+    if strict and summary.failed:
+        raise BenchmarkFailed(summary)
+    return summary
+
+
+class BenchmarkFailed(Exception):
+    """``--strict``: some cells failed."""
+
+    def __init__(self, summary: Summary) -> None:
+        super().__init__(f"{len(summary.failed)} cell(s) failed")
+        self.summary = summary
+
+
+def _prepare_trained(todo: list[Cell], pool: MethodPool, tracker: Tracker, profile: Profile) -> None:
+    """Train (or load) every trained method once per task, in the driver, before any cell runs."""
+    seen: set[tuple[str, str, str]] = set()
+    for cell in todo:
+        key = (cell.method, cell.params_json, cell.task)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            _, report = pool.get(cell)
+        except Exception:  # noqa: BLE001 - recorded as failed cells by run_cell
+            continue
+        if report is not None:
+            tracker.log_training(cell.method, cell.task, pool.training_name, report, profile.name)
+
+
+def _build_report(frame: Any, results_dir: Path, profile: Profile) -> Path | None:
+    import reports
+
+    return reports.build_report(frame, results_dir / "report", title=f"dipbench · {profile.name}",
+                                recon_root=results_dir / "recons")

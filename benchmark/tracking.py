@@ -1,0 +1,191 @@
+"""MLflow tracking, derived from the per-image results table.
+
+One parent run per invocation (git commit, profile, device, package versions); one child run
+per (method, task, dataset) with its parameters, mean metrics and 95% intervals, the per-image
+table as an artifact, DIP trajectories as stepped metrics, and tags to filter by. Only the driver
+writes here. The default store is SQLite (``sqlite:///mlruns.db``); ``MLFLOW_TRACKING_URI``
+overrides it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities import Metric, RunStatus
+from mlflow.tracking import MlflowClient
+
+from benchmark.api import TrainingReport
+
+EXPERIMENT = "dipbench"
+DEFAULT_URI = "sqlite:///mlruns.db"
+SUMMARY_METRICS = ("psnr", "ssim", "lpips", "runtime_s", "peak_mem_mb", "train_s",
+                   "oracle_psnr", "es_gap_db", "iterations", "iterations_saved")
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def mean_ci(values: np.ndarray, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean with a percentile-bootstrap interval over images and seeds (deterministic)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    if values.size == 1:
+        return float(values[0]), float(values[0]), float(values[0])
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, (resamples, values.size))].mean(axis=1)
+    alpha = (1 - level) / 2
+    return float(values.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parents[1])
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in ("torch", "deepinv", "mlflow", "numpy", "lpips", "scikit-image"):
+        try:
+            out[f"version.{name}"] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[f"version.{name}"] = "absent"
+    return out
+
+
+def _experiment_id(client: MlflowClient, artifact_root: Path | None) -> str:
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = artifact_root.resolve().as_uri() if artifact_root else None
+    return client.create_experiment(EXPERIMENT, artifact_location=location)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Tracker:
+    """Opens the parent run at start, closes it with the right status, logs children from the table."""
+
+    def __init__(self, uri: str | None = None, artifact_root: Path | None = None) -> None:
+        self.uri = tracking_uri(uri)
+        mlflow.set_tracking_uri(self.uri)
+        self.client = MlflowClient(self.uri)
+        self.experiment_id = _experiment_id(self.client, artifact_root)
+        self.parent_id: str | None = None
+
+    def close_orphans(self) -> int:
+        """Mark runs left RUNNING by a killed invocation on this host as KILLED (none stays open)."""
+        host = socket.gethostname()
+        runs = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
+        closed = 0
+        for run in runs:
+            tags = run.data.tags
+            pid = int(tags.get("dipbench.pid", "0") or 0)
+            if tags.get("dipbench.host") == host and pid and pid != os.getpid() and not _pid_alive(pid):
+                self.client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.KILLED))
+                closed += 1
+        return closed
+
+    def start(self, profile: Any, device: str, plan_size: int, todo: int) -> str:
+        tags = {
+            "dipbench.kind": "benchmark", "profile": profile.name, "device": device,
+            "git_commit": git_commit(), "dipbench.host": socket.gethostname(), "dipbench.pid": str(os.getpid()),
+            **package_versions(),
+        }
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"{profile.name}")
+        self.parent_id = run.info.run_id
+        self.client.log_param(self.parent_id, "profile", profile.name)
+        self.client.log_param(self.parent_id, "cells_planned", plan_size)
+        self.client.log_param(self.parent_id, "cells_to_run", todo)
+        if profile.source and Path(profile.source).exists():
+            self.client.log_artifact(self.parent_id, profile.source)
+        return self.parent_id
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if self.parent_id:
+            self.client.set_terminated(self.parent_id, status=status)
+
+    def log_training(self, method: str, task: str, dataset: str, report: TrainingReport, profile: str) -> None:
+        """One run per trained (method, task): training time and the loss curve, under the parent."""
+        tags = {"mlflow.parentRunId": self.parent_id or "", "dipbench.kind": "training", "method": method,
+                "task": task, "dataset": dataset, "profile": profile}
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"train {method} {task}")
+        rid = run.info.run_id
+        metrics = [Metric("train_s", report.seconds, 0, 0)]
+        metrics += [Metric("train_loss", float(v), 0, i) for i, v in enumerate(report.losses)]
+        for start in range(0, len(metrics), 900):
+            self.client.log_batch(rid, metrics=metrics[start:start + 900])
+        self.client.set_tag(rid, "cached", str(report.cached))
+        self.client.set_terminated(rid)
+
+    def log_groups(self, frame: pd.DataFrame, profile: str) -> list[str]:
+        """One child run per (method, task, dataset) of the per-image table."""
+        run_ids = []
+        for (method, task, dataset), rows in frame.groupby(["method", "task", "dataset"], sort=True):
+            run_ids.append(self._log_group(method, task, dataset, rows, profile))
+        return run_ids
+
+    def _log_group(self, method: str, task: str, dataset: str, rows: pd.DataFrame, profile: str) -> str:
+        ok = rows[rows.status == "ok"]
+        tags = {"mlflow.parentRunId": self.parent_id or "", "dipbench.kind": "result", "method": method,
+                "task": task, "dataset": dataset, "profile": profile, "family": str(rows.family.iloc[0])}
+        skipped = rows[rows.status == "skipped"]
+        if len(skipped):
+            tags["skip_reason"] = str(skipped.error.iloc[0])[:500]
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"{method} · {task} · {dataset}")
+        rid = run.info.run_id
+        params = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in rows.params.iloc[0].items()}
+        params["method"] = method
+        self.client.log_batch(rid, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items()])
+        batch = [Metric("n_images", float(len(ok)), 0, 0), Metric("n_failed", float((rows.status == "failed").sum()), 0, 0)]
+        for name in SUMMARY_METRICS:
+            if name in ok and ok[name].notna().any():
+                mean, low, high = mean_ci(ok[name].astype(float).to_numpy())
+                batch += [Metric(name, mean, 0, 0), Metric(f"{name}_ci95_low", low, 0, 0), Metric(f"{name}_ci95_high", high, 0, 0)]
+        batch += self._trajectory_metrics(ok)
+        for start in range(0, len(batch), 900):
+            self.client.log_batch(rid, metrics=batch[start:start + 900])
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "per_image.csv"
+            rows.drop(columns=["trajectory"]).to_csv(path, index=False)
+            self.client.log_artifact(rid, str(path))
+        self.client.set_terminated(rid)
+        return rid
+
+    @staticmethod
+    def _trajectory_metrics(ok: pd.DataFrame) -> list[Metric]:
+        """Mean PSNR/SSIM along the iterations, plus each image's PSNR curve, as stepped metrics."""
+        out: list[Metric] = []
+        by_step: dict[int, list[tuple[float, float]]] = {}
+        for _, row in ok.iterrows():
+            for step, psnr, ssim in row.trajectory or []:
+                by_step.setdefault(int(step), []).append((psnr, ssim))
+                out.append(Metric(f"trajectory_psnr.{row.image_id}.seed{row.seed}", float(psnr), 0, int(step)))
+        for step, values in sorted(by_step.items()):
+            out.append(Metric("trajectory_psnr", float(np.mean([v[0] for v in values])), 0, step))
+            out.append(Metric("trajectory_ssim", float(np.mean([v[1] for v in values])), 0, step))
+        return out
