@@ -82,9 +82,13 @@ def alexnet_state(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
 
 @lru_cache(maxsize=4)
 def lpips_model(device: torch.device) -> torch.nn.Module:
+    import warnings
+
     import lpips
 
-    model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+    with warnings.catch_warnings():  # torchvision's deprecation notes about `pretrained=`
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
     convs = [m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d)]
     layers = alexnet_state(alexnet_checkpoint())
     if len(layers) != len(convs):

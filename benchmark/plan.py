@@ -79,7 +79,13 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
     images: dict[tuple[str, int], list[data.Image]] = {}
     cells: list[Cell] = []
     for spec in profile.datasets:
+        for name in spec.tasks or []:
+            if name not in profile.tasks:
+                raise UserError(f"dataset {spec.name!r} lists task {name!r}, which is not among the profile's tasks: "
+                                f"{', '.join(profile.tasks)}")
         for task in task_objs:
+            if spec.tasks is not None and task.name not in spec.tasks:
+                continue
             key = (spec.name, task.size_multiple)
             if key not in images:
                 images[key] = load_images(spec, task.size_multiple)

@@ -23,6 +23,7 @@ class DatasetSpec:
     crop: int | None = None  # centre crop to crop² (None: full resolution)
     resize: int | None = None  # first resize so the shorter side is this (None: keep)
     limit: int | None = None  # first N images (None: all)
+    tasks: list[str] | None = None  # only these of the profile's tasks (None: all of them)
 
 
 @dataclass(frozen=True)

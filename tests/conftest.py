@@ -1,0 +1,38 @@
+"""Test configuration: point at the shared data beside the checkout, isolate caches, seed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+os.environ.setdefault("DIPBENCH_DATA", str(SHARED / "datasets"))
+os.environ.setdefault("DIPBENCH_WEIGHTS", str(SHARED / "weights"))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+# Speed benchmarks run only under `make perf`, never as part of the unit tests.
+collect_ignore_glob = [] if os.environ.get("DIPBENCH_PERF") else ["perf/*"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    if "DIPBENCH_CACHE" not in os.environ:
+        os.environ["DIPBENCH_CACHE"] = str(tmp_path_factory.mktemp("dipbench-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    torch.manual_seed(0)
+
+
+def shared_data_available() -> bool:
+    return (Path(os.environ["DIPBENCH_DATA"]) / "set12").is_dir()
+
+
+requires_shared = pytest.mark.skipif(not shared_data_available(), reason="needs ../shared/datasets (DIPBENCH_DATA)")

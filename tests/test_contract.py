@@ -1,0 +1,122 @@
+"""Conformance tests run over every registered method automatically (benchopt-style).
+
+Each method, with the smoke profile's parameters, on each smoke task: returns an image of the
+right shape, finite, deterministic for a seed, stops when the callback says so, and beats
+nothing-at-all (a constant image).
+"""
+
+from __future__ import annotations
+
+import inspect
+from functools import lru_cache
+
+import pytest
+import torch
+
+from benchmark import data, metrics, plan, profiles, registry, tasks
+from benchmark.api import Method, TrainingContext, as_reconstruction
+from benchmark.data import cache_root
+
+SMOKE = profiles.load("smoke")
+METHODS = sorted(registry.available())
+TASKS = SMOKE.tasks
+
+
+@lru_cache(maxsize=None)
+def _image() -> torch.Tensor:
+    spec = SMOKE.datasets[0]
+    return data.load(spec.name, crop=spec.crop, resize=spec.resize, limit=1)[0].tensor
+
+
+@lru_cache(maxsize=None)
+def _method(name: str, task_name: str) -> Method:
+    task = tasks.get(task_name)
+    method = registry.get(name)(**plan.resolved_params(SMOKE, name, task))
+    if method.needs_training and method.skip_reason(task) is None:
+        train = data.load(SMOKE.training.dataset, split="train", crop=SMOKE.training.crop,
+                          resize=SMOKE.training.resize, limit=SMOKE.training.train_images)
+        method.prepare(TrainingContext([i.tensor for i in train], SMOKE.training.dataset, task,
+                                       cache_root() / "contract", seed=0, device=torch.device("cpu"), progress=False))
+    return method
+
+
+def _problem(task_name: str, seed: int = 0):  # type: ignore[no-untyped-def]
+    task = tasks.get(task_name)
+    x = _image()
+    g = tasks.measurement_generator(task_name, "contract", seed)
+    physics = task.physics(tuple(x.shape), torch.device("cpu"), g)
+    return task, x[None], physics, task.measure(x[None], physics, g)
+
+
+def _applicable(name: str, task_name: str) -> Method:
+    method = _method(name, task_name)
+    reason = method.skip_reason(tasks.get(task_name))
+    if reason is not None:
+        assert isinstance(reason, str) and reason, "a skip reason must say why"
+        pytest.skip(f"{name} does not apply to {task_name}: {reason}")
+    return method
+
+
+def test_registry_lists_every_method_file() -> None:
+    assert {"trivial", "tv"} <= set(METHODS)
+    for name, cls in registry.available().items():
+        assert cls.name == name and cls.family in {"baseline", "dip", "data-driven"} and cls.summary
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_signature_never_receives_ground_truth(name: str) -> None:
+    params = inspect.signature(registry.get(name).reconstruct).parameters
+    assert list(params)[:3] == ["self", "y", "physics"]
+    assert {"seed", "callback"} <= set(params)
+    assert not {"x", "x_true", "target", "ground_truth", "gt"} & set(params)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_unknown_parameter_is_refused(name: str) -> None:
+    from benchmark.errors import UserError
+
+    with pytest.raises(UserError, match="valid parameters"):
+        registry.get(name)(definitely_not_a_parameter=1)
+
+
+@pytest.mark.parametrize("task_name", TASKS)
+@pytest.mark.parametrize("name", METHODS)
+def test_output_shape_finite_and_better_than_nothing(name: str, task_name: str) -> None:
+    method = _applicable(name, task_name)
+    _, x, physics, y = _problem(task_name)
+    out = as_reconstruction(method.reconstruct(y, physics, seed=0)).x.detach()
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all()
+    score = metrics.psnr(out.clamp(0, 1), x)
+    for constant in (0.0, float(x.mean())):
+        assert score > metrics.psnr(torch.full_like(x, constant), x), f"{name} no better than a constant image"
+
+
+@pytest.mark.parametrize("task_name", TASKS[:1])
+@pytest.mark.parametrize("name", METHODS)
+def test_same_seed_same_output(name: str, task_name: str) -> None:
+    method = _applicable(name, task_name)
+    _, _, physics, y = _problem(task_name)
+    first = as_reconstruction(method.reconstruct(y, physics, seed=3)).x
+    second = as_reconstruction(method.reconstruct(y, physics, seed=3)).x
+    assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize("task_name", TASKS[:1])
+@pytest.mark.parametrize("name", METHODS)
+def test_callback_can_stop_it(name: str, task_name: str) -> None:
+    method = _applicable(name, task_name)
+    _, x, physics, y = _problem(task_name)
+    steps: list[int] = []
+
+    def stop_at_three(step: int, x_k: torch.Tensor) -> bool:
+        steps.append(step)
+        assert x_k.shape == x.shape
+        return step < 3
+
+    result = as_reconstruction(method.reconstruct(y, physics, seed=0, callback=stop_at_three))
+    assert result.x.shape == x.shape
+    assert len(steps) <= 3, f"{name} kept iterating after the callback returned False"
+    if steps:
+        assert steps == list(range(1, len(steps) + 1))
+        assert result.iterations is None or result.iterations <= 3

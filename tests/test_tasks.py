@@ -1,0 +1,64 @@
+"""Tasks: one seeded measurement per (task, image, seed), the same for every method."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmark import tasks
+
+
+def _measure(name: str, image_id: str = "img", seed: int = 0, shape: tuple[int, int, int] = (1, 32, 32)):  # type: ignore[no-untyped-def]
+    task = tasks.get(name)
+    x = torch.linspace(0, 1, shape[1] * shape[2]).reshape(1, *shape[1:]).expand(*shape).clone()
+    g = tasks.measurement_generator(name, image_id, seed)
+    physics = task.physics(shape, torch.device("cpu"), g)
+    return x[None], physics, task.measure(x[None], physics, g)
+
+
+@pytest.mark.parametrize("name", sorted(tasks.TASKS))
+def test_measurement_is_reproducible_per_task_image_seed(name: str) -> None:
+    _, _, y1 = _measure(name)
+    _, _, y2 = _measure(name)
+    assert torch.equal(y1, y2)
+
+
+def test_other_seed_or_image_gives_other_noise() -> None:
+    _, _, y = _measure("denoising_s25")
+    assert not torch.equal(y, _measure("denoising_s25", seed=1)[2])
+    assert not torch.equal(y, _measure("denoising_s25", image_id="other")[2])
+
+
+@pytest.mark.parametrize(("name", "sigma"), [("denoising_s15", 15), ("denoising_s25", 25), ("denoising_s50", 50)])
+def test_denoising_noise_level(name: str, sigma: int) -> None:
+    x, physics, y = _measure(name, shape=(1, 128, 128))
+    assert float((y - x).std()) == pytest.approx(sigma / 255, rel=0.03)
+    assert float(physics.noise_model.sigma) == pytest.approx(sigma / 255)
+
+
+def test_random_inpainting_hides_half_the_pixels_the_same_in_every_channel() -> None:
+    x, physics, y = _measure("inpainting_random50", shape=(3, 64, 64))
+    mask = physics.mask.squeeze(0) if physics.mask.dim() == 4 else physics.mask
+    assert float(1 - mask.mean()) == pytest.approx(0.5, abs=0.03)
+    assert torch.equal(mask[0], mask[1]) and torch.equal(mask[1], mask[2])
+    assert torch.equal(y, x * mask)
+
+
+def test_box_inpainting_hides_the_centre() -> None:
+    _, physics, _ = _measure("inpainting_box", shape=(1, 32, 32))
+    mask = physics.mask.reshape(32, 32)
+    assert float(mask[16, 16]) == 0 and float(mask[0, 0]) == 1
+    assert float(1 - mask.mean()) == pytest.approx(0.25)
+
+
+def test_super_resolution_shrinks_by_four_and_adjoint_is_consistent() -> None:
+    x, physics, y = _measure("sr_x4", shape=(1, 32, 32))
+    assert y.shape == (1, 1, 8, 8)
+    u = torch.randn_like(y)
+    assert float((physics.A(x) * u).sum()) == pytest.approx(float((x * physics.A_adjoint(u)).sum()), rel=1e-4)
+
+
+def test_deblurring_blurs_with_a_little_noise() -> None:
+    x, physics, y = _measure("deblurring_gaussian", shape=(1, 64, 64))
+    assert 0 < float(physics.noise_model.sigma) < 0.02
+    assert float((physics.A(x) - x).abs().mean()) > 0
