@@ -7,7 +7,7 @@ per-iteration ``callback``; it never sees the ground truth. The harness measures
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,7 +38,7 @@ class Reconstruction:
 class TrainingContext:
     """Everything a trained method needs to fit itself, and where to cache the result."""
 
-    images: list[torch.Tensor]  # training split, each C×H×W in [0, 1]
+    images: Sequence[torch.Tensor]  # training split, each C×H×W in [0, 1], loaded on first access
     dataset: str  # name of the training set (part of the cache key)
     task: Any  # benchmark.tasks.Task
     cache_dir: Path
@@ -90,12 +90,14 @@ class Method:
         """Defaults, then the per-task-family defaults, then the profile's overrides."""
         return {**cls.defaults, **cls.task_defaults.get(task_family, {}), **overrides}
 
-    def skip_reason(self, task: Any) -> str | None:
-        """Why this method does not apply to ``task`` (None when it does)."""
+    def skip_reason(self, task: Any, channels: int | None = None) -> str | None:
+        """Why this method does not apply to ``task`` (on images of ``channels`` channels, when
+        known); None when it does. The harness records such cells as skipped, with the reason."""
         return None
 
     def prepare(self, ctx: TrainingContext) -> TrainingReport | None:
-        """Train (or load a cached checkpoint). Called once per (task, training set) before use."""
+        """Train, load a cached checkpoint or load weights, once per (task, training set), before
+        any reconstruction and outside its timing. Return a report when something was trained."""
         return None
 
     def reconstruct(

@@ -95,6 +95,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_summary(exc.summary)
         print(f"error: {exc} (--strict)", file=sys.stderr)
         return 1
+    finally:
+        if executor is not None:
+            executor.shutdown()
     _print_summary(summary)
     return 0
 

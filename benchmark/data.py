@@ -10,6 +10,7 @@ Files are read from ``$DIPBENCH_DATA/<name>/`` when present, otherwise from a do
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.request
@@ -104,7 +105,7 @@ def download(url: str, dest: Path, sha256: str, timeout: float = 60.0) -> Path:
                 "the file was not kept"
             )
         os.replace(tmp, dest)
-    except OSError as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         raise UserError(f"could not download {url}: {exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,38 +146,65 @@ class CellOutcome:
     artifacts: dict[str, bytes] = field(default_factory=dict)
 
 
+class LazyImages(Sequence[torch.Tensor]):
+    """The training split, loaded on first access (most methods never touch it)."""
+
+    def __init__(self, load: Callable[[], list[torch.Tensor]]) -> None:
+        self._load = load
+        self._images: list[torch.Tensor] | None = None
+
+    def _all(self) -> list[torch.Tensor]:
+        if self._images is None:
+            self._images = list(self._load())
+        return self._images
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def, override]
+        return self._all()[index]
+
+
 class MethodPool:
     """Method instances per (method, params, task), prepared (trained or loaded) once each."""
 
-    def __init__(self, training_images: Any, training_name: str, cache_dir: Path, device: torch.device, progress: bool = True) -> None:
-        self.training_images = training_images  # callable returning the training images
+    def __init__(self, training_images: Callable[[], list[torch.Tensor]], training_name: str, cache_dir: Path,
+                 device: torch.device, progress: bool = True) -> None:
+        self.training_images = LazyImages(training_images)
         self.training_name, self.cache_dir, self.device, self.progress = training_name, cache_dir, device, progress
-        self._instances: dict[tuple[str, str, str], tuple[Method, TrainingReport | None]] = {}
+        self._instances: dict[tuple[str, str, str], Method] = {}
+        self._prepared: dict[tuple[str, str, str], TrainingReport | None] = {}
         self._failures: dict[tuple[str, str, str], Exception] = {}
+
+    def instance(self, cell: Cell) -> Method:
+        """The (unprepared) method of ``cell``: cheap, to ask it whether it applies."""
+        key = (cell.method, cell.params_json, cell.task)
+        if key not in self._instances:
+            self._instances[key] = registry.get(cell.method)(**cell.params)
+        return self._instances[key]
 
     def get(self, cell: Cell) -> tuple[Method, TrainingReport | None]:
         """The prepared method for ``cell``; a failed preparation is remembered, not retried."""
         key = (cell.method, cell.params_json, cell.task)
         if key in self._failures:
             raise self._failures[key]
-        if key not in self._instances:
+        method = self.instance(cell)
+        if key not in self._prepared:
             try:
-                self._instances[key] = self._prepare(cell)
+                self._prepared[key] = self._prepare(method, tasks.get(cell.task))
             except Exception as exc:
                 self._failures[key] = exc
                 raise
-        return self._instances[key]
+        return method, self._prepared[key]
 
-    def _prepare(self, cell: Cell) -> tuple[Method, TrainingReport | None]:
-        method = registry.get(cell.method)(**cell.params)
-        task = tasks.get(cell.task)
-        if not method.needs_training or method.skip_reason(task) is not None:
-            return method, None
+    def _prepare(self, method: Method, task: tasks.Task) -> TrainingReport | None:
+        if method.skip_reason(task) is not None:
+            return None
         ctx = TrainingContext(
-            images=self.training_images(), dataset=self.training_name, task=task,
+            images=self.training_images, dataset=self.training_name, task=task,
             cache_dir=self.cache_dir, seed=0, device=self.device, progress=self.progress,
         )
-        return method, method.prepare(ctx)
+        return method.prepare(ctx)
 
 
 def _base_record(cell: Cell, method: Method, profile: str, device: torch.device) -> Record:
@@ -207,13 +234,14 @@ def run_cell(
     task = tasks.get(cell.task)
     record: Record | None = None
     try:
-        method, report = pool.get(cell)
+        method = pool.instance(cell)
         record = _base_record(cell, method, profile, device)
-        reason = method.skip_reason(task)
+        reason = method.skip_reason(task, channels=int(image.shape[0]))
         if reason is not None:
             record.status, record.error = "skipped", reason
             record.finished_at = time.time()
             return CellOutcome(record)
+        method, report = pool.get(cell)
         if report is not None:
             record.train_s = report.seconds
             record.info["train_cached"] = report.cached
@@ -230,14 +258,19 @@ def run_cell(
             runtime = clock.stop()
         return CellOutcome(*_measure(record, cell, result, x, y, physics, recorder, runtime, memory.megabytes, with_lpips, save_reconstruction))
     except Exception as exc:  # noqa: BLE001 - a failing cell must not stop the benchmark
-        if record is None:
-            record = Record(cell_key=cell.key, method=cell.method, task=cell.task, dataset=cell.dataset,
-                            image_id=cell.image_id, seed=cell.seed, params=cell.params, profile=profile, device=str(device))
-        record.status = "failed"
-        record.error = f"{type(exc).__name__}: {exc}"
-        record.info["traceback"] = traceback.format_exc(limit=8)
-        record.finished_at = time.time()
-        return CellOutcome(record)
+        outcome = failed_outcome(cell, profile, f"{type(exc).__name__}: {exc}", record)
+        outcome.record.info["traceback"] = traceback.format_exc(limit=8)
+        outcome.record.device = str(device)
+        return outcome
+
+
+def failed_outcome(cell: Cell, profile: str, error: str, record: Record | None = None) -> CellOutcome:
+    """A failed record for ``cell``, keeping what was already known about it."""
+    if record is None:
+        record = Record(cell_key=cell.key, method=cell.method, task=cell.task, dataset=cell.dataset,
+                        image_id=cell.image_id, seed=cell.seed, params=cell.params, profile=profile)
+    record.status, record.error, record.finished_at = "failed", error, time.time()
+    return CellOutcome(record)
 
 
 @torch.inference_mode()

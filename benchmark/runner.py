@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ class Work:
     cache_dir: str
     images: dict[tuple[str, str, str], torch.Tensor]  # (dataset, task, image_id) → image
     progress: bool = False
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def training_images(self) -> list[torch.Tensor]:
         """The training split, loaded once per worker (checksums are verified on load)."""

@@ -9,14 +9,18 @@ overrides it.
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import json
 import os
 import socket
 import subprocess
 import tempfile
 from importlib import metadata
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import mlflow
 import numpy as np
@@ -26,6 +30,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmark.api import TrainingReport
 
+T = TypeVar("T")
 EXPERIMENT = "dipbench"
 DEFAULT_URI = "sqlite:///mlruns.db"
 SUMMARY_METRICS = ("psnr", "ssim", "lpips", "runtime_s", "peak_mem_mb", "train_s",
@@ -34,20 +39,6 @@ SUMMARY_METRICS = ("psnr", "ssim", "lpips", "runtime_s", "peak_mem_mb", "train_s
 
 def tracking_uri(explicit: str | None = None) -> str:
     return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-
-
-def mean_ci(values: np.ndarray, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean with a percentile-bootstrap interval over images and seeds (deterministic)."""
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    if values.size == 1:
-        return float(values[0]), float(values[0]), float(values[0])
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, (resamples, values.size))].mean(axis=1)
-    alpha = (1 - level) / 2
-    return float(values.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
 def git_commit() -> str:
@@ -77,6 +68,32 @@ def _experiment_id(client: MlflowClient, artifact_root: Path | None) -> str:
     return client.create_experiment(EXPERIMENT, artifact_location=location)
 
 
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialise writers of one SQLite store across processes (MLflow's first-use migration
+    and concurrent writes are not safe on their own); other stores need no lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri[len("sqlite:///"):] or "mlruns.db")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _locked(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def wrapper(self: Tracker, *args: Any, **kwargs: Any) -> T:
+        with store_lock(self.uri):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -93,10 +110,12 @@ class Tracker:
     def __init__(self, uri: str | None = None, artifact_root: Path | None = None) -> None:
         self.uri = tracking_uri(uri)
         mlflow.set_tracking_uri(self.uri)
-        self.client = MlflowClient(self.uri)
-        self.experiment_id = _experiment_id(self.client, artifact_root)
+        with store_lock(self.uri):
+            self.client = MlflowClient(self.uri)
+            self.experiment_id = _experiment_id(self.client, artifact_root)
         self.parent_id: str | None = None
 
+    @_locked
     def close_orphans(self) -> int:
         """Mark runs left RUNNING by a killed invocation on this host as KILLED (none stays open)."""
         host = socket.gethostname()
@@ -110,6 +129,7 @@ class Tracker:
                 closed += 1
         return closed
 
+    @_locked
     def start(self, profile: Any, device: str, plan_size: int, todo: int) -> str:
         tags = {
             "dipbench.kind": "benchmark", "profile": profile.name, "device": device,
@@ -125,10 +145,12 @@ class Tracker:
             self.client.log_artifact(self.parent_id, profile.source)
         return self.parent_id
 
+    @_locked
     def finish(self, status: str = "FINISHED") -> None:
         if self.parent_id:
             self.client.set_terminated(self.parent_id, status=status)
 
+    @_locked
     def log_training(self, method: str, task: str, dataset: str, report: TrainingReport, profile: str) -> None:
         """One run per trained (method, task): training time and the loss curve, under the parent."""
         tags = {"mlflow.parentRunId": self.parent_id or "", "dipbench.kind": "training", "method": method,
@@ -142,6 +164,7 @@ class Tracker:
         self.client.set_tag(rid, "cached", str(report.cached))
         self.client.set_terminated(rid)
 
+    @_locked
     def log_groups(self, frame: pd.DataFrame, profile: str) -> list[str]:
         """One child run per (method, task, dataset) of the per-image table."""
         run_ids = []
@@ -164,7 +187,7 @@ class Tracker:
         batch = [Metric("n_images", float(len(ok)), 0, 0), Metric("n_failed", float((rows.status == "failed").sum()), 0, 0)]
         for name in SUMMARY_METRICS:
             if name in ok and ok[name].notna().any():
-                mean, low, high = mean_ci(ok[name].astype(float).to_numpy())
+                mean, low, high = _interval(ok, name)
                 batch += [Metric(name, mean, 0, 0), Metric(f"{name}_ci95_low", low, 0, 0), Metric(f"{name}_ci95_high", high, 0, 0)]
         batch += self._trajectory_metrics(ok)
         for start in range(0, len(batch), 900):
@@ -189,3 +212,11 @@ class Tracker:
             out.append(Metric("trajectory_psnr", float(np.mean([v[0] for v in values])), 0, step))
             out.append(Metric("trajectory_ssim", float(np.mean([v[1] for v in values])), 0, step))
         return out
+
+
+def _interval(rows: pd.DataFrame, metric: str) -> tuple[float, float, float]:
+    """The same bootstrap interval the report tables show (one implementation, in reports.stats)."""
+    from reports.stats import bootstrap_ci
+
+    ordered = rows.sort_values(["image_id", "seed"])
+    return bootstrap_ci(ordered[metric].astype(float).to_numpy())

@@ -50,7 +50,7 @@ def _problem(task_name: str, seed: int = 0):  # type: ignore[no-untyped-def]
 
 def _applicable(name: str, task_name: str) -> Method:
     method = _method(name, task_name)
-    reason = method.skip_reason(tasks.get(task_name))
+    reason = method.skip_reason(tasks.get(task_name), channels=int(_image().shape[0]))
     if reason is not None:
         assert isinstance(reason, str) and reason, "a skip reason must say why"
         pytest.skip(f"{name} does not apply to {task_name}: {reason}")

@@ -1,0 +1,80 @@
+"""Ray executor: each cell is a Ray task; the driver stays the only writer.
+
+Workers return ``CellOutcome`` objects (records plus PNG bytes) and never touch MLflow or the
+results store. Cells are scheduled largest first (iterations × pixels), a GPU is requested per
+task where the cluster has GPUs, and each worker process keeps its prepared methods (trained
+checkpoints are loaded from the shared cache, which the driver filled before dispatching).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from benchmark.harness import CellOutcome, MethodPool, failed_outcome
+from benchmark.plan import Cell
+
+_WORKER_POOLS: dict[str, MethodPool] = {}
+
+
+def _run_one(work: Any, cell: Cell) -> CellOutcome:
+    """Body of a Ray task: reuse this worker's method pool across the cells it gets."""
+    pool = _WORKER_POOLS.get(work.token)
+    if pool is None:
+        _WORKER_POOLS.clear()
+        pool = _WORKER_POOLS[work.token] = work.pool()
+    return work.run(cell, pool)
+
+
+def estimated_cost(cell: Cell, work: Any) -> float:
+    """Iterations (or steps) × pixels: enough to put the long DIP fits first."""
+    params = cell.params
+    iterations = float(params.get("iterations") or params.get("steps") or 1)
+    image = work.images.get((cell.dataset, cell.task, cell.image_id))
+    return iterations * (float(image.numel()) if image is not None else 1.0)
+
+
+class RayExecutor:
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, temp_dir: Path | None = None) -> None:
+        self.address, self.num_cpus, self.temp_dir = address, num_cpus, temp_dir
+
+    def _init(self) -> Any:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        import ray
+
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
+            if self.address:
+                kwargs["address"] = self.address
+            else:
+                kwargs["num_cpus"] = self.num_cpus or os.cpu_count()
+                if self.temp_dir:
+                    kwargs["_temp_dir"] = str(self.temp_dir)
+            ray.init(**kwargs)
+        return ray
+
+    def run(self, cells: list[Cell], work: Any) -> Iterator[CellOutcome]:
+        if not cells:
+            return
+        ray = self._init()
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+        task = ray.remote(num_gpus=gpus, max_retries=0)(_run_one)
+        work_ref = ray.put(work)
+        order = sorted(cells, key=lambda c: estimated_cost(c, work), reverse=True)
+        pending = {task.remote(work_ref, cell): cell for cell in order}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            ref = done[0]
+            cell = pending.pop(ref)
+            try:
+                yield ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - a lost worker fails its cell, not the benchmark
+                yield failed_outcome(cell, work.profile_name, f"ray task failed: {type(exc).__name__}: {exc}")
+
+    def shutdown(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()

@@ -1,0 +1,115 @@
+"""Reports: pure functions from the per-image results table to tables and figures.
+
+``build_report`` writes ``index.html`` (self-contained), ``tables.md``, ``tables.tex`` and the
+figures as PNG files; ``comparison_table`` renders the main table for the command line.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import pandas as pd
+
+from reports import html as _html
+from reports import plots, stats, tables
+
+__all__ = ["build_report", "comparison_table", "stats", "tables", "plots"]
+
+
+def comparison_table(frame: pd.DataFrame, fmt: str = "markdown") -> str:
+    """The methods × (task, dataset, metric) table as ``markdown``, ``html`` or ``latex``."""
+    return tables.render(tables.comparison(frame), fmt)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _meta(df: pd.DataFrame) -> str:
+    counts = df["status"].value_counts()
+    parts = [
+        f"{len(df)} cells: {counts.get('ok', 0)} ok, {counts.get('skipped', 0)} skipped, "
+        f"{counts.get('failed', 0)} failed",
+        ", ".join(_count(df[col].nunique(), noun) for col, noun in
+                  (("method", "method"), ("task", "task"), ("dataset", "dataset"), ("image_id", "image")))
+        + f", seeds {sorted(int(s) for s in df['seed'].dropna().unique())}",
+    ]
+    profiles = sorted({p for p in df.get("profile", pd.Series(dtype=str)).dropna().astype(str) if p})
+    if profiles:
+        parts.append("profile " + ", ".join(profiles))
+    devices = sorted({d for d in df.get("device", pd.Series(dtype=str)).dropna().astype(str) if d})
+    if devices:
+        parts.append("device " + ", ".join(devices))
+    finished = pd.to_numeric(df.get("finished_at", pd.Series(dtype=float)), errors="coerce")
+    if finished.notna().any() and finished.max() > 0:
+        stamp = _dt.datetime.fromtimestamp(float(finished.max()), tz=_dt.timezone.utc)
+        parts.append(f"last cell finished {stamp:%Y-%m-%d %H:%M} UTC")
+    return " · ".join(parts)
+
+
+def _figure(anchor: str, title: str, caption: str, fig: object | None) -> tuple[_html.Figure, ...]:
+    return () if fig is None else (_html.Figure(anchor, title, caption, plots.to_png(fig)),)  # type: ignore[arg-type]
+
+
+def build_report(frame: pd.DataFrame, out_dir: Path, *, title: str, recon_root: Path | None = None) -> Path:
+    """Write the report for ``frame`` into ``out_dir`` and return the path of ``index.html``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df = stats.normalize(frame)
+    palette = plots.method_palette(df["method"])
+
+    comparison, es_gap, failed = tables.comparison(df), tables.es_gap(df), tables.failed(df)
+    figs_runtime = _figure(
+        "fig-runtime", "quality vs runtime",
+        "One point per method and (task, dataset): mean PSNR against mean reconstruction time per image. "
+        "The dashed staircase is the Pareto front (nothing is both faster and better). Hollow squares put "
+        "trained methods at their one-off training time, joined by a dotted line.",
+        plots.quality_runtime(df, palette))
+    figs_traj = _figure(
+        "fig-trajectories", "PSNR vs iteration",
+        "Mean PSNR of the iterate along the iterations over images × seeds (band: ± 1 s.d.; drawn while at "
+        "least half of the runs are still going). Circles: where each run's stopping rule stopped and "
+        "the PSNR of its output; stars: the best iterate in hindsight (oracle).",
+        plots.trajectories(df, palette))
+    figs_dist = _figure(
+        "fig-distributions", "per-image distributions",
+        "Per-image metric values per method (box: quartiles, whiskers 1.5 IQR; dots: every image × seed).",
+        plots.distributions(df, palette))
+    examples: tuple[_html.Figure, ...] = ()
+    if recon_root is not None:
+        examples = tuple(
+            _html.Figure(f"fig-examples-{i}", f"examples {name}",
+                         f"{name}: ground truth, the measurement as A⁺y, and every method's reconstruction "
+                         "for the first images (lowest seed).", plots.to_png(fig))
+            for i, (name, fig) in enumerate(plots.examples(df, palette, Path(recon_root)))
+        )
+
+    sections = [
+        _html.Section("comparison", "Comparison", table=comparison, empty="No results yet."),
+        _html.Section("runtime", "Quality against runtime", figures=figs_runtime, empty="No timed results."),
+        _html.Section("trajectories", "DIP trajectories", figures=figs_traj,
+                      empty="No method recorded a trajectory."),
+        _html.Section("es-gap", "Early-stopping gap", table=es_gap, empty="No DIP-family results."),
+        _html.Section("distributions", "Per-image distributions", figures=figs_dist, empty="No results yet."),
+        _html.Section("examples", "Example reconstructions", figures=examples,
+                      empty="No reconstructions saved with these results."),
+        _html.Section("failed", "Failed cells", table=failed, empty="No cell failed."),
+    ]
+    index = out_dir / "index.html"
+    index.write_text(_html.page(title, _meta(df), sections), encoding="utf-8")
+
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    for stale in fig_dir.glob("*.png"):  # a figure that no longer applies must not linger
+        stale.unlink()
+    for f in (*figs_runtime, *figs_traj, *figs_dist, *examples):
+        (fig_dir / f"{f.anchor.removeprefix('fig-')}.png").write_bytes(f.png)
+
+    named = [("Comparison", comparison), ("Early-stopping gap", es_gap), ("Failed cells", failed)]
+    md = [f"# {title}", "", _meta(df), ""] + [tables.to_markdown(t, heading=h) for h, t in named]
+    (out_dir / "tables.md").write_text("\n".join(md), encoding="utf-8")
+    tex = [f"% {title}: generated by reports.build_report; needs \\usepackage{{booktabs}}", ""]
+    tex += [tables.to_latex(t) for _, t in named if t.rows]
+    (out_dir / "tables.tex").write_text("\n".join(tex), encoding="utf-8")
+    return index

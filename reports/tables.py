@@ -1,0 +1,287 @@
+"""Tables built once from the summaries, rendered three ways (Markdown, HTML, LaTeX).
+
+A ``Table`` holds already-formatted cells, so the three renderings cannot disagree on a number;
+each renderer only decides markup.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from benchmark.metrics import HIGHER_IS_BETTER
+from reports import stats
+
+
+@dataclass
+class Cell:
+    text: str
+    bold: bool = False
+    note: str = ""  # small secondary text (the p-value)
+    mark: str = ""  # footnote marker (a skip reason)
+    tooltip: str = ""  # hover text in HTML
+
+
+@dataclass
+class Table:
+    anchor: str
+    caption: str
+    stub: str  # header of the row-label column
+    columns: list[str]
+    rows: list[tuple[str, list[Cell]]]
+    #: top header: (label, number of columns it spans); empty for a one-row header
+    groups: list[tuple[str, int]] = field(default_factory=list)
+    footnotes: list[str] = field(default_factory=list)  # "a: reason" lines
+    text_columns: set[int] = field(default_factory=set)  # left-aligned (names, not numbers)
+
+
+def _decimals(metric: str, value: float) -> int:
+    """PSNR to 0.01 dB, SSIM/LPIPS to 0.001, runtimes to three significant digits."""
+    if metric == "psnr":
+        return 2
+    if metric in ("ssim", "lpips"):
+        return 3
+    if not math.isfinite(value) or value == 0:
+        return 2
+    return int(min(6, max(0, 2 - math.floor(math.log10(abs(value))))))
+
+
+def format_p(p: float | None) -> str:
+    if p is None:
+        return "p n/a"
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+def _marker(i: int) -> str:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return letters[i] if i < len(letters) else f"n{i}"
+
+
+CAPTION = (
+    "Mean ± half-width of the 95% percentile-bootstrap interval ({n} resamples, seed {seed}) over "
+    "images × seeds. Bold: best per column ({directions}). p: two-sided paired Wilcoxon signed-rank "
+    "test against the bold method on the same (image, seed) pairs; n/a when fewer than two pairs "
+    "or all differences are zero. —: skipped (reason in the notes); failed cells are listed separately."
+)
+
+
+def comparison(frame: pd.DataFrame) -> Table:
+    """Rows: methods; columns: (task, dataset) × metrics."""
+    summary = stats.summarize(frame)
+    df = stats.normalize(frame)
+    metrics = stats.table_metrics(df)
+    blocks = sorted({(t, d) for t, d in zip(df["task"], df["dataset"], strict=True)})
+    directions = ", ".join(
+        f"{'higher' if HIGHER_IS_BETTER[m] else 'lower'} {stats.TABLE_METRICS[m].split(' [')[0]}" for m in metrics
+    )
+    caption = CAPTION.format(n=stats.N_RESAMPLES, seed=stats.BOOTSTRAP_SEED, directions=directions)
+    table = Table("comparison", caption, "method", [], [], groups=[])
+    for task, dataset in blocks:
+        table.groups.append((f"{task} · {dataset}", len(metrics)))
+        table.columns.extend(stats.TABLE_METRICS[m] for m in metrics)
+    reasons: dict[str, str] = {}
+    index = {(r.method, r.task, r.dataset, r.metric): r for r in summary.itertuples(index=False)}
+    for method in stats.method_order(df):
+        cells = []
+        for task, dataset in blocks:
+            for metric in metrics:
+                r = index.get((method, task, dataset, metric))
+                cells.append(_cell(r, metric, reasons))
+        table.rows.append((method, cells))
+    table.footnotes = [f"{mark}: {reason}" for reason, mark in reasons.items()]
+    return table
+
+
+def _cell(r: object | None, metric: str, reasons: dict[str, str]) -> Cell:
+    if r is None:
+        return Cell("", tooltip="not run")
+    status = r.status  # type: ignore[attr-defined]
+    if status == "skipped":
+        reason = r.reason  # type: ignore[attr-defined]
+        mark = reasons.setdefault(reason, _marker(len(reasons)))
+        return Cell("—", mark=mark, tooltip=f"skipped: {reason}")
+    if status == "failed":
+        return Cell("failed", tooltip="every run of this cell failed; see the failed cells")
+    if status == "missing":
+        return Cell("n/a", tooltip="no value recorded")
+    d = _decimals(metric, r.mean)  # type: ignore[attr-defined]
+    text = f"{r.mean:.{d}f} ± {r.half_width:.{d}f}"  # type: ignore[attr-defined]
+    note = format_p(r.p_value) if r.compared and not r.best else ""  # type: ignore[attr-defined]
+    tip = f"n = {r.n}; 95% CI [{r.low:.{d}f}, {r.high:.{d}f}]"  # type: ignore[attr-defined]
+    return Cell(text, bold=bool(r.best), note=note, tooltip=tip)  # type: ignore[attr-defined]
+
+
+def es_gap(frame: pd.DataFrame) -> Table:
+    """The early-stopping table: one row per DIP-family method (stopping rule) and task."""
+    s = stats.es_gap_summary(frame)
+    columns = ["task", "dataset", "n", "PSNR [dB]", "oracle PSNR [dB]", "ES gap [dB]",
+               "stopped at", "oracle at", "iterations run", "budget", "iterations saved"]
+    caption = (
+        "Early stopping of the DIP-family methods: the PSNR given away against the oracle (best "
+        "iterate in hindsight, which needs the ground truth), as mean ± 95% bootstrap half-width, "
+        "and the iterations saved against the budget (means over images × seeds)."
+    )
+    table = Table("es-gap", caption, "method", columns, [], text_columns={0, 1})
+
+    def num(v: float, d: int = 0) -> Cell:
+        return Cell("n/a" if pd.isna(v) else f"{v:.{d}f}")
+
+    for r in s.itertuples(index=False):
+        gap = "n/a" if pd.isna(r.es_gap_db) else f"{r.es_gap_db:.2f} ± {r.es_gap_half:.2f}"
+        table.rows.append((r.method, [
+            Cell(r.task), Cell(r.dataset), Cell(str(r.n)), num(r.psnr, 2), num(r.oracle_psnr, 2), Cell(gap),
+            num(r.selected_iteration), num(r.oracle_iteration), num(r.iterations), num(r.budget),
+            num(r.iterations_saved),
+        ]))
+    return table
+
+
+def failed(frame: pd.DataFrame) -> Table:
+    f = stats.failures(frame)
+    table = Table("failed", "Failed cells (rerunning the benchmark retries them).", "method",
+                  ["task", "dataset", "image", "seed", "error"], [], text_columns={0, 1, 2, 4})
+    for r in f.itertuples(index=False):
+        seed = "" if pd.isna(r.seed) else str(int(r.seed))
+        table.rows.append((r.method, [Cell(r.task), Cell(r.dataset), Cell(r.image_id), Cell(seed), Cell(r.error)]))
+    return table
+
+
+# ---------------------------------------------------------------------------------- Markdown
+
+
+def _md_escape(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_cell(c: Cell) -> str:
+    text = f"**{c.text}**" if c.bold and c.text else c.text
+    if c.note:
+        text += f" ({c.note})"
+    if c.mark:
+        text += f" [{c.mark}]"
+    return _md_escape(text)
+
+
+def to_markdown(table: Table, *, heading: str = "") -> str:
+    """GitHub-flavoured Markdown; a grouped table becomes one sub-table per group, which keeps
+    it readable in a terminal."""
+    out = [f"## {heading}", ""] if heading else []
+    if not table.rows:
+        return "\n".join(out + ["(none)", ""])
+    spans = table.groups or [("", len(table.columns))]
+    start = 0
+    for label, span in spans:
+        cols = table.columns[start:start + span]
+        if label:
+            out += [f"**{_md_escape(label)}**", ""]
+        out.append("| " + " | ".join([table.stub] + [_md_escape(c) for c in cols]) + " |")
+        out.append("|---|" + "".join("---|" if start + k in table.text_columns else "---:|" for k in range(len(cols))))
+        for name, cells in table.rows:
+            out.append("| " + " | ".join([_md_escape(name)] + [_md_cell(c) for c in cells[start:start + span]]) + " |")
+        out.append("")
+        start += span
+    out.append(_md_escape(table.caption))
+    out += [""] + [f"- {_md_escape(n)}" for n in table.footnotes] + ([""] if table.footnotes else [])
+    return "\n".join(out)
+
+
+# -------------------------------------------------------------------------------------- HTML
+
+
+def _align(table: Table, k: int) -> str:
+    return " class='txt'" if k in table.text_columns else ""
+
+
+def to_html(table: Table) -> str:
+    e = html.escape
+    head = []
+    if table.groups:
+        head.append(
+            f"<tr><th rowspan='2' class='stub'>{e(table.stub)}</th>"
+            + "".join(f"<th colspan='{span}' class='group'>{e(label)}</th>" for label, span in table.groups)
+            + "</tr>"
+        )
+        head.append("<tr>" + "".join(f"<th>{e(c)}</th>" for c in table.columns) + "</tr>")
+    else:
+        head.append(
+            f"<tr><th class='stub'>{e(table.stub)}</th>"
+            + "".join(f"<th{_align(table, k)}>{e(c)}</th>" for k, c in enumerate(table.columns))
+            + "</tr>"
+        )
+    body = []
+    for name, cells in table.rows:
+        tds = []
+        for k, c in enumerate(cells):
+            inner = f"<strong>{e(c.text)}</strong>" if c.bold else e(c.text)
+            if c.note:
+                inner += f" <span class='p'>{e(c.note)}</span>"
+            if c.mark:
+                inner += f"<sup>{e(c.mark)}</sup>"
+            title = f" title='{e(c.tooltip)}'" if c.tooltip else ""
+            cls = " class='best'" if c.bold else (" class='skip'" if c.mark else _align(table, k))
+            tds.append(f"<td{title}{cls}>{inner}</td>")
+        body.append(f"<tr><th class='stub'>{e(name)}</th>{''.join(tds)}</tr>")
+    notes = "".join(f"<li>{e(n)}</li>" for n in table.footnotes)
+    return (
+        f"<div class='table-wrap'><table id='{e(table.anchor)}'><caption>{e(table.caption)}</caption>"
+        f"<thead>{''.join(head)}</thead><tbody>{''.join(body)}</tbody></table>"
+        + (f"<ul class='notes'>{notes}</ul>" if notes else "")
+        + "</div>"
+    )
+
+
+# ------------------------------------------------------------------------------------- LaTeX
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+        "—": "---", "·": "/", "±": r"$\pm$", "×": r"$\times$", "<": r"$<$", ">": r"$>$"}
+
+
+def tex_escape(s: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in s)
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
+    ncol = len(table.columns)
+    lines = [r"\begin{table}[t]", r"\centering", r"\footnotesize",
+             rf"\caption{{{tex_escape(table.caption)}}}", rf"\label{{tab:{table.anchor}}}",
+             r"\begin{tabular}{l" + "".join("l" if k in table.text_columns else "r" for k in range(ncol)) + "}",
+             r"\toprule"]
+    if table.groups:
+        cells, rules, col = [""], [], 2
+        for label, span in table.groups:
+            cells.append(rf"\multicolumn{{{span}}}{{c}}{{{tex_escape(label)}}}")
+            rules.append(rf"\cmidrule(lr){{{col}-{col + span - 1}}}")
+            col += span
+        lines += [" & ".join(cells) + r" \\", " ".join(rules)]
+    lines += [" & ".join([tex_escape(table.stub)] + [tex_escape(c) for c in table.columns]) + r" \\", r"\midrule"]
+    for name, row in table.rows:
+        cells = [tex_escape(name)]
+        for c in row:
+            text = tex_escape(c.text)
+            text = rf"\textbf{{{text}}}" if c.bold and c.text else text
+            if c.note:
+                text += rf" {{\scriptsize ({tex_escape(c.note)})}}"
+            if c.mark:
+                text += rf"\textsuperscript{{{tex_escape(c.mark)}}}"
+            cells.append(text)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    for note in table.footnotes:
+        lines.append(rf"\par\smallskip {tex_escape(note)}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def render(table: Table, fmt: str) -> str:
+    if fmt == "markdown":
+        return to_markdown(table)
+    if fmt == "html":
+        return to_html(table)
+    if fmt == "latex":
+        return to_latex(table)
+    raise ValueError(f"unknown table format {fmt!r}; valid: markdown, html, latex")

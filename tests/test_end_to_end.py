@@ -1,0 +1,98 @@
+"""End to end: the smoke profile into a temporary SQLite store, as `make benchmark` would run it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from benchmark import profiles, registry, runner
+from benchmark.store import ResultsStore
+from benchmark.tracking import EXPERIMENT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    tmp = tmp_path_factory.mktemp("e2e")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    profile = profiles.load("smoke")
+    summary = runner.run_benchmark(profile, results_dir=tmp / "results", tracking_uri=uri, progress=False)
+    return profile, summary, uri, tmp
+
+
+def test_every_cell_is_in_the_per_image_table(smoke_run) -> None:  # type: ignore[no-untyped-def]
+    profile, summary, _, tmp = smoke_run
+    frame = ResultsStore(tmp / "results" / "results.sqlite").frame()
+    n_images = profile.datasets[0].limit
+    methods = registry.available()
+    assert summary.planned == len(methods) * len(profile.tasks) * n_images * len(profile.seeds)
+    assert len(frame) == summary.planned and frame.cell_key.is_unique
+    assert not summary.failed, summary.failed
+    ok = frame[frame.status == "ok"]
+    assert ok.psnr.notna().all() and ok.ssim.between(-1, 1).all() and ok.lpips.between(0, 1).all()
+    assert (ok.runtime_s > 0).all() and ok.peak_mem_mb.notna().all()
+    skipped = frame[frame.status == "skipped"]
+    assert (skipped.error.str.len() > 0).all(), "a skipped cell must carry its reason"
+    # The measurement is the same for every method on a (task, image, seed).
+    assert ok.groupby(["task", "image_id", "seed"]).measurement_psnr.nunique().max() == 1
+    for rel in ok.recon_path:
+        assert (tmp / "results" / "recons" / rel).is_file()
+
+
+def test_iterative_methods_have_trajectories_and_oracle(smoke_run) -> None:  # type: ignore[no-untyped-def]
+    _, _, _, tmp = smoke_run
+    frame = ResultsStore(tmp / "results" / "results.sqlite").frame()
+    dip = frame[(frame.family == "dip") & (frame.status == "ok")]
+    assert len(dip) > 0
+    for _, row in dip.iterrows():
+        steps = [p[0] for p in row.trajectory]
+        assert steps == sorted(steps) and len(steps) >= 2
+        assert row.oracle_psnr == pytest.approx(max(p[1] for p in row.trajectory))
+        assert row.es_gap_db == pytest.approx(row.oracle_psnr - row.psnr)
+
+
+def test_mlflow_parent_and_child_runs(smoke_run) -> None:  # type: ignore[no-untyped-def]
+    profile, summary, uri, tmp = smoke_run
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    parent = client.get_run(summary.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["profile"] == "smoke" and parent.data.tags["git_commit"]
+    assert "version.torch" in parent.data.tags and parent.data.tags["device"] == "cpu"
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}' "
+                                  "and tags.`dipbench.kind` = 'result'")
+    frame = ResultsStore(tmp / "results" / "results.sqlite").frame()
+    assert len(children) == frame.groupby(["method", "task", "dataset"]).ngroups
+    leaderboard = client.search_runs([exp.experiment_id], "tags.task = 'denoising_s25' and tags.dataset = 'embedded' "
+                                     "and tags.`dipbench.kind` = 'result'", order_by=["metrics.psnr DESC"])
+    psnrs = [r.data.metrics.get("psnr") for r in leaderboard if "psnr" in r.data.metrics]
+    assert psnrs == sorted(psnrs, reverse=True) and len(psnrs) >= 2
+    tv = next(r for r in leaderboard if r.data.tags["method"] == "tv")
+    expected = frame[(frame.method == "tv") & (frame.task == "denoising_s25")].psnr.mean()
+    assert tv.data.metrics["psnr"] == pytest.approx(expected)
+    assert tv.data.metrics["psnr_ci95_low"] <= tv.data.metrics["psnr"] <= tv.data.metrics["psnr_ci95_high"]
+    assert [a.path for a in client.list_artifacts(tv.info.run_id)] == ["per_image.csv"]
+    dip_runs = [r for r in children if r.data.tags["family"] == "dip"]
+    assert dip_runs and len(client.get_metric_history(dip_runs[0].info.run_id, "trajectory_psnr")) >= 2
+
+
+def test_rendered_table_and_report(smoke_run) -> None:  # type: ignore[no-untyped-def]
+    import reports
+
+    _, summary, _, tmp = smoke_run
+    frame = ResultsStore(tmp / "results" / "results.sqlite").frame()
+    markdown = reports.comparison_table(frame, fmt="markdown")
+    for method in registry.available():
+        assert method in markdown
+    assert "denoising_s25" in markdown and "**" in markdown
+    assert summary.report is not None and summary.report.is_file()
+
+
+def test_rerun_resumes_without_duplicates(smoke_run) -> None:  # type: ignore[no-untyped-def]
+    profile, summary, uri, tmp = smoke_run
+    again = runner.run_benchmark(profile, results_dir=tmp / "results", tracking_uri=uri, progress=False, report=False)
+    assert again.ran == 0 and again.already_done == summary.planned
+    assert len(ResultsStore(tmp / "results" / "results.sqlite").frame()) == summary.planned

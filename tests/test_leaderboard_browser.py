@@ -1,0 +1,153 @@
+"""The MLflow leaderboard a user browses: results logged by the benchmark's tracker, served by
+``mlflow server``, ranked through its REST API and shown by its web UI in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import types
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from reports import stats
+from reports.synthetic import TASKS, demo_frame
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+MLFLOW = Path(sys.executable).with_name("mlflow")
+STARTUP_TIMEOUT_S = 120.0  # it answers /health after ~15-30 s on two busy cores
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,  # ~80 s on two busy cores: server start-up, logging through REST, the UI
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install chromium)"),
+    pytest.mark.skipif(not MLFLOW.exists(), reason=f"needs the mlflow command next to {sys.executable}"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"mlflow server did not answer /health within {STARTUP_TIMEOUT_S:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM lets mlflow stop its uvicorn and job-runner children; if it hangs, kill the process
+    group it leads (started with its own session, so the group holds only what it spawned)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+
+
+def api(url: str, path: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{url}/api/2.0/mlflow/{path}", data=data,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def populate(uri: str, artifacts: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Log the synthetic results the way ``make benchmark`` does (a parent run and one child per
+    (method, task, dataset)), here through the server's REST API."""
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    from benchmark.tracking import Tracker
+
+    # the tracker sets mlflow's process-wide URI; put it back after the test
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", getattr(tracking_utils, "_tracking_uri", None), raising=False)
+    tracker = Tracker(uri, artifact_root=artifacts)
+    frame = demo_frame()
+    tracker.start(types.SimpleNamespace(name="synthetic", source=""), "cpu", len(frame), len(frame))
+    tracker.log_groups(frame, "synthetic")
+    tracker.finish()
+    return tracker.experiment_id
+
+
+def test_leaderboard_ranks_runs_in_the_mlflow_ui(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    cmd = [str(MLFLOW), "server", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1", "--artifacts-destination", str(tmp_path / "artifacts")]
+    shot = Path(os.environ.get("DIPBENCH_SCREENSHOTS") or tmp_path) / "leaderboard.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    summary = stats.summarize(demo_frame())
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    try:
+        wait_healthy(url, proc, log)
+        experiment_id = populate(url, tmp_path / "artifacts", monkeypatch)
+        leaders = {}
+        for task in TASKS:
+            found = api(url, "runs/search", {"experiment_ids": [experiment_id], "filter": f"tags.task = '{task}'",
+                                             "order_by": ["metrics.psnr DESC"], "max_results": 100})["runs"]
+            ranked = [(tags(r)["method"], metrics(r).get("psnr")) for r in found]
+            scored = [p for _, p in ranked if p is not None]
+            assert scored == sorted(scored, reverse=True)
+            assert len(scored) == (6 if task == TASKS[0] else 5)  # DnCNN skips inpainting: no PSNR
+            best = summary[(summary.task == task) & (summary.metric == "psnr") & summary.best].method.tolist()
+            assert ranked[0][0] == best[0]  # the leaderboard's leader is the report's bold entry
+            leaders[task] = ranked[0][0]
+
+        query = urllib.parse.urlencode({
+            "searchFilter": f"tags.task = '{TASKS[0]}'", "orderByKey": "metrics.`psnr`", "orderByAsc": "false",
+            "workflowType": "machine_learning"})
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1600, "height": 900})
+                page.goto(f"{url}/#/experiments/{experiment_id}/runs?{query}", wait_until="domcontentloaded")
+                leader = f"{leaders[TASKS[0]]} · {TASKS[0]} · embedded"
+                page.get_by_text(leader).first.wait_for(timeout=60_000)
+                names = page.get_by_role("link", name=re.compile(f" · {TASKS[0]} · ")).all_inner_texts()
+                page.screenshot(path=str(shot))
+            finally:
+                browser.close()
+        assert names and names[0] == leader
+        assert len(names) == 6
+    finally:
+        stop(proc)
+    assert proc.returncode is not None
+
+
+def tags(run: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+def metrics(run: dict) -> dict[str, float]:
+    return {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
+
