@@ -21,6 +21,9 @@ _WORKER_POOLS: dict[str, MethodPool] = {}
 
 def _run_one(work: Any, cell: Cell) -> CellOutcome:
     """Body of a Ray task: reuse this worker's method pool across the cells it gets."""
+    import torch
+
+    torch.set_num_threads(work.threads)
     pool = _WORKER_POOLS.get(work.token)
     if pool is None:
         _WORKER_POOLS.clear()

@@ -51,6 +51,9 @@ class Work:
     cache_dir: str
     images: dict[tuple[str, str, str], torch.Tensor]  # (dataset, task, image_id) → image
     progress: bool = False
+    #: intra-op threads: CPU results depend on the reduction order, so every worker uses the
+    #: driver's count and the same seed gives the same metrics under every executor
+    threads: int = field(default_factory=torch.get_num_threads)
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def training_images(self) -> list[torch.Tensor]:
