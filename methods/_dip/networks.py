@@ -1,0 +1,134 @@
+"""The generators of the DIP family, written from the papers' descriptions.
+
+* :class:`SkipNet` — the encoder-decoder with skip connections of Ulyanov et al. (CVPR 2018),
+  the "skip" network of their denoising / super-resolution experiments: ``scales`` levels, each
+  with a stride-2 3×3 convolution and a 3×3 convolution going down, a 1×1 convolution to
+  ``skip_channels`` on the skip branch, bilinear ×2 up-sampling, then a 3×3 and a 1×1 convolution
+  going up; reflection padding, BatchNorm and LeakyReLU(0.2) throughout, a sigmoid at the end.
+* :class:`DeepDecoder` — the under-parameterised decoder of Heckel & Hand (ICLR 2019): 1×1
+  convolutions without bias, bilinear ×2 up-sampling, ReLU and channel normalisation, a 1×1
+  convolution to the image channels and a sigmoid.
+
+Both need input sides that are a multiple of ``2**scales``; :func:`padded_shape` gives the size
+the DIP loop generates before cropping back to the image.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1, bias: bool = True) -> nn.Sequential:
+    """Convolution preceded by reflection padding, so borders do not pull the output to zero."""
+    pad = (kernel - 1) // 2
+    layers: list[nn.Module] = [nn.ReflectionPad2d(pad)] if pad else []
+    layers.append(nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=0, bias=bias))
+    return nn.Sequential(*layers)
+
+
+def _conv_bn_act(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(_conv(in_ch, out_ch, kernel, stride), nn.BatchNorm2d(out_ch), nn.LeakyReLU(0.2))
+
+
+def _upsample(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+class _Level(nn.Module):
+    """One scale of the skip network; ``inner`` is the next (coarser) scale, or None at the bottom."""
+
+    def __init__(self, in_ch: int, channels: int, skip_channels: int, inner: _Level | None) -> None:
+        super().__init__()
+        self.skip = _conv_bn_act(in_ch, skip_channels, 1) if skip_channels else None
+        self.down = nn.Sequential(_conv_bn_act(in_ch, channels, 3, stride=2), _conv_bn_act(channels, channels, 3))
+        self.inner = inner
+        merged = skip_channels + channels
+        self.merge_norm = nn.BatchNorm2d(merged)
+        self.up = nn.Sequential(_conv_bn_act(merged, channels, 3), _conv_bn_act(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        deep = self.down(x)
+        if self.inner is not None:
+            deep = self.inner(deep)
+        deep = _upsample(deep)
+        merged = deep if self.skip is None else torch.cat([self.skip(x), deep], dim=1)
+        return self.up(self.merge_norm(merged))
+
+
+class SkipNet(nn.Module):
+    """DIP's skip encoder-decoder with the same width at every scale (the paper's 128/128/4)."""
+
+    def __init__(
+        self,
+        in_channels: int = 32,
+        out_channels: int = 3,
+        channels: int = 128,
+        skip_channels: int = 4,
+        scales: int = 5,
+    ) -> None:
+        super().__init__()
+        if scales < 1:
+            raise ValueError(f"scales must be >= 1, got {scales}")
+        self.scales = scales
+        level: _Level | None = None
+        for depth in reversed(range(scales)):
+            level = _Level(in_channels if depth == 0 else channels, channels, skip_channels, level)
+        assert level is not None
+        self.body = level
+        self.head = nn.Conv2d(channels, out_channels, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.head(self.body(z)))
+
+
+class DeepDecoder(nn.Module):
+    """Heckel & Hand's deep decoder: ``scales + 1`` layers of ``channels`` 1×1 filters.
+
+    The input has ``channels`` channels at 1/2**scales of the output size; each of the first
+    ``scales`` layers doubles the resolution (convolution, up-sampling, ReLU, normalisation).
+    """
+
+    def __init__(self, out_channels: int = 3, channels: int = 128, scales: int = 5) -> None:
+        super().__init__()
+        if scales < 1:
+            raise ValueError(f"scales must be >= 1, got {scales}")
+        self.scales = scales
+        self.in_channels = channels
+        self.layers = nn.ModuleList(nn.Conv2d(channels, channels, 1, bias=False) for _ in range(scales + 1))
+        self.norms = nn.ModuleList(nn.BatchNorm2d(channels) for _ in range(scales + 1))
+        self.head = nn.Conv2d(channels, out_channels, 1, bias=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = z
+        for i, (conv, norm) in enumerate(zip(self.layers, self.norms, strict=True)):
+            h = conv(h)
+            if i < self.scales:
+                h = _upsample(h)
+            h = norm(F.relu(h))
+        return torch.sigmoid(self.head(h))
+
+
+def padded_side(side: int, scales: int) -> int:
+    """Smallest side >= ``side`` that survives ``scales`` halvings with at least 2 pixels left.
+
+    Two pixels at the coarsest scale keep reflection padding and batch statistics defined.
+    """
+    multiple = 2**scales
+    return max(-(-side // multiple) * multiple, 2 * multiple)
+
+
+def padded_shape(height: int, width: int, scales: int) -> tuple[int, int]:
+    return padded_side(height, scales), padded_side(width, scales)
+
+
+def center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The central ``height``×``width`` window of a B×C×H'×W' tensor (a view, no copy)."""
+    top = (x.shape[-2] - height) // 2
+    left = (x.shape[-1] - width) // 2
+    return x[..., top : top + height, left : left + width]
+
+
+def parameter_count(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

@@ -1,0 +1,33 @@
+"""Deep Image Prior (Ulyanov, Vedaldi, Lempitsky, CVPR 2018).
+
+Fits the paper's skip encoder-decoder ``f_θ`` so that ``A f_θ(z)`` matches ``y`` (MSE, Adam),
+with a fixed random input ``z`` perturbed at every step; the exponential moving average of the
+outputs is the reconstruction. The iteration budget per task is the paper's: DIP has no stopping
+rule of its own, so the budget plays that role.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from benchmark.api import Callback, Method, Reconstruction
+from benchmark.registry import register
+from methods._dip import common
+from methods._dip.objectives import measurement_loss
+
+
+@register
+class DeepImagePrior(Method):
+    name = "dip"
+    family = "dip"
+    summary = "Deep Image Prior: skip encoder-decoder fitted to y, EMA output, paper's budget per task."
+    defaults = dict(common.SKIP_DEFAULTS)
+    task_defaults = common.PAPER_TASK_DEFAULTS
+
+    def reconstruct(
+        self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None
+    ) -> Reconstruction:
+        setup = common.skip_setup(self.params, y, physics, seed)
+        return common.run(setup, self.params, measurement_loss(physics, y), callback=callback)
