@@ -168,9 +168,10 @@ def run_benchmark(
             bar.update(1)
         bar.close()
         frame = store.frame([c.key for c in cells])
-        tracker.log_groups(frame, profile.name)
+        tracker.log_groups(frame, profile.name, results_dir / "recons")
         if report:
             summary.report = _build_report(frame, results_dir, profile)
+            tracker.log_report(summary.report.parent)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"

@@ -165,14 +165,22 @@ class Tracker:
         self.client.set_terminated(rid)
 
     @_locked
-    def log_groups(self, frame: pd.DataFrame, profile: str) -> list[str]:
-        """One child run per (method, task, dataset) of the per-image table."""
+    def log_groups(self, frame: pd.DataFrame, profile: str, recon_root: Path | None = None) -> list[str]:
+        """One child run per (method, task, dataset) of the per-image table, with its
+        reconstructions (PNG) as artifacts when ``recon_root`` holds them."""
         run_ids = []
         for (method, task, dataset), rows in frame.groupby(["method", "task", "dataset"], sort=True):
-            run_ids.append(self._log_group(method, task, dataset, rows, profile))
+            run_ids.append(self._log_group(method, task, dataset, rows, profile, recon_root))
         return run_ids
 
-    def _log_group(self, method: str, task: str, dataset: str, rows: pd.DataFrame, profile: str) -> str:
+    @_locked
+    def log_report(self, report_dir: Path) -> None:
+        """The HTML report, its tables and figures, on the parent run."""
+        if self.parent_id and report_dir.is_dir():
+            self.client.log_artifacts(self.parent_id, str(report_dir), artifact_path="report")
+
+    def _log_group(self, method: str, task: str, dataset: str, rows: pd.DataFrame, profile: str,
+                   recon_root: Path | None = None) -> str:
         ok = rows[rows.status == "ok"]
         tags = {"mlflow.parentRunId": self.parent_id or "", "dipbench.kind": "result", "method": method,
                 "task": task, "dataset": dataset, "profile": profile, "family": str(rows.family.iloc[0])}
@@ -196,6 +204,9 @@ class Tracker:
             path = Path(tmp) / "per_image.csv"
             rows.drop(columns=["trajectory"]).to_csv(path, index=False)
             self.client.log_artifact(rid, str(path))
+        for rel in rows.recon_path:
+            if recon_root is not None and rel and (recon_root / rel).is_file():
+                self.client.log_artifact(rid, str(recon_root / rel), artifact_path="reconstructions")
         self.client.set_terminated(rid)
         return rid
 
