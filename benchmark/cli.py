@@ -105,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
     from benchmark.store import ResultsStore
 
-    frame = ResultsStore(summary.results_dir / "results.sqlite").frame()
+    frame = ResultsStore(summary.results_dir / "results.sqlite").frame(summary.keys)
     try:
         import reports
 
@@ -153,7 +153,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     db = Path(results) / "results.sqlite"
     if not db.exists():
         raise UserError(f"no results store at {db}; run `python -m benchmark run --profile {profile.name}` first")
-    frame = ResultsStore(db).frame()
+    from benchmark.plan import make_plan
+
+    cells, _ = make_plan(profile)
+    frame = ResultsStore(db).frame([c.key for c in cells])
     path = reports.build_report(frame, Path(results) / "report", title=f"dipbench · {profile.name}",
                                 recon_root=Path(results) / "recons")
     print(f"report: {path}")

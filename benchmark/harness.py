@@ -297,8 +297,11 @@ def _measure(record: Record, cell: Cell, result: Any, x: torch.Tensor, y: torch.
         record.iterations_saved = max(result.budget - record.iterations, 0)
     record.trajectory = recorder.points
     if recorder.points:
-        best = max(recorder.points, key=lambda p: p[1])
-        record.oracle_psnr, record.oracle_iteration = best[1], int(best[0])
+        # The oracle: the best iterate the harness saw, the returned one included (so gap >= 0).
+        candidates = [(p[1], int(p[0])) for p in recorder.points]
+        if result.selected_iteration is not None:
+            candidates.append((record.psnr, int(result.selected_iteration)))
+        record.oracle_psnr, record.oracle_iteration = max(candidates)
         record.es_gap_db = record.oracle_psnr - record.psnr
     baseline = physics.A_dagger(y).clamp(0, 1)
     record.measurement_psnr = metrics.psnr(baseline, x)

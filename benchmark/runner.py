@@ -99,6 +99,7 @@ class Summary:
     results_dir: Path = Path()
     parent_run_id: str = ""
     report: Path | None = None
+    keys: list[str] = field(default_factory=list)  # the plan's cells (the store may hold others)
 
 
 def _write_artifacts(root: Path, artifacts: dict[str, bytes]) -> None:
@@ -145,7 +146,7 @@ def run_benchmark(
     tracker.close_orphans()
     tracker.start(profile, str(device), len(cells), len(todo))
     summary = Summary(planned=len(cells), already_done=len(cells) - len(todo), ran=0, results_dir=results_dir,
-                      parent_run_id=tracker.parent_id or "")
+                      parent_run_id=tracker.parent_id or "", keys=[c.key for c in cells])
     status = "FAILED"
     try:
         pool = work.pool()
