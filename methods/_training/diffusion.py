@@ -1,0 +1,202 @@
+"""DDPM pieces for diffusion posterior sampling: the noise schedule, training of the small
+suite-trained prior, loading deepinv ``DiffUNet`` weights, and the DPS sampler itself.
+
+Conventions follow DDPM / guided-diffusion (the code DPS builds on): images live in [-1, 1],
+the network predicts the noise ε, the schedule is linear with β from 1e-4 to 0.02 over 1000
+steps, and sampling with fewer steps re-spaces the schedule evenly (``timestep_respacing``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmark.errors import UserError
+from methods._training.checkpoint import read_weights
+from methods._training.loop import PatchSampler, fit
+
+TRAIN_STEPS = 1000
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """ᾱ_t of the linear DDPM schedule at the (re-spaced) timesteps used for sampling."""
+
+    timesteps: torch.Tensor  # original timestep indices, increasing, long
+    alphas_cumprod: torch.Tensor  # ᾱ at those timesteps, float64
+
+    @staticmethod
+    def full_alphas_cumprod() -> torch.Tensor:
+        betas = torch.linspace(1e-4, 0.02, TRAIN_STEPS, dtype=torch.float64)
+        return torch.cumprod(1.0 - betas, dim=0)
+
+    @classmethod
+    def respaced(cls, steps: int) -> "Schedule":
+        if not 1 <= steps <= TRAIN_STEPS:
+            raise UserError(f"dps: steps must be between 1 and {TRAIN_STEPS}, got {steps}")
+        timesteps = torch.linspace(0, TRAIN_STEPS - 1, steps, dtype=torch.float64).round().long().unique()
+        return cls(timesteps=timesteps, alphas_cumprod=cls.full_alphas_cumprod()[timesteps])
+
+    def posterior(self, i: int) -> tuple[float, float, float]:
+        """(coefficient of x̂0, coefficient of x_t, variance) of q(x_{t_{i-1}} | x_{t_i}, x̂0)."""
+        a_t = float(self.alphas_cumprod[i])
+        a_prev = float(self.alphas_cumprod[i - 1]) if i > 0 else 1.0
+        beta = 1.0 - a_t / a_prev
+        coef_x0 = beta * a_prev**0.5 / (1.0 - a_t)
+        coef_xt = (1.0 - a_prev) * (1.0 - beta) ** 0.5 / (1.0 - a_t)
+        variance = beta * (1.0 - a_prev) / (1.0 - a_t)
+        return coef_x0, coef_xt, variance
+
+
+class EMA:
+    """Exponential moving average of the weights (with warm-up), the weights diffusion samples with."""
+
+    def __init__(self, net: nn.Module, decay: float) -> None:
+        self.net, self.decay, self.updates = net, decay, 0
+        self.shadow = copy.deepcopy(net).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for shadow, live in zip(self.shadow.state_dict().values(), self.net.state_dict().values()):
+            if shadow.dtype.is_floating_point:
+                shadow.mul_(decay).add_(live.detach(), alpha=1 - decay)
+            else:
+                shadow.copy_(live)
+
+
+def train_prior(
+    net: nn.Module,
+    images: list[torch.Tensor],
+    *,
+    patch: int,
+    batch: int,
+    steps: int,
+    lr: float,
+    ema_decay: float,
+    seed: int,
+    device: torch.device,
+    progress: bool,
+) -> tuple[list[float], dict[str, torch.Tensor]]:
+    """ε-prediction training on random patches; returns the loss curve and the EMA weights."""
+    generator = torch.Generator().manual_seed(seed)
+    sampler = PatchSampler(images, patch, generator)
+    sqrt_ab = Schedule.full_alphas_cumprod().sqrt().float().to(device)
+    sqrt_1m_ab = (1 - Schedule.full_alphas_cumprod()).sqrt().float().to(device)
+    ema = EMA(net, ema_decay)
+
+    def loss_fn() -> torch.Tensor:
+        x0 = sampler.sample(batch).to(device) * 2 - 1
+        t = torch.randint(TRAIN_STEPS, (batch,), generator=generator).to(device)
+        noise = torch.randn(x0.shape, generator=generator).to(device)
+        x_t = sqrt_ab[t].view(-1, 1, 1, 1) * x0 + sqrt_1m_ab[t].view(-1, 1, 1, 1) * noise
+        return torch.mean((net(x_t, t) - noise) ** 2)
+
+    losses = fit(net, loss_fn, steps=steps, lr=lr, progress=progress, desc="dps prior", after_step=ema.update)
+    return losses, ema.shadow.state_dict()
+
+
+class PretrainedEps(nn.Module):
+    """deepinv ``DiffUNet`` (RGB, learned variance) as an ε-predictor for gray or RGB images.
+
+    Gray images are repeated to RGB and the predicted noise averaged back; only the ε half of
+    the output is used (the sampler uses the fixed posterior variance, as for the small prior).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        channels = x.shape[1]
+        if channels not in (1, 3):
+            raise UserError(f"dps: pretrained DiffUNet weights need 1- or 3-channel images, got {channels}")
+        rgb = x.expand(-1, 3, -1, -1) if channels == 1 else x
+        eps = self.model(rgb, t.expand(x.shape[0]), type_t="timestep")[:, :3]
+        return eps.mean(dim=1, keepdim=True) if channels == 1 else eps
+
+
+def load_diffunet(path: Path) -> PretrainedEps:
+    """deepinv ``DiffUNet`` weights from a local file, read with ``weights_only=True``."""
+    from deepinv.models import DiffUNet
+
+    if not path.is_file():
+        raise UserError(f"dps: pretrained_path {path} is not a file")
+    state = read_weights(path)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    first = state.get("input_blocks.0.0.weight") if isinstance(state, dict) else None
+    if not isinstance(first, torch.Tensor):
+        raise UserError(f"dps: {path} is not a DiffUNet state dict (no input_blocks.0.0.weight)")
+    model = DiffUNet(in_channels=3, out_channels=6, large_model=first.shape[0] == 256, pretrained=None)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise UserError(f"dps: {path} does not fit deepinv's DiffUNet: {str(exc).splitlines()[0]}") from exc
+    return PretrainedEps(model.eval().requires_grad_(False))
+
+
+@dataclass
+class SampleResult:
+    x: torch.Tensor  # [0, 1]
+    steps_run: int
+    budget: int
+    final_residual: float
+
+
+def dps_sample(
+    eps_model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    y: torch.Tensor,
+    physics: Any,
+    *,
+    shape: tuple[int, ...],
+    steps: int,
+    zeta: float,
+    generator: torch.Generator,
+    callback: Callable[[int, torch.Tensor], bool] | None = None,
+) -> SampleResult:
+    """Diffusion posterior sampling (Chung et al., ICLR 2023, Algorithm 1, Gaussian noise).
+
+    Each reverse step predicts x̂0 from x_t, takes the ancestral DDPM step, then moves the result
+    along -ζ ∇_{x_t} ‖y − A x̂0‖ (the norm, not its square: with the paper's ζ_i = ζ/‖y − A x̂0‖
+    on the squared norm this is the same step up to a factor 2, and it is what the authors' code
+    does). The residual is measured in the [-1, 1] units of the diffusion model, so ζ means the
+    same as in the paper. ``zeta`` is given for the paper's 1000 steps: a re-spaced chain of S
+    steps covers 1000/S diffusion steps per step, so it takes ζ·1000/S per step and the guidance
+    summed over the chain stays the same. ``callback(step, x̂0 in [0, 1])`` may stop the chain.
+    """
+    schedule = Schedule.respaced(steps)
+    device = y.device
+    x_t = torch.randn(shape, generator=generator).to(device)
+    total = len(schedule.timesteps)
+    step_size = zeta * TRAIN_STEPS / total
+    x0_01 = x_t
+    residual = float("nan")
+    for step, i in enumerate(reversed(range(total)), start=1):
+        a_t = float(schedule.alphas_cumprod[i])
+        t = schedule.timesteps[i].view(1).to(device)
+        x_t = x_t.detach().requires_grad_(True)
+        with torch.enable_grad():
+            eps = eps_model(x_t, t)
+            x0 = ((x_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5).clamp(-1, 1)
+            norm = torch.linalg.vector_norm(2 * (y - physics.A((x0 + 1) / 2)))
+            (grad,) = torch.autograd.grad(norm, x_t)
+        coef_x0, coef_xt, variance = schedule.posterior(i)
+        x_prev = coef_x0 * x0.detach() + coef_xt * x_t.detach()
+        if i > 0:
+            x_prev = x_prev + variance**0.5 * torch.randn(shape, generator=generator).to(device)
+        x_t = x_prev - step_size * grad
+        residual = float(norm.detach())
+        # The iterate returned if stopped now: x̂0 of this step, or the final sample at the end.
+        x0_01 = ((x_t if i == 0 else x0).detach() + 1) / 2
+        x0_01 = x0_01.clamp(0, 1)
+        if callback is not None and not callback(step, x0_01):
+            return SampleResult(x0_01, step, total, residual)
+    return SampleResult(x0_01, total, total, residual)

@@ -1,0 +1,203 @@
+"""Training utilities shared by the suite-trained methods: seeded patches, simulated
+measurements, the optimisation loop with a progress bar, and the load-or-train cache wrapper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from benchmark.api import TrainingContext, TrainingReport
+from benchmark.errors import UserError
+from methods._training import checkpoint as ckpt
+
+#: the loss curve kept in a checkpoint has at most this many points (means over equal chunks)
+MAX_LOSS_POINTS = 500
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed the global RNG for network initialisation without disturbing anyone else's state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def training_images(ctx: TrainingContext, limit: int | None) -> list[torch.Tensor]:
+    """The first ``limit`` training images (all when ``limit`` is None or 0)."""
+    if not ctx.images:
+        raise UserError(f"training set {ctx.dataset!r} holds no images")
+    if limit is not None and limit < 0:
+        raise UserError(f"train_images must be positive (or 0 for all), got {limit}")
+    return list(ctx.images[: limit or None])
+
+
+class PatchSampler:
+    """Random training patches with random flips and 90° rotations, from a seeded generator.
+
+    Images smaller than a patch are reflect-padded once, so any training set works.
+    """
+
+    def __init__(self, images: list[torch.Tensor], patch: int, generator: torch.Generator) -> None:
+        channels = {img.shape[0] for img in images}
+        if len(channels) != 1:
+            raise UserError(f"training images mix channel counts {sorted(channels)}")
+        self.channels = channels.pop()
+        self.patch = patch
+        self.generator = generator
+        self.images = [self._fit(img.float()) for img in images]
+
+    def _fit(self, img: torch.Tensor) -> torch.Tensor:
+        _, h, w = img.shape
+        pad_h, pad_w = max(0, self.patch - h), max(0, self.patch - w)
+        if pad_h or pad_w:
+            img = F.pad(img[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
+        return img
+
+    def _randint(self, high: int) -> int:
+        return int(torch.randint(high, (1,), generator=self.generator).item())
+
+    def sample(self, batch: int) -> torch.Tensor:
+        out = torch.empty(batch, self.channels, self.patch, self.patch)
+        for i in range(batch):
+            img = self.images[self._randint(len(self.images))]
+            top = self._randint(img.shape[1] - self.patch + 1)
+            left = self._randint(img.shape[2] - self.patch + 1)
+            crop = img[:, top : top + self.patch, left : left + self.patch]
+            crop = torch.rot90(crop, self._randint(4), dims=(1, 2))
+            out[i] = crop.flip(2) if self._randint(2) else crop
+        return out
+
+
+class MeasurementSimulator:
+    """Applies a task's physics to patch batches, the way the harness measures test images.
+
+    A task whose physics draws from the generator (a random inpainting mask) gets a fresh
+    operator per patch, so the net sees many masks; a deterministic one (denoising, blur,
+    down-sampling) is built once and applied to the whole batch, which is much faster.
+    """
+
+    def __init__(self, task: Any, shape: tuple[int, int, int], device: torch.device, generator: torch.Generator) -> None:
+        self.task = task
+        self.shape = shape
+        self.device = device
+        self.generator = generator
+        before = generator.get_state()
+        physics = task.physics(shape, device, generator)
+        self.random_operator = not torch.equal(before, generator.get_state())
+        self.fixed = None if self.random_operator else physics
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Network inputs ``[A⁺y, A*A 1]`` for a batch of clean patches ``x``."""
+        if self.fixed is not None:
+            return net_input(self.fixed, self.task.measure(x, self.fixed, self.generator))
+        rows = []
+        for i in range(x.shape[0]):
+            physics = self.task.physics(self.shape, self.device, self.generator)
+            rows.append(net_input(physics, self.task.measure(x[i : i + 1], physics, self.generator)))
+        return torch.cat(rows)
+
+
+def net_input(physics: Any, y: torch.Tensor) -> torch.Tensor:
+    """The fixed physics-aware estimate the restoration net refines: ``A⁺y`` plus the map
+    ``A*A 1`` that says where the operator sees the image (the mask, for inpainting)."""
+    x_dagger = physics.A_dagger(y)
+    coverage = physics.A_adjoint(physics.A(torch.ones_like(x_dagger)))
+    return torch.cat([x_dagger, coverage], dim=1)
+
+
+def fit(
+    net: nn.Module,
+    loss_fn: Callable[[], torch.Tensor],
+    *,
+    steps: int,
+    lr: float,
+    progress: bool,
+    desc: str,
+    after_step: Callable[[], None] | None = None,
+) -> list[float]:
+    """Adam with a short warm-up then cosine decay; returns the chunk-averaged loss curve."""
+    if steps < 1:
+        raise UserError(f"training needs steps >= 1, got {steps}")
+    optimiser = torch.optim.Adam(net.parameters(), lr=lr)
+    warmup = max(1, steps // 50)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+    chunk = max(1, math.ceil(steps / MAX_LOSS_POINTS))
+    curve: list[float] = []
+    running, count = 0.0, 0
+    net.train()
+    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    for _ in bar:
+        loss = loss_fn()
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"{desc}: the training loss became {loss.item()} (lower the learning rate)")
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        scheduler.step()
+        if after_step is not None:
+            after_step()
+        running += loss.item()
+        count += 1
+        if count == chunk:
+            curve.append(running / count)
+            bar.set_postfix(loss=f"{curve[-1]:.3g}", refresh=False)
+            running, count = 0.0, 0
+    if count:
+        curve.append(running / count)
+    net.eval()
+    return curve
+
+
+def load_or_train(
+    *,
+    cache_dir: Path,
+    method: str,
+    description: dict[str, Any],
+    net: nn.Module,
+    train: Callable[[], tuple[list[float], dict[str, torch.Tensor]]],
+) -> TrainingReport:
+    """Load the checkpoint for ``description`` into ``net``, or train, save and load it.
+
+    ``train`` returns the loss curve and the state dict to store (e.g. EMA weights).
+    """
+    key = ckpt.cache_key({"method": method, **description})
+    path = ckpt.checkpoint_path(cache_dir, method, key)
+    start = time.perf_counter()
+    if path.exists():
+        stored = ckpt.load(path, key)
+        net.load_state_dict(stored.state)
+        net.eval()
+        return TrainingReport(seconds=time.perf_counter() - start, cached=True, checkpoint=str(path), losses=stored.losses)
+    losses, state = train()
+    seconds = time.perf_counter() - start
+    meta = {"description": description, "seconds": seconds}
+    ckpt.save(path, ckpt.Checkpoint(key=key, state=state, losses=losses, meta=meta))
+    net.load_state_dict(state)
+    net.eval()
+    return TrainingReport(seconds=seconds, cached=False, checkpoint=str(path), losses=losses)
+
+
+def images_fingerprint(images: list[torch.Tensor]) -> str:
+    """sha256 of the training images themselves, so a changed training set never reuses weights."""
+    return ckpt.state_digest({f"{i:06d}": img for i, img in enumerate(images)})
+
+
+def task_description(task: Any) -> dict[str, Any]:
+    """What identifies a task in a cache key (its name, parameters and noise level)."""
+    return {"name": task.name, "params": dict(task.params), "noise_sigma": float(task.noise_sigma)}

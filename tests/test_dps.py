@@ -1,0 +1,144 @@
+"""Diffusion posterior sampling: the prior trains once per training set, sampling is seeded,
+the callback can stop it, it beats the pseudo-inverse, and foreign weight files are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark import data, tasks
+from benchmark.api import TrainingContext
+from benchmark.errors import UserError
+from methods._training import checkpoint as ckpt
+from methods._training import diffusion
+from methods.dps import DPS
+
+#: a prior small enough for a unit test; sampling with few steps
+TINY = {"prior_channels": 8, "prior_depth": 2, "prior_patch": 32, "prior_batch": 8, "prior_steps": 150,
+        "prior_lr": 3e-3, "steps": 25}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> object:
+    """Tiny nets gain nothing from threads, and on a busy machine extra threads only wait."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _context(task_name: str, cache: Path) -> TrainingContext:
+    train = [img.tensor for img in data.load("embedded", split="train", crop=128)]
+    return TrainingContext(images=train, dataset="embedded", task=tasks.get(task_name), cache_dir=cache,
+                           seed=0, device=torch.device("cpu"), progress=False)
+
+
+def _measure(task_name: str, image: data.Image) -> tuple[torch.Tensor, object, torch.Tensor]:
+    task = tasks.get(task_name)
+    x = image.tensor[None]
+    generator = tasks.measurement_generator(task_name, image.id, 0)
+    physics = task.physics(tuple(image.tensor.shape), torch.device("cpu"), generator)
+    return task.measure(x, physics, generator), physics, x
+
+
+def _psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return float(-10 * torch.log10(torch.mean((x - ref) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("dps-cache")
+
+
+@pytest.fixture(scope="module")
+def inpainter(cache: Path) -> DPS:
+    method = DPS(**DPS.resolve_params("inpainting", TINY))
+    report = method.prepare(_context("inpainting_random50", cache))
+    assert not report.cached
+    assert report.losses[-1] < 0.6 * report.losses[0], f"prior loss {report.losses[0]:.3g} → {report.losses[-1]:.3g}"
+    return method
+
+
+def test_prior_is_trained_once_per_training_set_not_per_task(inpainter: DPS, cache: Path) -> None:
+    for task_name in ("denoising_s25", "sr_x4"):
+        report = DPS(**TINY).prepare(_context(task_name, cache))
+        assert report.cached, f"{task_name} retrained the prior"
+    # Sampling parameters are not training parameters: they reuse the prior too.
+    assert DPS(**{**TINY, "steps": 7, "zeta": 0.1}).prepare(_context("sr_x4", cache)).cached
+    assert not DPS(**{**TINY, "prior_steps": 3}).prepare(_context("sr_x4", cache)).cached
+
+
+def test_sampling_is_deterministic_for_a_seed(inpainter: DPS) -> None:
+    image = data.load("embedded", crop=32)[0]
+    y, physics, _ = _measure("inpainting_random50", image)
+    first = inpainter.reconstruct(y, physics, seed=3).x
+    assert torch.equal(first, inpainter.reconstruct(y, physics, seed=3).x)
+    assert not torch.equal(first, inpainter.reconstruct(y, physics, seed=4).x)
+
+
+def test_callback_sees_every_step_and_can_stop_the_chain(inpainter: DPS) -> None:
+    image = data.load("embedded", crop=32)[0]
+    y, physics, x = _measure("inpainting_random50", image)
+    seen: list[int] = []
+
+    def stop_after_four(step: int, x_k: torch.Tensor) -> bool:
+        assert x_k.shape == x.shape and 0 <= float(x_k.min()) and float(x_k.max()) <= 1
+        seen.append(step)
+        return step < 4
+
+    result = inpainter.reconstruct(y, physics, seed=0, callback=stop_after_four)
+    assert seen == [1, 2, 3, 4]
+    assert result.iterations == 4 and result.budget == TINY["steps"]
+    full = inpainter.reconstruct(y, physics, seed=0, callback=lambda step, x_k: seen.append(step) is None)
+    assert full.iterations == TINY["steps"] and seen[-1] == TINY["steps"]
+
+
+def test_beats_the_pseudo_inverse_on_random_inpainting(inpainter: DPS) -> None:
+    for image in data.load("embedded", crop=48)[1:3]:
+        y, physics, x = _measure("inpainting_random50", image)
+        x_hat = inpainter.reconstruct(y, physics, seed=0).x
+        assert x_hat.shape == x.shape
+        trivial = _psnr(physics.A_dagger(y).clamp(0, 1), x)
+        assert _psnr(x_hat, x) > trivial + 5, f"{image.id}: DPS {_psnr(x_hat, x):.2f} dB vs A⁺y {trivial:.2f} dB"
+
+
+def test_super_resolution_output_has_the_high_resolution_shape(inpainter: DPS) -> None:
+    image = data.load("embedded", crop=32)[1]
+    y, physics, x = _measure("sr_x4", image)
+    assert y.shape[-1] == 8
+    assert inpainter.reconstruct(y, physics, seed=0).x.shape == x.shape
+
+
+def test_respaced_schedule_ends_on_the_clean_image() -> None:
+    schedule = diffusion.Schedule.respaced(100)
+    assert len(schedule.timesteps) == 100 and int(schedule.timesteps[-1]) == diffusion.TRAIN_STEPS - 1
+    coef_x0, coef_xt, variance = schedule.posterior(0)
+    assert coef_x0 == pytest.approx(1.0) and coef_xt == pytest.approx(0.0) and variance == pytest.approx(0.0)
+    with pytest.raises(UserError, match="steps"):
+        diffusion.Schedule.respaced(0)
+
+
+def test_pretrained_weights_must_exist_and_be_plain_tensors(tmp_path: Path) -> None:
+    ctx = _context("sr_x4", tmp_path)
+    with pytest.raises(UserError, match="not a file"):
+        DPS(pretrained_path=str(tmp_path / "missing.pt")).prepare(ctx)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"input_blocks.0.0.weight": torch.zeros(1), "hook": Path("/")}, pickled)
+    with pytest.raises(ckpt.CheckpointError, match="Python objects"):
+        DPS(pretrained_path=str(pickled)).prepare(ctx)
+    other = tmp_path / "other.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, other)
+    with pytest.raises(UserError, match="not a DiffUNet state dict"):
+        DPS(pretrained_path=str(other)).prepare(ctx)
+
+
+def test_gray_prior_samples_colour_images(inpainter: DPS) -> None:
+    gray = data.load("embedded", crop=32)[1].tensor
+    x = torch.cat([gray, gray.flip(-1), gray.flip(-2)])[None]
+    generator = torch.Generator().manual_seed(0)
+    task = tasks.get("inpainting_random50")
+    physics = task.physics((3, 32, 32), torch.device("cpu"), generator)
+    result = inpainter.reconstruct(task.measure(x, physics, generator), physics, seed=0)
+    assert result.x.shape == x.shape and _psnr(result.x, x) > _psnr(physics.A_dagger(physics.A(x)), x) + 5

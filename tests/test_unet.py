@@ -1,0 +1,125 @@
+"""The supervised U-Net: it learns, it beats the pseudo-inverse, it caches, it limits its data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark import data, tasks
+from benchmark.api import TrainingContext
+from benchmark.errors import UserError
+from methods._training import loop
+from methods.unet import SupervisedUNet
+
+#: a budget small enough for a unit test (a few seconds on a CPU)
+TINY = {"patch_size": 32, "batch_size": 8, "steps": 80, "channels": 8, "depth": 1, "lr": 3e-3}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> object:
+    """Tiny nets gain nothing from threads, and on a busy machine extra threads only wait."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _context(task_name: str, cache: Path, images: list[torch.Tensor] | None = None) -> TrainingContext:
+    train = images if images is not None else [img.tensor for img in data.load("embedded", split="train", crop=96)]
+    return TrainingContext(images=train, dataset="embedded", task=tasks.get(task_name), cache_dir=cache,
+                           seed=0, device=torch.device("cpu"), progress=False)
+
+
+def _psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return float(-10 * torch.log10(torch.mean((x - ref) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def denoiser(tmp_path_factory: pytest.TempPathFactory) -> tuple[SupervisedUNet, TrainingContext]:
+    ctx = _context("denoising_s25", tmp_path_factory.mktemp("unet-cache"))
+    method = SupervisedUNet(**TINY)
+    report = method.prepare(ctx)
+    assert not report.cached
+    return method, ctx
+
+
+def test_training_reduces_the_loss(denoiser: tuple[SupervisedUNet, TrainingContext]) -> None:
+    method, ctx = denoiser
+    report = SupervisedUNet(**TINY).prepare(ctx)  # loads the curve stored with the checkpoint
+    first, last = report.losses[0], report.losses[-1]
+    assert last < 0.5 * first, f"loss went from {first:.4g} to {last:.4g}"
+
+
+def test_beats_the_pseudo_inverse_on_denoising(denoiser: tuple[SupervisedUNet, TrainingContext]) -> None:
+    method, ctx = denoiser
+    task = ctx.task
+    gains = []
+    for image in data.load("embedded", crop=64)[:2]:
+        x = image.tensor[None]
+        generator = tasks.measurement_generator(task.name, image.id, 0)
+        physics = task.physics(tuple(image.tensor.shape), torch.device("cpu"), generator)
+        y = task.measure(x, physics, generator)
+        x_hat = method.reconstruct(y, physics, seed=0).x
+        assert x_hat.shape == x.shape
+        gains.append(_psnr(x_hat, x) - _psnr(physics.A_dagger(y).clamp(0, 1), x))
+    assert min(gains) > 2.0, f"PSNR gains over A⁺y: {gains}"
+
+
+def test_second_prepare_loads_the_checkpoint_and_trains_nothing(
+    denoiser: tuple[SupervisedUNet, TrainingContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    method, ctx = denoiser
+
+    def no_training(*args: object, **kwargs: object) -> list[float]:
+        raise AssertionError("a cached configuration must not train")
+
+    monkeypatch.setattr(loop, "fit", no_training)
+    again = SupervisedUNet(**TINY)
+    report = again.prepare(ctx)
+    assert report.cached and Path(report.checkpoint).is_file()
+    y = torch.rand(1, 1, 40, 40)
+    physics = ctx.task.physics((1, 40, 40), torch.device("cpu"), torch.Generator().manual_seed(1))
+    assert torch.equal(again.reconstruct(y, physics, seed=0).x, method.reconstruct(y, physics, seed=0).x)
+
+
+def test_fewer_training_images_is_a_different_checkpoint(tmp_path: Path) -> None:
+    images = [img.tensor for img in data.load("embedded", split="train", crop=48)]
+    ctx = _context("denoising_s25", tmp_path, images)
+    budget = {**TINY, "steps": 2}
+    all_images = SupervisedUNet(**budget).prepare(ctx)
+    three = SupervisedUNet(**budget, train_images=3).prepare(ctx)
+    assert not three.cached and three.checkpoint != all_images.checkpoint
+    assert SupervisedUNet(**budget, train_images=3).prepare(ctx).cached
+
+
+def test_random_inpainting_draws_a_new_mask_for_every_patch() -> None:
+    generator = torch.Generator().manual_seed(0)
+    shape = (1, 16, 16)
+    x = torch.rand(4, *shape)
+    inpainting = loop.MeasurementSimulator(tasks.get("inpainting_random50"), shape, torch.device("cpu"), generator)
+    masks = inpainting.inputs(x)[:, 1]
+    assert inpainting.random_operator
+    assert all(not torch.equal(masks[0], masks[i]) for i in range(1, 4))
+    denoising = loop.MeasurementSimulator(tasks.get("denoising_s25"), shape, torch.device("cpu"), generator)
+    assert not denoising.random_operator and denoising.inputs(x).shape == (4, 2, 16, 16)
+
+
+def test_reconstruct_before_training_is_a_clear_error() -> None:
+    physics = tasks.get("denoising_s25").physics((1, 8, 8), torch.device("cpu"), torch.Generator())
+    with pytest.raises(UserError, match="prepare"):
+        SupervisedUNet().reconstruct(torch.rand(1, 1, 8, 8), physics, seed=0)
+
+
+def test_gray_trained_net_restores_colour_images_channel_by_channel(
+    denoiser: tuple[SupervisedUNet, TrainingContext],
+) -> None:
+    method, ctx = denoiser
+    gray = data.load("embedded", crop=48)[0].tensor
+    x = torch.cat([gray, gray.flip(-1), gray.flip(-2)])[None]
+    generator = torch.Generator().manual_seed(0)
+    physics = ctx.task.physics((3, 48, 48), torch.device("cpu"), generator)
+    y = ctx.task.measure(x, physics, generator)
+    x_hat = method.reconstruct(y, physics, seed=0).x
+    assert x_hat.shape == x.shape and _psnr(x_hat, x) > _psnr(y.clamp(0, 1), x) + 2
