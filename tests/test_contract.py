@@ -87,7 +87,8 @@ def test_output_shape_finite_and_better_than_nothing(name: str, task_name: str) 
     out = as_reconstruction(method.reconstruct(y, physics, seed=0)).x.detach()
     assert out.shape == x.shape
     assert torch.isfinite(out).all()
-XX
+    # Nothing-at-all: an empty (all-zero) reconstruction.
+    assert metrics.psnr(out.clamp(0, 1), x) > metrics.psnr(torch.zeros_like(x), x), f"{name} no better than nothing"
 
 
 @pytest.mark.parametrize("task_name", TASKS[:1])
