@@ -57,7 +57,7 @@ class DPS(Method):
         "prior_depth": 3,
         "prior_patch": 32,  # side of the random training patches (the net is fully convolutional)
         "prior_batch": 16,
-        "prior_steps": 4000,  # optimiser steps of the prior (quick profile: 800, ~3 min on 2 CPU cores)
+        "prior_steps": 4000,  # optimiser steps of the prior (quick profile: 800, ~3 min on one CPU core)
         "prior_lr": 1e-3,  # Adam, warm-up then cosine decay to 1% of it
         "prior_ema": 0.999,  # the prior samples with an exponential moving average of its weights
         "train_images": 0,  # train the prior on the first N training images (0: all)
@@ -112,9 +112,12 @@ class DPS(Method):
         start = time.perf_counter()
         self._eps = diffusion.load_diffunet(Path(self.params["pretrained_path"])).to(ctx.device)
         self._channels = None  # DiffUNet is RGB; gray images are repeated to RGB per call
-        return TrainingReport(seconds=time.perf_counter() - start, cached=True, checkpoint=str(self.params["pretrained_path"]))
+        return TrainingReport(seconds=time.perf_counter() - start, cached=True,
+                              checkpoint=str(self.params["pretrained_path"]))
 
-    def reconstruct(self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None) -> Reconstruction:
+    def reconstruct(
+        self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None
+    ) -> Reconstruction:
         if self._eps is None:
             raise UserError("dps: call prepare() (train or load the prior) before reconstruct()")
         shape = tuple(physics.A_adjoint(y).shape)
@@ -122,7 +125,9 @@ class DPS(Method):
         eps_model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = model
         if self._channels is not None and shape[1] != self._channels:
             if self._channels != 1:
-                raise UserError(f"dps: the prior models {self._channels}-channel images, the measurement has {shape[1]}")
+                raise UserError(
+                    f"dps: the prior models {self._channels}-channel images, the measurement has {shape[1]}"
+                )
             eps_model = functools.partial(_per_channel, model)
         result = diffusion.dps_sample(
             eps_model, y, physics, shape=shape, steps=int(self.params["steps"]), zeta=float(self.params["zeta"]),

@@ -35,7 +35,8 @@ class CheckpointError(UserError):
 
 def cache_key(description: dict[str, Any]) -> str:
     """sha256 of a canonical JSON rendering of ``description`` (the full training config)."""
-    canonical = json.dumps({"format": FORMAT_VERSION, **description}, sort_keys=True, separators=(",", ":"), default=str)
+    canonical = json.dumps({"format": FORMAT_VERSION, **description}, sort_keys=True, separators=(",", ":"),
+                           default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -93,7 +94,9 @@ def read_weights(path: Path) -> Any:
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
         if found is None:
-            raise CheckpointError(f"cannot read checkpoint {path}: corrupt or not a torch file; delete it to retrain") from exc
+            raise CheckpointError(
+                f"cannot read checkpoint {path}: corrupt or not a torch file; delete it to retrain"
+            ) from exc
         raise CheckpointError(
             f"refusing checkpoint {path}: it holds Python objects other than tensors and plain "
             f"data ({found.group(1)}), and only weights are loaded (torch.load weights_only=True); "

@@ -86,7 +86,9 @@ class MeasurementSimulator:
     down-sampling) is built once and applied to the whole batch, which is much faster.
     """
 
-    def __init__(self, task: Any, shape: tuple[int, int, int], device: torch.device, generator: torch.Generator) -> None:
+    def __init__(
+        self, task: Any, shape: tuple[int, int, int], device: torch.device, generator: torch.Generator
+    ) -> None:
         self.task = task
         self.shape = shape
         self.device = device
@@ -183,7 +185,8 @@ def load_or_train(
         stored = ckpt.load(path, key)
         net.load_state_dict(stored.state)
         net.eval()
-        return TrainingReport(seconds=time.perf_counter() - start, cached=True, checkpoint=str(path), losses=stored.losses)
+        return TrainingReport(seconds=time.perf_counter() - start, cached=True, checkpoint=str(path),
+                              losses=stored.losses)
     losses, state = train()
     seconds = time.perf_counter() - start
     meta = {"description": description, "seconds": seconds}
