@@ -20,13 +20,7 @@ TINY = {"prior_channels": 8, "prior_depth": 2, "prior_patch": 32, "prior_batch":
         "prior_lr": 3e-3, "steps": 25}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    """Tiny nets gain nothing from threads, and on a busy machine extra threads only wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _context(task_name: str, cache: Path) -> TrainingContext:

@@ -17,13 +17,7 @@ from methods.unet import SupervisedUNet
 TINY = {"patch_size": 32, "batch_size": 8, "steps": 80, "channels": 8, "depth": 1, "lr": 3e-3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    """Tiny nets gain nothing from threads, and on a busy machine extra threads only wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _context(task_name: str, cache: Path, images: list[torch.Tensor] | None = None) -> TrainingContext:
