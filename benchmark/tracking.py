@@ -152,7 +152,11 @@ class Tracker:
 
     @_locked
     def log_training(self, method: str, task: str, dataset: str, report: TrainingReport, profile: str) -> None:
-        """One run per trained (method, task): training time and the loss curve, under the parent."""
+        """One run per trained (method, task): training time and the loss curve, under the parent.
+
+        ``train_s`` is what the suite's weights cost to train, also when a cached checkpoint was
+        reused (its recorded time; the ``cached`` tag says it was not spent in this run); for
+        released weights (DnCNN, DiffUNet) it is the time to fetch and load them."""
         tags = {"mlflow.parentRunId": self.parent_id or "", "dipbench.kind": "training", "method": method,
                 "task": task, "dataset": dataset, "profile": profile}
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"train {method} {task}")

@@ -3,9 +3,17 @@
 The prior is a DDPM noise predictor. By default the suite trains a small fully convolutional
 one on random patches of the training split (once per training set: the prior does not depend
 on the task, so its cache key leaves the task out), which lets DPS run offline on a CPU at any
-image size. A machine holding deepinv ``DiffUNet`` weights (e.g. ``diffusion_ffhq_10m.pt``) can
-pass their local path as ``pretrained_path`` instead; nothing is then trained. A gray prior
-(e.g. trained on Train400) treats each channel of a colour image as a gray image.
+image size. A gray prior (e.g. trained on Train400) treats each channel of a colour image as a
+gray image.
+
+Released deepinv ``DiffUNet`` weights replace the suite prior (nothing is then trained):
+``pretrained="ffhq"`` (``diffusion_ffhq_10m.pt``, 374 MB, FFHQ faces, as in the DPS paper's
+face experiments) or ``"imagenet"`` (``diffusion_openai.pt``, 2.2 GB, Dhariwal & Nichol's
+ImageNet model). Like DnCNN's, they are read from ``$DIPBENCH_WEIGHTS/diffunet/``, else the
+download cache, else downloaded from deepinv's Hugging Face repository at a pinned commit, and
+each must match the sha256 of its Git LFS pointer there (see ``methods._weights``), so a
+different file never gives silently different numbers. ``pretrained_path`` loads any other
+local DiffUNet state dict, unchecked. Both are read with ``torch.load(weights_only=True)``.
 
 Step size ζ is given as in the paper, for its 1000-step chain: each step moves the sample by
 ζ ∇‖y − A x̂0‖ (the norm, as in the authors' code; the paper writes ζ_i = ζ'/‖y − A x̂0‖ on the
@@ -32,6 +40,20 @@ from benchmark.errors import UserError
 from benchmark.registry import register
 from methods._training import diffusion, loop
 from methods._training.nets import UNet
+from methods._weights import WeightFile, locate
+
+#: deepinv/diffunet on Hugging Face at the commit that added ``diffusion_openai.pt``, the last of
+#: its history when pinned; deepinv itself downloads the same files from ``resolve/main``.
+DIFFUNET_COMMIT = "6b0a2cf45decab1f022d22eefe3787d9d515f32b"
+_DIFFUNET_BASE = f"https://huggingface.co/deepinv/diffunet/resolve/{DIFFUNET_COMMIT}/"
+
+#: released DiffUNet checkpoints by ``pretrained`` name; sha256 = the oid of each Git LFS pointer
+PRETRAINED: dict[str, WeightFile] = {
+    "ffhq": WeightFile("diffunet", "diffusion_ffhq_10m.pt", _DIFFUNET_BASE + "diffusion_ffhq_10m.pt",
+                       "81d535743156ec6be34d8668e6920da94f0614074d7793a16c8fa9e306237faa"),
+    "imagenet": WeightFile("diffunet", "diffusion_openai.pt", _DIFFUNET_BASE + "diffusion_openai.pt",
+                           "a37c32fffd316cd494cf3f35b339936debdc1576dad13fe57c42399a5dbc78b1"),
+}
 
 #: parameters that shape the trained prior (its cache key); the others only affect sampling
 PRIOR_PARAMS = ("prior_channels", "prior_depth", "prior_patch", "prior_batch", "prior_steps", "prior_lr",
@@ -48,7 +70,7 @@ def _per_channel(model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Te
 class DPS(Method):
     name = "dps"
     family = "data-driven"
-    summary = "Diffusion posterior sampling with a DDPM prior trained by the suite (or DiffUNet weights)."
+    summary = "Diffusion posterior sampling with a DDPM prior trained by the suite (or released DiffUNet weights)."
     needs_training = True
     defaults = {
         "steps": 1000,  # reverse diffusion steps, as in the paper (quick profile: 200), evenly re-spaced
@@ -61,7 +83,8 @@ class DPS(Method):
         "prior_lr": 1e-3,  # Adam, warm-up then cosine decay to 1% of it
         "prior_ema": 0.999,  # the prior samples with an exponential moving average of its weights
         "train_images": 0,  # train the prior on the first N training images (0: all)
-        "pretrained_path": "",  # local deepinv DiffUNet weights; empty: train the small prior
+        "pretrained": "",  # released DiffUNet weights ("ffhq" or "imagenet"); empty: train the small prior
+        "pretrained_path": "",  # any local deepinv DiffUNet state dict (no checksum); empty: none
     }
     #: ζ per family, chosen on crops of the embedded training images with the small prior at
     #: 100-200 steps (denoising prefers a weak pull: the residual is mostly noise); deblurring
@@ -75,12 +98,18 @@ class DPS(Method):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
+        name, path = self.params["pretrained"], self.params["pretrained_path"]
+        if name and (not isinstance(name, str) or name not in PRETRAINED):
+            raise UserError(f"dps: unknown pretrained weights {name!r}; choose one of {', '.join(PRETRAINED)} "
+                            "(or '' to train the suite prior)")
+        if name and path:
+            raise UserError("dps: give either pretrained or pretrained_path, not both")
         self._eps: nn.Module | None = None
         self._channels: int | None = None  # channels the prior was trained on (None: any)
 
     def prepare(self, ctx: TrainingContext) -> TrainingReport:
         p = self.params
-        if p["pretrained_path"]:
+        if p["pretrained"] or p["pretrained_path"]:
             return self._load_pretrained(ctx)
         images = loop.training_images(ctx, int(p["train_images"]) or None)
         channels = images[0].shape[0]
@@ -109,11 +138,13 @@ class DPS(Method):
         return report
 
     def _load_pretrained(self, ctx: TrainingContext) -> TrainingReport:
+        """DiffUNet weights instead of training; the report's seconds are the fetch and load time."""
         start = time.perf_counter()
-        self._eps = diffusion.load_diffunet(Path(self.params["pretrained_path"])).to(ctx.device)
+        name = self.params["pretrained"]
+        path = locate(PRETRAINED[name]) if name else Path(self.params["pretrained_path"])
+        self._eps = diffusion.load_diffunet(path).to(ctx.device)
         self._channels = None  # DiffUNet is RGB; gray images are repeated to RGB per call
-        return TrainingReport(seconds=time.perf_counter() - start, cached=True,
-                              checkpoint=str(self.params["pretrained_path"]))
+        return TrainingReport(seconds=time.perf_counter() - start, cached=True, checkpoint=str(path))
 
     def reconstruct(
         self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None

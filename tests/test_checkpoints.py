@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,3 +104,21 @@ def test_load_or_train_trains_once_then_loads(tmp_path: Path) -> None:
     # A different description is a different checkpoint: it trains again.
     loop.load_or_train(net=nn.Linear(3, 2), **{**kwargs, "description": {"x": 2}})
     assert len(calls) == 2
+
+
+def test_a_cached_load_reports_what_training_cost(tmp_path: Path) -> None:
+    def train() -> tuple[list[float], dict[str, torch.Tensor]]:
+        time.sleep(0.3)  # a measurable training time, unlike the load
+        return [1.0], nn.Linear(3, 2).state_dict()
+
+    kwargs = {"cache_dir": tmp_path, "method": "toy", "description": {"x": 1}, "train": train}
+    first = loop.load_or_train(net=nn.Linear(3, 2), **kwargs)
+    second = loop.load_or_train(net=nn.Linear(3, 2), **kwargs)
+    assert not first.cached and first.seconds >= 0.3
+    assert second.cached and second.seconds == first.seconds
+    # A checkpoint that recorded no training time reports its load time instead.
+    path = Path(first.checkpoint)
+    stored = ckpt.load(path, path.stem)
+    ckpt.save(path, ckpt.Checkpoint(key=stored.key, state=stored.state, losses=stored.losses))
+    unrecorded = loop.load_or_train(net=nn.Linear(3, 2), **kwargs)
+    assert unrecorded.cached and 0 <= unrecorded.seconds < first.seconds

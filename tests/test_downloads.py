@@ -1,8 +1,10 @@
-"""Downloads with sha256 checks (datasets and pretrained weights), against a local HTTP server:
-a good file is stored, a wrong one is refused and leaves nothing behind, a dead address says so."""
+"""Downloads with sha256 checks (datasets and pretrained weights, DPS's DiffUNet included), against
+a local HTTP server: a good file is stored, a wrong one is refused and leaves nothing behind, a dead
+address says so."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import socket
 import threading
@@ -16,9 +18,11 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from benchmark import data
+from benchmark import data, tasks
+from benchmark.api import TrainingContext
 from benchmark.errors import UserError
-from methods import _weights
+from methods import _weights, dps
+from methods._training import diffusion
 from methods._weights import WeightFile
 
 PAYLOAD = b"released weights, version 1\n" * 100
@@ -148,6 +152,76 @@ def test_local_weights_folder_is_used_and_checked(
     (folder / "toy" / "w.bin").write_bytes(PAYLOAD + b"tampered")
     with pytest.raises(UserError, match="checksum mismatch for weights"):
         _weights.locate(spec)
+
+
+# --- released DiffUNet weights for DPS (methods.dps) -----------------------------------------------
+
+FFHQ = dps.PRETRAINED["ffhq"]
+
+
+def _diffunet_context(cache: Path) -> TrainingContext:
+    return TrainingContext(images=[], dataset="none", task=tasks.get("denoising_s25"), cache_dir=cache, seed=0,
+                           device=torch.device("cpu"), progress=False)
+
+
+def _serve_as_ffhq(monkeypatch: pytest.MonkeyPatch, url: str, sha256: str) -> Path:
+    """Point the pinned ``ffhq`` release at the local server; returns where a download lands."""
+    monkeypatch.setitem(dps.PRETRAINED, "ffhq", dataclasses.replace(FFHQ, url=f"{url}/{FFHQ.name}", sha256=sha256))
+    return _weights.cache_dir() / FFHQ.group / FFHQ.name
+
+
+def test_dps_downloads_checks_and_loads_released_diffunet_weights(
+    served: tuple[str, Path], isolated: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from deepinv.models import DiffUNet
+
+    url, root = served
+    # Random weights laid out like the released file: deepinv's small DiffUNet without the
+    # schedule buffers, which the released files do not hold.
+    state = DiffUNet(in_channels=3, out_channels=6, pretrained=None).state_dict()
+    torch.save({k: v for k, v in state.items() if k not in diffusion.DIFFUNET_DERIVED}, root / FFHQ.name)
+    del state
+    destination = _serve_as_ffhq(monkeypatch, url, data.sha256_of(root / FFHQ.name))
+    loads: list[object] = []
+    real_load = torch.load
+
+    def spy(*args: object, **kwargs: object) -> object:
+        loads.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch, "load", spy)
+    method = dps.DPS(pretrained="ffhq", steps=2)
+    report = method.prepare(_diffunet_context(tmp_path / "checkpoints"))
+    assert report.cached and report.checkpoint == str(destination)
+    assert files_under(isolated) == [destination]
+    assert loads == [True]
+    (root / FFHQ.name).unlink()  # a second prepare reads the cache, not the server
+    again = dps.DPS(pretrained="ffhq").prepare(_diffunet_context(tmp_path / "checkpoints"))
+    assert again.checkpoint == str(destination)
+    task = tasks.get("denoising_s25")
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, 32, 32, generator=generator)
+    physics = task.physics((1, 32, 32), torch.device("cpu"), generator)
+    result = method.reconstruct(task.measure(x, physics, generator), physics, seed=0)
+    assert result.x.shape == x.shape and bool(torch.isfinite(result.x).all()) and result.iterations == 2
+
+
+def test_dps_refuses_a_download_that_is_not_the_release(
+    served: tuple[str, Path], isolated: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    url, root = served
+    (root / FFHQ.name).write_bytes(PAYLOAD)
+    _serve_as_ffhq(monkeypatch, url, FFHQ.sha256)  # the real pin, a different file served
+    with pytest.raises(UserError, match=f"checksum mismatch for .*{FFHQ.name}.*expected sha256 {FFHQ.sha256}"):
+        dps.DPS(pretrained="ffhq").prepare(_diffunet_context(tmp_path / "checkpoints"))
+    assert files_under(isolated) == []
+
+
+def test_dps_release_pins_are_deepinvs_files() -> None:
+    for spec in dps.PRETRAINED.values():
+        assert spec.url.startswith("https://huggingface.co/deepinv/diffunet/resolve/") and spec.url.endswith(spec.name)
+        assert len(spec.sha256) == 64 and set(spec.sha256) <= set("0123456789abcdef")
+    assert FFHQ.name == "diffusion_ffhq_10m.pt"
 
 
 # --- datasets through benchmark.data.load ------------------------------------------------------

@@ -128,6 +128,20 @@ def test_pretrained_weights_must_exist_and_be_plain_tensors(tmp_path: Path) -> N
         DPS(pretrained_path=str(other)).prepare(ctx)
 
 
+def test_unknown_released_weights_are_refused_with_the_choices() -> None:
+    with pytest.raises(UserError, match="unknown pretrained weights 'celeba'; choose one of ffhq, imagenet"):
+        DPS(pretrained="celeba")
+    with pytest.raises(UserError, match="either pretrained or pretrained_path"):
+        DPS(pretrained="ffhq", pretrained_path="/some/file.pt")
+
+
+def test_weights_that_do_not_fit_diffunet_are_refused(tmp_path: Path) -> None:
+    partial = tmp_path / "partial.pt"
+    torch.save({"input_blocks.0.0.weight": torch.zeros(128, 3, 3, 3), "extra.weight": torch.zeros(1)}, partial)
+    with pytest.raises(UserError, match=r"does not fit deepinv's DiffUNet: missing .*\(\+\d+ more\), unexpected extra"):
+        DPS(pretrained_path=str(partial)).prepare(_context("sr_x4", tmp_path))
+
+
 def test_gray_prior_samples_colour_images(inpainter: DPS) -> None:
     gray = data.load("embedded", crop=32)[1].tensor
     x = torch.cat([gray, gray.flip(-1), gray.flip(-2)])[None]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmark import data, tasks
-from benchmark.api import TrainingContext
+from benchmark.api import TrainingContext, TrainingReport
 from benchmark.errors import UserError
 from methods._training import loop
 from methods.unet import SupervisedUNet
@@ -30,24 +30,27 @@ def _psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float(-10 * torch.log10(torch.mean((x - ref) ** 2)))
 
 
+Trained = tuple[SupervisedUNet, TrainingContext, TrainingReport]
+
+
 @pytest.fixture(scope="module")
-def denoiser(tmp_path_factory: pytest.TempPathFactory) -> tuple[SupervisedUNet, TrainingContext]:
+def denoiser(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     ctx = _context("denoising_s25", tmp_path_factory.mktemp("unet-cache"))
     method = SupervisedUNet(**TINY)
     report = method.prepare(ctx)
     assert not report.cached
-    return method, ctx
+    return method, ctx, report
 
 
-def test_training_reduces_the_loss(denoiser: tuple[SupervisedUNet, TrainingContext]) -> None:
-    method, ctx = denoiser
+def test_training_reduces_the_loss(denoiser: Trained) -> None:
+    method, ctx, _ = denoiser
     report = SupervisedUNet(**TINY).prepare(ctx)  # loads the curve stored with the checkpoint
     first, last = report.losses[0], report.losses[-1]
     assert last < 0.5 * first, f"loss went from {first:.4g} to {last:.4g}"
 
 
-def test_beats_the_pseudo_inverse_on_denoising(denoiser: tuple[SupervisedUNet, TrainingContext]) -> None:
-    method, ctx = denoiser
+def test_beats_the_pseudo_inverse_on_denoising(denoiser: Trained) -> None:
+    method, ctx, _ = denoiser
     task = ctx.task
     gains = []
     for image in data.load("embedded", crop=64)[:2]:
@@ -62,9 +65,9 @@ def test_beats_the_pseudo_inverse_on_denoising(denoiser: tuple[SupervisedUNet, T
 
 
 def test_second_prepare_loads_the_checkpoint_and_trains_nothing(
-    denoiser: tuple[SupervisedUNet, TrainingContext], monkeypatch: pytest.MonkeyPatch
+    denoiser: Trained, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    method, ctx = denoiser
+    method, ctx, trained = denoiser
 
     def no_training(*args: object, **kwargs: object) -> list[float]:
         raise AssertionError("a cached configuration must not train")
@@ -73,6 +76,7 @@ def test_second_prepare_loads_the_checkpoint_and_trains_nothing(
     again = SupervisedUNet(**TINY)
     report = again.prepare(ctx)
     assert report.cached and Path(report.checkpoint).is_file()
+    assert report.seconds == trained.seconds > 0  # what the weights cost to train, not the load time
     y = torch.rand(1, 1, 40, 40)
     physics = ctx.task.physics((1, 40, 40), torch.device("cpu"), torch.Generator().manual_seed(1))
     assert torch.equal(again.reconstruct(y, physics, seed=0).x, method.reconstruct(y, physics, seed=0).x)
@@ -106,10 +110,8 @@ def test_reconstruct_before_training_is_a_clear_error() -> None:
         SupervisedUNet().reconstruct(torch.rand(1, 1, 8, 8), physics, seed=0)
 
 
-def test_gray_trained_net_restores_colour_images_channel_by_channel(
-    denoiser: tuple[SupervisedUNet, TrainingContext],
-) -> None:
-    method, ctx = denoiser
+def test_gray_trained_net_restores_colour_images_channel_by_channel(denoiser: Trained) -> None:
+    method, ctx, _ = denoiser
     gray = data.load("embedded", crop=48)[0].tensor
     x = torch.cat([gray, gray.flip(-1), gray.flip(-2)])[None]
     generator = torch.Generator().manual_seed(0)

@@ -123,8 +123,14 @@ class PretrainedEps(nn.Module):
         return eps.mean(dim=1, keepdim=True) if channels == 1 else eps
 
 
+#: DiffUNet buffers computed from its noise schedule, absent from the released files (deepinv
+#: loads the weights before it registers them), so a file may lack them
+DIFFUNET_DERIVED = frozenset({"sqrt_1m_alphas_cumprod", "sqrt_alphas_cumprod"})
+
+
 def load_diffunet(path: Path) -> PretrainedEps:
-    """deepinv ``DiffUNet`` weights from a local file, read with ``weights_only=True``."""
+    """deepinv ``DiffUNet`` weights from a local file, read with ``weights_only=True``; every
+    weight must fit (only the schedule buffers the released files lack may be missing)."""
     from deepinv.models import DiffUNet
 
     if not path.is_file():
@@ -137,10 +143,20 @@ def load_diffunet(path: Path) -> PretrainedEps:
         raise UserError(f"dps: {path} is not a DiffUNet state dict (no input_blocks.0.0.weight)")
     model = DiffUNet(in_channels=3, out_channels=6, large_model=first.shape[0] == 256, pretrained=None)
     try:
-        model.load_state_dict(state, strict=True)
+        missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         raise UserError(f"dps: {path} does not fit deepinv's DiffUNet: {str(exc).splitlines()[0]}") from exc
+    missing = [key for key in missing if key not in DIFFUNET_DERIVED]
+    if missing or unexpected:
+        raise UserError(f"dps: {path} does not fit deepinv's DiffUNet: missing {_few(missing)}, "
+                        f"unexpected {_few(unexpected)}")
     return PretrainedEps(model.eval().requires_grad_(False))
+
+
+def _few(keys: list[str]) -> str:
+    """At most three keys and how many more, for an error message."""
+    shown = ", ".join(keys[:3]) or "none"
+    return f"{shown} (+{len(keys) - 3} more)" if len(keys) > 3 else shown
 
 
 @dataclass

@@ -176,7 +176,11 @@ def load_or_train(
 ) -> TrainingReport:
     """Load the checkpoint for ``description`` into ``net``, or train, save and load it.
 
-    ``train`` returns the loss curve and the state dict to store (e.g. EMA weights).
+    ``train`` returns the loss curve and the state dict to store (e.g. EMA weights). The report
+    says what the weights cost to train: a cached load reports the training seconds recorded in
+    the checkpoint (with ``cached=True``), not the fraction of a second the load took, so
+    ``train_s`` means the same whether or not a run reused the weights. A checkpoint without that
+    record falls back to the load time.
     """
     key = ckpt.cache_key({"method": method, **description})
     path = ckpt.checkpoint_path(cache_dir, method, key)
@@ -185,8 +189,8 @@ def load_or_train(
         stored = ckpt.load(path, key)
         net.load_state_dict(stored.state)
         net.eval()
-        return TrainingReport(seconds=time.perf_counter() - start, cached=True, checkpoint=str(path),
-                              losses=stored.losses)
+        return TrainingReport(seconds=_training_seconds(stored.meta, time.perf_counter() - start), cached=True,
+                              checkpoint=str(path), losses=stored.losses)
     losses, state = train()
     seconds = time.perf_counter() - start
     meta = {"description": description, "seconds": seconds}
@@ -194,6 +198,13 @@ def load_or_train(
     net.load_state_dict(state)
     net.eval()
     return TrainingReport(seconds=seconds, cached=False, checkpoint=str(path), losses=losses)
+
+
+def _training_seconds(meta: dict[str, Any], fallback: float) -> float:
+    """The training time a checkpoint recorded (``meta["seconds"]``), else ``fallback``."""
+    seconds = meta.get("seconds")
+    valid = isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+    return float(seconds) if valid and math.isfinite(seconds) and seconds >= 0 else fallback
 
 
 def images_fingerprint(images: list[torch.Tensor]) -> str:
