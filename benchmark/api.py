@@ -35,6 +35,16 @@ class Reconstruction:
 
 
 @dataclass(frozen=True)
+class Problem:
+    """One reconstruction problem as a method sees it: never the ground truth."""
+
+    y: torch.Tensor
+    physics: Any
+    seed: int
+    callback: Callback | None = None
+
+
+@dataclass(frozen=True)
 class TrainingContext:
     """Everything a trained method needs to fit itself, and where to cache the result."""
 
@@ -72,6 +82,10 @@ class Method:
     task_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     #: methods that learn from a training split implement ``prepare``
     needs_training: ClassVar[bool] = False
+    #: how many problems of one task and image size ``reconstruct_batch`` may get at once; more
+    #: than 1 only where solving them together is faster than one by one (e.g. DIP fits B
+    #: networks in one step)
+    max_batch: ClassVar[int] = 1
 
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
@@ -109,6 +123,11 @@ class Method:
         callback: Callback | None = None,
     ) -> torch.Tensor | Reconstruction:
         raise NotImplementedError
+
+    def reconstruct_batch(self, problems: Sequence[Problem]) -> list[torch.Tensor | Reconstruction]:
+        """Solve several problems of one task and image size; each result must be what
+        ``reconstruct`` gives for that problem alone (to float tolerance). By default, one by one."""
+        return [self.reconstruct(p.y, p.physics, seed=p.seed, callback=p.callback) for p in problems]
 
 
 def as_reconstruction(result: torch.Tensor | Reconstruction) -> Reconstruction:

@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--datasets", type=_csv, help="comma-separated datasets (profile crop/limit kept when listed)")
     run.add_argument("--seeds", type=lambda v: [int(s) for s in _csv(v)], help="comma-separated seeds")
     run.add_argument("--limit", type=int, help="at most N images per dataset")
+    run.add_argument("--batch-size", type=int, help="problems a method may solve at once (DIP: B networks "
+                     "per step; 1: one by one; default: the profile's)")
     run.add_argument("--results", type=Path, help="results folder (default: results/<profile>)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns.db)")
     run.add_argument("--executor", choices=["local", "ray"], default="local")
@@ -67,6 +69,10 @@ def _select(profile, args):  # type: ignore[no-untyped-def]
         changes["tasks"] = args.tasks
     if args.seeds:
         changes["seeds"] = args.seeds
+    if args.batch_size is not None:
+        if args.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+        changes["batch_size"] = args.batch_size
     datasets = profile.datasets
     if args.datasets:
         known = {d.name: d for d in profile.datasets}
@@ -114,6 +120,10 @@ def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
         print(f"(table unavailable: {exc})")
     print(f"\ncells planned {summary.planned}, already done {summary.already_done}, ran {summary.ran}, "
           f"skipped {summary.skipped}, failed {len(summary.failed)}; wall time {summary.wall_s:.1f} s")
+    if summary.ran:
+        print(f"time: reconstruction {summary.reconstruct_s:.1f} s, training/loading {summary.prepare_s:.1f} s, "
+              f"harness (data, metrics, tracking, report) {summary.harness_s:.1f} s = "
+              f"{summary.harness_s / max(summary.wall_s, 1e-9):.1%} of the wall time")
     for where, error in summary.failed:
         print(f"  FAILED {where}: {error}")
     print(f"results: {summary.results_dir}/results.sqlite   MLflow parent run: {summary.parent_run_id}")

@@ -24,7 +24,7 @@ import torch
 from PIL import Image as PILImage
 
 from benchmark import metrics, registry, tasks
-from benchmark.api import Method, TrainingContext, TrainingReport, as_reconstruction
+from benchmark.api import Method, Problem, TrainingContext, TrainingReport, as_reconstruction
 from benchmark.plan import Cell
 from benchmark.store import Record
 
@@ -219,49 +219,114 @@ def artifact_stem(cell: Cell) -> str:
     return f"{cell.dataset}/{cell.task}/{cell.image_id}_seed{cell.seed}"
 
 
-def run_cell(
-    cell: Cell,
-    image: torch.Tensor,
+@dataclass
+class _Prepared:
+    """A cell ready to reconstruct: its measurement and the harness's view of it."""
+
+    position: int
+    cell: Cell
+    record: Record
+    x: torch.Tensor
+    y: torch.Tensor
+    physics: Any
+
+
+def run_cell(cell: Cell, image: torch.Tensor, pool: MethodPool, **options: Any) -> CellOutcome:
+    """Run one cell and measure it (see :func:`run_cells`)."""
+    return run_cells([cell], [image], pool, **options)[0]
+
+
+def run_cells(
+    cells: Sequence[Cell],
+    images: Sequence[torch.Tensor],
     pool: MethodPool,
     *,
     profile: str = "",
     trajectory_every: int = 10,
     with_lpips: bool = True,
     save_reconstruction: bool = True,
-) -> CellOutcome:
-    """Run one cell and measure it. Failures become failed records, never exceptions."""
-    device = pool.device
-    task = tasks.get(cell.task)
-    record: Record | None = None
-    try:
-        method = pool.instance(cell)
-        record = _base_record(cell, method, profile, device)
-        reason = method.skip_reason(task, channels=int(image.shape[0]))
-        if reason is not None:
-            record.status, record.error = "skipped", reason
-            record.finished_at = time.time()
-            return CellOutcome(record)
-        method, report = pool.get(cell)
-        if report is not None:
-            record.train_s = report.seconds
-            record.info["train_cached"] = report.cached
-        x = image.to(device).unsqueeze(0)
-        generator = tasks.measurement_generator(cell.task, cell.image_id, cell.seed)
-        physics = task.physics(tuple(image.shape), device, generator)
-        y = task.measure(x, physics, generator)
+) -> list[CellOutcome]:
+    """Run cells of one method, task and image size as one batch, and measure each.
 
-        clock = Stopwatch(device)
-        recorder = TrajectoryRecorder(x, clock, max(1, trajectory_every))
-        with PeakMemory(device) as memory:
-            clock.start()
-            result = as_reconstruction(method.reconstruct(y, physics, seed=cell.seed, callback=recorder))
-            runtime = clock.stop()
-        return CellOutcome(*_measure(record, cell, result, x, y, physics, recorder, runtime, memory.megabytes, with_lpips, save_reconstruction))
-    except Exception as exc:  # noqa: BLE001 - a failing cell must not stop the benchmark
-        outcome = failed_outcome(cell, profile, f"{type(exc).__name__}: {exc}", record)
-        outcome.record.info["traceback"] = traceback.format_exc(limit=8)
-        outcome.record.device = str(device)
-        return outcome
+    The method gets every problem in one ``reconstruct_batch`` call; each cell's runtime and
+    peak memory are its share of the batch's (the batch's own are kept in ``info``). Failures
+    become failed records, never exceptions; when a batch of several raises, its cells are run
+    again one by one, so that one bad cell does not take the others down.
+    """
+    outcomes: dict[int, CellOutcome] = {}
+    ready: list[_Prepared] = []
+    for position, (cell, image) in enumerate(zip(cells, images, strict=True)):
+        record: Record | None = None
+        try:
+            method = pool.instance(cell)
+            record = _base_record(cell, method, profile, pool.device)
+            task = tasks.get(cell.task)
+            reason = method.skip_reason(task, channels=int(image.shape[0]))
+            if reason is not None:
+                record.status, record.error = "skipped", reason
+                record.finished_at = time.time()
+                outcomes[position] = CellOutcome(record)
+                continue
+            _, report = pool.get(cell)
+            if report is not None:
+                record.train_s = report.seconds
+                record.info["train_cached"] = report.cached
+            x = image.to(pool.device).unsqueeze(0)
+            generator = tasks.measurement_generator(cell.task, cell.image_id, cell.seed)
+            physics = task.physics(tuple(image.shape), pool.device, generator)
+            ready.append(_Prepared(position, cell, record, x, task.measure(x, physics, generator), physics))
+        except Exception as exc:  # noqa: BLE001 - a failing cell must not stop the benchmark
+            outcomes[position] = _failure(cell, profile, exc, record, pool.device)
+    if len(ready) > 1 and len({(r.cell.method, r.cell.params_json, r.cell.task, r.x.shape) for r in ready}) > 1:
+        raise ValueError("a batch must hold cells of one method, parameters, task and image size")
+    options = dict(profile=profile, trajectory_every=trajectory_every, with_lpips=with_lpips,
+                   save_reconstruction=save_reconstruction)
+    try:
+        outcomes.update(_reconstruct(ready, pool, **options))
+    except Exception as exc:  # noqa: BLE001
+        if len(ready) == 1:
+            outcomes[ready[0].position] = _failure(ready[0].cell, profile, exc, ready[0].record, pool.device)
+        else:
+            for item in ready:
+                outcomes[item.position] = run_cells([item.cell], [item.x[0]], pool, **options)[0]
+    return [outcomes[i] for i in range(len(cells))]
+
+
+def _reconstruct(ready: list[_Prepared], pool: MethodPool, *, profile: str, trajectory_every: int,
+                 with_lpips: bool, save_reconstruction: bool) -> dict[int, CellOutcome]:
+    """The timed part: one ``reconstruct_batch`` call, then each result measured, clock paused."""
+    if not ready:
+        return {}
+    device = pool.device
+    method, _ = pool.get(ready[0].cell)
+    clock = Stopwatch(device)
+    recorders = [TrajectoryRecorder(r.x, clock, max(1, trajectory_every)) for r in ready]
+    problems = [Problem(r.y, r.physics, r.cell.seed, recorder) for r, recorder in zip(ready, recorders, strict=True)]
+    with PeakMemory(device) as memory:
+        clock.start()
+        results = method.reconstruct_batch(problems)
+        runtime = clock.stop()
+    if len(results) != len(ready):
+        raise ValueError(f"reconstruct_batch returned {len(results)} results for {len(ready)} problems")
+    share = len(ready)
+    outcomes: dict[int, CellOutcome] = {}
+    for item, result, recorder in zip(ready, results, recorders, strict=True):
+        try:
+            if share > 1:
+                item.record.info.update(batch_size=share, batch_runtime_s=runtime, batch_peak_mem_mb=memory.megabytes)
+            outcomes[item.position] = CellOutcome(*_measure(
+                item.record, item.cell, as_reconstruction(result), item.x, item.y, item.physics, recorder,
+                runtime / share, memory.megabytes / share, with_lpips, save_reconstruction))
+        except Exception as exc:  # noqa: BLE001
+            outcomes[item.position] = _failure(item.cell, profile, exc, item.record, device)
+    return outcomes
+
+
+def _failure(cell: Cell, profile: str, exc: BaseException, record: Record | None, device: torch.device) -> CellOutcome:
+    outcome = failed_outcome(cell, profile, f"{type(exc).__name__}: {exc}", record)
+    outcome.record.info["traceback"] = traceback.format_exc(limit=8)
+    outcome.record.device = str(device)
+    return outcome
 
 
 def failed_outcome(cell: Cell, profile: str, error: str, record: Record | None = None) -> CellOutcome:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -96,3 +97,21 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
                     for seed in profile.seeds:
                         cells.append(Cell(method, params_json, task.name, spec.name, image.id, prep, seed))
     return cells, images
+
+
+def batches(cells: Sequence[Cell], shape_of: Callable[[Cell], tuple[int, ...]], size: int) -> list[list[Cell]]:
+    """Cells grouped for ``reconstruct_batch``: same method, parameters, task and image shape,
+    at most ``size`` (and the method's ``max_batch``) per batch, in the plan's order."""
+    if size < 1:
+        raise ValueError(f"batch size must be >= 1, got {size}")
+    open_batches: dict[tuple[object, ...], list[Cell]] = {}
+    order: list[list[Cell]] = []
+    for cell in cells:
+        limit = max(1, min(size, registry.get(cell.method).max_batch))
+        key = (cell.method, cell.params_json, cell.task, shape_of(cell))
+        batch = open_batches.get(key)
+        if batch is None or len(batch) >= limit:
+            batch = open_batches[key] = []
+            order.append(batch)
+        batch.append(cell)
+    return order

@@ -48,6 +48,9 @@ class Profile:
     trajectory_every: int = 10
     lpips: bool = True
     save_reconstructions: bool = True
+    #: cells of one method, task and image size handed to a method at once (DIP fits them in
+    #: one step); an execution setting, not part of a cell's identity
+    batch_size: int = 8
     source: str = ""
 
 
@@ -69,6 +72,12 @@ def _as_list(where: str, value: Any, kind: type) -> list[Any]:
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, kind) for v in value):
         raise UserError(f"{where}: expected a list of {kind.__name__}, got {value!r}")
+    return value
+
+
+def _positive(where: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{where}: expected an integer >= 1, got {value!r}")
     return value
 
 
@@ -106,6 +115,7 @@ def parse(doc: Any, source: str = "<profile>") -> Profile:
             trajectory_every=int(doc.get("trajectory_every", 10)),
             lpips=bool(doc.get("lpips", True)),
             save_reconstructions=bool(doc.get("save_reconstructions", True)),
+            batch_size=_positive(f"profile {source}: batch_size", doc.get("batch_size", 8)),
             source=source,
         )
     except (TypeError, ValueError) as exc:

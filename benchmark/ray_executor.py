@@ -1,9 +1,10 @@
-"""Ray executor: each cell is a Ray task; the driver stays the only writer.
+"""Ray executor: each batch of cells is a Ray task; the driver stays the only writer.
 
 Workers return ``CellOutcome`` objects (records plus PNG bytes) and never touch MLflow or the
-results store. Cells are scheduled largest first (iterations × pixels), a GPU is requested per
-task where the cluster has GPUs, and each worker process keeps its prepared methods (trained
-checkpoints are loaded from the shared cache, which the driver filled before dispatching).
+results store. Batches (``plan.batches``) are scheduled largest first (iterations × pixels), a
+GPU is requested per task where the cluster has GPUs, and each worker process keeps its prepared
+methods (trained checkpoints are loaded from the shared cache, which the driver filled before
+dispatching).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from benchmark.plan import Cell
 _WORKER_POOLS: dict[str, MethodPool] = {}
 
 
-def _run_one(work: Any, cell: Cell) -> CellOutcome:
-    """Body of a Ray task: reuse this worker's method pool across the cells it gets."""
+def _run_batch(work: Any, batch: list[Cell]) -> list[CellOutcome]:
+    """Body of a Ray task: reuse this worker's method pool across the batches it gets."""
     import torch
 
     torch.set_num_threads(work.threads)
@@ -28,7 +29,7 @@ def _run_one(work: Any, cell: Cell) -> CellOutcome:
     if pool is None:
         _WORKER_POOLS.clear()
         pool = _WORKER_POOLS[work.token] = work.pool()
-    return work.run(cell, pool)
+    return work.run(batch, pool)
 
 
 def estimated_cost(cell: Cell, work: Any) -> float:
@@ -58,23 +59,25 @@ class RayExecutor:
             ray.init(**kwargs)
         return ray
 
-    def run(self, cells: list[Cell], work: Any) -> Iterator[CellOutcome]:
-        if not cells:
+    def run(self, batches: list[list[Cell]], work: Any) -> Iterator[CellOutcome]:
+        """One Ray task per batch, the costliest first; outcomes as the tasks finish."""
+        if not batches:
             return
         ray = self._init()
         gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-        task = ray.remote(num_gpus=gpus, max_retries=0)(_run_one)
+        task = ray.remote(num_gpus=gpus, max_retries=0)(_run_batch)
         work_ref = ray.put(work)
-        order = sorted(cells, key=lambda c: estimated_cost(c, work), reverse=True)
-        pending = {task.remote(work_ref, cell): cell for cell in order}
+        order = sorted(batches, key=lambda b: sum(estimated_cost(c, work) for c in b), reverse=True)
+        pending = {task.remote(work_ref, batch): batch for batch in order}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             ref = done[0]
-            cell = pending.pop(ref)
+            batch = pending.pop(ref)
             try:
-                yield ray.get(ref)
-            except Exception as exc:  # noqa: BLE001 - a lost worker fails its cell, not the benchmark
-                yield failed_outcome(cell, work.profile_name, f"ray task failed: {type(exc).__name__}: {exc}")
+                yield from ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - a lost worker fails its cells, not the benchmark
+                for cell in batch:
+                    yield failed_outcome(cell, work.profile_name, f"ray task failed: {type(exc).__name__}: {exc}")
 
     def shutdown(self) -> None:
         import ray

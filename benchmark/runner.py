@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from benchmark import data, tasks
 from benchmark.errors import UserError
-from benchmark.harness import CellOutcome, MethodPool, pick_device, run_cell
-from benchmark.plan import Cell, make_plan
+from benchmark.harness import CellOutcome, MethodPool, pick_device, run_cells
+from benchmark.plan import Cell, batches, make_plan
 from benchmark.profiles import Profile
 from benchmark.store import ResultsStore
 from benchmark.tracking import Tracker
@@ -70,22 +70,26 @@ class Work:
     def pool(self) -> MethodPool:
         return MethodPool(self.training_images, self.training_dataset, Path(self.cache_dir), pick_device(self.device), self.progress)
 
-    def run(self, cell: Cell, pool: MethodPool) -> CellOutcome:
-        image = self.images[(cell.dataset, cell.task, cell.image_id)]
-        return run_cell(cell, image, pool, profile=self.profile_name, trajectory_every=self.trajectory_every,
-                        with_lpips=self.lpips, save_reconstruction=self.save_reconstructions)
+    def image(self, cell: Cell) -> torch.Tensor:
+        return self.images[(cell.dataset, cell.task, cell.image_id)]
+
+    def run(self, batch: list[Cell], pool: MethodPool) -> list[CellOutcome]:
+        """Run one batch of cells (see ``plan.batches``) and measure each."""
+        return run_cells(batch, [self.image(cell) for cell in batch], pool, profile=self.profile_name,
+                         trajectory_every=self.trajectory_every, with_lpips=self.lpips,
+                         save_reconstruction=self.save_reconstructions)
 
 
 class LocalExecutor:
-    """Runs cells one after another in this process (method instances reused across cells)."""
+    """Runs batches one after another in this process (method instances reused across them)."""
 
     def __init__(self, pool: MethodPool | None = None) -> None:
         self._pool = pool
 
-    def run(self, cells: list[Cell], work: Work) -> Iterator[CellOutcome]:
+    def run(self, batches: list[list[Cell]], work: Work) -> Iterator[CellOutcome]:
         pool = self._pool or work.pool()
-        for cell in cells:
-            yield work.run(cell, pool)
+        for batch in batches:
+            yield from work.run(batch, pool)
 
 
 @dataclass
@@ -100,6 +104,13 @@ class Summary:
     parent_run_id: str = ""
     report: Path | None = None
     keys: list[str] = field(default_factory=list)  # the plan's cells (the store may hold others)
+    prepare_s: float = 0.0  # training or loading trained methods, in the driver
+    reconstruct_s: float = 0.0  # the methods' own (timed) work, summed over the cells run
+
+    @property
+    def harness_s(self) -> float:
+        """Everything else: data, measurements, metrics, MLflow, the report (local executor)."""
+        return max(self.wall_s - self.prepare_s - self.reconstruct_s, 0.0)
 
 
 def _write_artifacts(root: Path, artifacts: dict[str, bytes]) -> None:
@@ -151,10 +162,12 @@ def run_benchmark(
     try:
         pool = work.pool()
         pool.progress = progress
+        prepare_started = time.perf_counter()
         _prepare_trained(todo, pool, tracker, profile)
+        summary.prepare_s = time.perf_counter() - prepare_started
         runner = executor or LocalExecutor(pool)
         bar = tqdm(total=len(todo), desc=f"{profile.name}", unit="cell", disable=not progress, dynamic_ncols=True)
-        for outcome in runner.run(todo, work):
+        for outcome in runner.run(batches(todo, lambda c: tuple(work.image(c).shape), profile.batch_size), work):
             _write_artifacts(results_dir / "recons", outcome.artifacts)
             store.put(outcome.record)
             rec = outcome.record
@@ -163,6 +176,7 @@ def run_benchmark(
                 summary.failed.append((f"{rec.method} · {rec.task} · {rec.dataset} · {rec.image_id} · seed {rec.seed}", rec.error))
             elif rec.status == "skipped":
                 summary.skipped += 1
+            summary.reconstruct_s += rec.runtime_s or 0.0
             if on_record:
                 on_record(outcome)
             bar.set_postfix_str(f"{rec.method}/{rec.task}/{rec.image_id}"[:48])

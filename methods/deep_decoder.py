@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from benchmark.api import Callback, Method, Reconstruction
+from benchmark.api import Reconstruction
 from benchmark.registry import register
 from methods._dip import common
 from methods._dip.objectives import measurement_loss
@@ -27,9 +27,8 @@ IMPROVEMENT = 0.005
 
 
 @register
-class DeepDecoderMethod(Method):
+class DeepDecoderMethod(common.DipMethod):
     name = "deep_decoder"
-    family = "dip"
     summary = "Deep Decoder: under-parameterised 1x1-conv decoder, lowest-training-loss iterate."
     defaults = {
         "iterations": 1900,
@@ -40,15 +39,14 @@ class DeepDecoderMethod(Method):
         "ema": 0.0,
     }
 
-    def reconstruct(
-        self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None
-    ) -> Reconstruction:
+    def plan(self, y: torch.Tensor, physics: Any, seed: int) -> common.FitPlan:
         best = PatientMinimum(patience=None, min_delta=IMPROVEMENT)
 
         def keep_best(step: int, x: torch.Tensor, fit_loss: torch.Tensor) -> Verdict:
             return best.update(step, float(fit_loss.sum()))
 
+        def finish(result: Reconstruction) -> None:
+            result.info["best_fit_mse"] = common.finite_or_none(best.best_value)
+
         setup = common.decoder_setup(self.params, y, physics, seed)
-        result = common.run(setup, self.params, measurement_loss(physics, y), rule=keep_best, callback=callback)
-        result.info["best_fit_mse"] = common.finite_or_none(best.best_value)
-        return result
+        return common.FitPlan(setup, measurement_loss(physics, y), rule=keep_best, finish=finish)

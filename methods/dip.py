@@ -12,22 +12,17 @@ from typing import Any
 
 import torch
 
-from benchmark.api import Callback, Method, Reconstruction
 from benchmark.registry import register
 from methods._dip import common
 from methods._dip.objectives import measurement_loss
 
 
 @register
-class DeepImagePrior(Method):
+class DeepImagePrior(common.DipMethod):
     name = "dip"
-    family = "dip"
     summary = "Deep Image Prior: skip encoder-decoder fitted to y, EMA output, paper's budget per task."
     defaults = dict(common.SKIP_DEFAULTS)
     task_defaults = common.PAPER_TASK_DEFAULTS
 
-    def reconstruct(
-        self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None
-    ) -> Reconstruction:
-        setup = common.skip_setup(self.params, y, physics, seed)
-        return common.run(setup, self.params, measurement_loss(physics, y), callback=callback)
+    def plan(self, y: torch.Tensor, physics: Any, seed: int) -> common.FitPlan:
+        return common.FitPlan(common.skip_setup(self.params, y, physics, seed), measurement_loss(physics, y))

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from benchmark.api import Callback, Method, Reconstruction
+from benchmark.api import Reconstruction
 from benchmark.registry import register
 from methods._dip import common
 from methods._dip.objectives import measurement_loss
@@ -21,23 +21,20 @@ from methods._dip.stopping import WindowedVariance
 
 
 @register
-class DipESWMV(Method):
+class DipESWMV(common.DipMethod):
     name = "dip_eswmv"
-    family = "dip"
     summary = "DIP stopped by the windowed moving variance of its iterates (ES-WMV)."
     defaults = {**common.SKIP_DEFAULTS, "iterations": 5000, "ema": 0.0, "window": 100, "patience": 1000}
     task_defaults = common.EARLY_STOPPING_TASK_DEFAULTS
 
-    def reconstruct(
-        self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None
-    ) -> Reconstruction:
+    def plan(self, y: torch.Tensor, physics: Any, seed: int) -> common.FitPlan:
         window = common.positive_int(self.params, "window", minimum=2)
         patience = common.positive_int(self.params, "patience")
         rule = WindowedVariance(window=window, patience=patience)
+
+        def finish(result: Reconstruction) -> None:
+            result.info["min_variance"] = common.finite_or_none(rule.tracker.best_value)
+
         setup = common.skip_setup(self.params, y, physics, seed)
-        result = common.run(
-            setup, self.params, measurement_loss(physics, y), rule=lambda step, x, _loss: rule.update(step, x),
-            callback=callback,
-        )
-        result.info["min_variance"] = common.finite_or_none(rule.tracker.best_value)
-        return result
+        return common.FitPlan(setup, measurement_loss(physics, y), rule=lambda step, x, _loss: rule.update(step, x),
+                              finish=finish)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from benchmark.api import Callback, Method, Reconstruction
+from benchmark.api import Reconstruction
 from benchmark.errors import UserError
 from benchmark.registry import register
 from methods._dip import common, loop
@@ -27,16 +27,13 @@ from methods._dip.stopping import HeldOutLoss, Verdict
 
 
 @register
-class DipSelfValidation(Method):
+class DipSelfValidation(common.DipMethod):
     name = "dip_sv"
-    family = "dip"
     summary = "DIP stopped by the loss on held-out measurements (self-validation), best held-out iterate."
     defaults = {**common.SKIP_DEFAULTS, "iterations": 5000, "holdout": 0.1, "patience": 300, "window": 1}
     task_defaults = common.EARLY_STOPPING_TASK_DEFAULTS
 
-    def reconstruct(
-        self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None
-    ) -> Reconstruction:
+    def plan(self, y: torch.Tensor, physics: Any, seed: int) -> common.FitPlan:
         fraction = self.params["holdout"]
         if not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
             raise UserError(f"parameter 'holdout' must be in (0, 1), got {fraction}")
@@ -51,13 +48,12 @@ class DipSelfValidation(Method):
                 value = float(error(x).sum())
             return rule.update(step, value)
 
+        def finish(result: Reconstruction) -> None:
+            result.info["best_held_out_mse"] = common.finite_or_none(rule.tracker.best_value)
+
         setup = common.skip_setup(self.params, y, physics, seed)
-        result = common.run(
-            setup, self.params, measurement_loss(physics, y, fit_mask), rule=observe, callback=callback,
-            info={"held_out_entries": int(held_mask.sum())},
-        )
-        result.info["best_held_out_mse"] = common.finite_or_none(rule.tracker.best_value)
-        return result
+        return common.FitPlan(setup, measurement_loss(physics, y, fit_mask), rule=observe, finish=finish,
+                              info={"held_out_entries": int(held_mask.sum())})
 
 
 def holdout_masks(y: torch.Tensor, physics: Any, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 
-from benchmark.api import Callback, Method, Reconstruction
 from benchmark.errors import UserError
 from benchmark.registry import register
 from methods._dip import common
@@ -20,22 +19,17 @@ from methods._dip.objectives import measurement_loss, weighted_tv
 
 
 @register
-class DipTV(Method):
+class DipTV(common.DipMethod):
     name = "dip_tv"
-    family = "dip"
     summary = "DIP with a total-variation penalty on the output (Liu et al. 2019)."
     defaults = {**common.SKIP_DEFAULTS, "tv_weight": 0.01}
     task_defaults = common.PAPER_TASK_DEFAULTS
 
-    def reconstruct(
-        self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None
-    ) -> Reconstruction:
+    def plan(self, y: torch.Tensor, physics: Any, seed: int) -> common.FitPlan:
         weight = self.params["tv_weight"]
         if not isinstance(weight, (int, float)) or weight < 0:
             raise UserError(f"parameter 'tv_weight' must be a number >= 0, got {weight!r}")
         weight = float(weight)
         setup = common.skip_setup(self.params, y, physics, seed)
-        return common.run(
-            setup, self.params, measurement_loss(physics, y), regulariser=weighted_tv(weight),
-            callback=callback, info={"tv_weight": weight},
-        )
+        return common.FitPlan(setup, measurement_loss(physics, y), regulariser=weighted_tv(weight),
+                              info={"tv_weight": weight})

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from benchmark import data, metrics, plan, profiles, registry, tasks
-from benchmark.api import Method, TrainingContext, as_reconstruction
+from benchmark.api import Method, Problem, TrainingContext, as_reconstruction
 from benchmark.data import cache_root
 
 SMOKE = profiles.load("smoke")
@@ -119,3 +119,31 @@ def test_callback_can_stop_it(name: str, task_name: str) -> None:
     if steps:
         assert steps == list(range(1, len(steps) + 1))
         assert result.iterations is None or result.iterations <= 3
+
+
+@pytest.mark.parametrize("task_name", TASKS)
+@pytest.mark.parametrize("name", METHODS)
+def test_a_batch_gives_what_each_problem_gives_alone(name: str, task_name: str) -> None:
+    """``reconstruct_batch`` (what the harness calls) agrees with ``reconstruct`` one by one,
+    each problem with its own seed and callback; the callbacks stop them at different steps."""
+    method = _applicable(name, task_name)
+    problems = [_problem(task_name, seed=s) for s in (0, 1, 2)]
+    stops = (3, 5, 4)
+
+    def stopper(limit: int, seen: list[int]):  # type: ignore[no-untyped-def]
+        return lambda step, x_k: seen.append(step) is None and step < limit
+
+    seen_batch: list[list[int]] = [[], [], []]
+    batch = method.reconstruct_batch([
+        Problem(y, physics, seed, stopper(stop, seen))
+        for seed, ((_, _, physics, y), stop, seen) in enumerate(zip(problems, stops, seen_batch, strict=True))
+    ])
+    assert len(batch) == len(problems)
+    for seed, ((_, x, physics, y), stop, seen, got) in enumerate(zip(problems, stops, seen_batch, batch, strict=True)):
+        seen_alone: list[int] = []
+        alone = as_reconstruction(method.reconstruct(y, physics, seed=seed, callback=stopper(stop, seen_alone)))
+        together = as_reconstruction(got)
+        assert seen == seen_alone, f"{name}: problem {seed}'s callback saw other steps in a batch"
+        assert together.iterations == alone.iterations
+        assert together.x.shape == x.shape
+        torch.testing.assert_close(together.x, alone.x, atol=1e-4, rtol=0)

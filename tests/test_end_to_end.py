@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -34,6 +32,10 @@ def test_every_cell_is_in_the_per_image_table(smoke_run) -> None:  # type: ignor
     ok = frame[frame.status == "ok"]
     assert ok.psnr.notna().all() and ok.ssim.between(-1, 1).all() and ok.lpips.between(0, 1).all()
     assert (ok.runtime_s > 0).all() and ok.peak_mem_mb.notna().all()
+    # the wall time splits into the methods' work, training and the harness's own share
+    assert summary.reconstruct_s == pytest.approx(ok.runtime_s.sum())
+    assert summary.prepare_s > 0 and summary.prepare_s + summary.reconstruct_s <= summary.wall_s
+    assert summary.harness_s == pytest.approx(summary.wall_s - summary.prepare_s - summary.reconstruct_s)
     skipped = frame[frame.status == "skipped"]
     assert (skipped.error.str.len() > 0).all(), "a skipped cell must carry its reason"
     # The measurement is the same for every method on a (task, image, seed).
@@ -52,6 +54,9 @@ def test_iterative_methods_have_trajectories_and_oracle(smoke_run) -> None:  # t
         assert steps == sorted(steps) and len(steps) >= 2
         assert row.oracle_psnr == pytest.approx(max([p[1] for p in row.trajectory] + [row.psnr]))
         assert row.es_gap_db == pytest.approx(row.oracle_psnr - row.psnr) and row.es_gap_db >= 0
+        # DIP fits the smoke profile's images of one task together; each cell gets its share of the time
+        assert row["info"]["batch_size"] == 2
+        assert row.runtime_s == pytest.approx(row["info"]["batch_runtime_s"] / 2)
 
 
 def test_mlflow_parent_and_child_runs(smoke_run) -> None:  # type: ignore[no-untyped-def]

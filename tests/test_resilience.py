@@ -39,13 +39,26 @@ class _Diverges(Method):
         return torch.full_like(physics.A_adjoint(y), float("nan"))
 
 
+class _FailsForOddSeeds(Method):
+    """Solves batches (one by one, by default); raises for odd seeds, so a batch mixing seeds raises."""
+
+    name = "test_odd_seeds_fail"
+    summary = "raises for odd seeds on purpose"
+    max_batch = 8
+
+    def reconstruct(self, y, physics, *, seed, callback=None):  # type: ignore[no-untyped-def]
+        if seed % 2:
+            raise RuntimeError(f"seed {seed} fails on purpose")
+        return physics.A_dagger(y)
+
+
 @pytest.fixture
 def broken_methods() -> Iterator[None]:
     registry.available()
-    for cls in (_Raises, _Diverges):
+    for cls in (_Raises, _Diverges, _FailsForOddSeeds):
         registry.register(cls)
     yield
-    for cls in (_Raises, _Diverges):
+    for cls in (_Raises, _Diverges, _FailsForOddSeeds):
         registry._REGISTRY.pop(cls.name, None)
 
 
@@ -71,6 +84,17 @@ def test_failing_and_diverging_cells_are_recorded_and_the_benchmark_goes_on(brok
     again = runner.run_benchmark(profile, results_dir=tmp_path / "r", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
                                  progress=False, report=False)
     assert again.ran == 8 and again.already_done == 4
+
+
+def test_a_failing_problem_does_not_take_its_batch_down(broken_methods: None, tmp_path: Path) -> None:
+    profile = _profile(["test_odd_seeds_fail"], seeds=[0, 1], lpips=False, batch_size=8)
+    summary = runner.run_benchmark(profile, results_dir=tmp_path / "r", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+                                   progress=False, report=False)
+    frame = ResultsStore(tmp_path / "r" / "results.sqlite").frame()
+    assert len(frame) == summary.planned == 2 * 2 * 2  # tasks × images × seeds, one batch per task
+    assert set(frame[frame.seed == 1].status) == {"failed"}
+    assert frame[frame.seed == 1].error.str.contains("seed 1 fails on purpose").all()
+    assert set(frame[frame.seed == 0].status) == {"ok"} and frame[frame.seed == 0].psnr.notna().all()
 
 
 def test_strict_makes_failures_fail_the_command(broken_methods: None, tmp_path: Path) -> None:

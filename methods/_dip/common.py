@@ -11,14 +11,14 @@ experiment; 3000 iterations with σ = 1/30 is our choice for it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from benchmark.api import Reconstruction
+from benchmark.api import Callback, Method, Problem, Reconstruction
 from benchmark.errors import UserError
 from methods._dip import loop
 from methods._dip.networks import DeepDecoder, SkipNet, padded_shape, parameter_count
@@ -132,33 +132,67 @@ def decoder_setup(params: Mapping[str, Any], y: torch.Tensor, physics: Any, seed
     return Setup(net, z, (h, w), _noise(params, seed, y.device))
 
 
-def run(
-    setup: Setup,
-    params: Mapping[str, Any],
-    objective: loop.Objective,
-    *,
-    regulariser: loop.Objective | None = None,
-    rule: loop.Observer | None = None,
-    callback: Callable[[int, torch.Tensor], bool] | None = None,
-    info: Mapping[str, Any] | None = None,
-) -> Reconstruction:
-    """Fit and package the result for the harness."""
+@dataclass
+class FitPlan:
+    """One problem as a variant sets it up: what it plugs into the shared loop."""
+
+    setup: Setup
+    objective: loop.Objective
+    regulariser: loop.Objective | None = None
+    rule: loop.Observer | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    #: adds what only the finished run knows (e.g. the rule's best value) to the record
+    finish: Callable[[Reconstruction], None] | None = None
+
+
+class DipMethod(Method):
+    """A DIP-family method: it says how to set up one problem (:meth:`plan`); the shared loop fits
+    one problem or a whole batch of them (:meth:`reconstruct_batch`), one network per image."""
+
+    family = "dip"
+    max_batch = 64
+
+    def plan(self, y: torch.Tensor, physics: Any, seed: int) -> FitPlan:
+        raise NotImplementedError
+
+    def reconstruct(
+        self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None
+    ) -> Reconstruction:
+        return self.reconstruct_batch([Problem(y, physics, seed, callback)])[0]
+
+    def reconstruct_batch(self, problems: Sequence[Problem]) -> list[Reconstruction]:
+        plans = [self.plan(p.y, p.physics, p.seed) for p in problems]
+        return run_many(plans, self.params, [p.callback for p in problems])
+
+
+def run_many(
+    plans: Sequence[FitPlan], params: Mapping[str, Any], callbacks: Sequence[Callback | None]
+) -> list[Reconstruction]:
+    """Fit every plan (in one batch) and package the results for the harness."""
     config = settings(params)
+    fits = [
+        loop.FitProblem(plan.setup.network, plan.setup.z, plan.objective, plan.setup.size, plan.setup.noise,
+                        plan.regulariser, plan.rule, callback)
+        for plan, callback in zip(plans, callbacks, strict=True)
+    ]
     with torch.enable_grad():
-        result = loop.fit(
-            setup.network, setup.z, objective, config, size=setup.size, noise=setup.noise,
-            regulariser=regulariser, rule=rule, callback=callback,
+        results = loop.fit_many(fits, config)
+    reconstructions = []
+    for plan, result in zip(plans, results, strict=True):
+        reconstruction = Reconstruction(
+            x=result.x.clamp(0.0, 1.0),
+            iterations=result.iterations,
+            selected_iteration=result.selected_iteration,
+            budget=config.iterations,
+            info={
+                "stopped_by": result.stopped_by,
+                "final_loss": result.final_loss,
+                "network_parameters": parameter_count(plan.setup.network),
+                "input_shape": "x".join(str(s) for s in plan.setup.z.shape[1:]),
+                **plan.info,
+            },
         )
-    return Reconstruction(
-        x=result.x.clamp(0.0, 1.0),
-        iterations=result.iterations,
-        selected_iteration=result.selected_iteration,
-        budget=config.iterations,
-        info={
-            "stopped_by": result.stopped_by,
-            "final_loss": result.final_loss,
-            "network_parameters": parameter_count(setup.network),
-            "input_shape": "x".join(str(s) for s in setup.z.shape[1:]),
-            **(info or {}),
-        },
-    )
+        if plan.finish is not None:
+            plan.finish(reconstruction)
+        reconstructions.append(reconstruction)
+    return reconstructions

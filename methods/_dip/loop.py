@@ -1,4 +1,4 @@
-"""The one fitting loop every DIP-family method runs.
+"""The one fitting loop every DIP-family method runs, for one problem or B at once.
 
 The variants differ only in the pieces they plug in: the network and its fixed input, the
 objective (data fidelity on some measured entries, plus a regulariser), the input perturbation,
@@ -8,23 +8,27 @@ the output averaging and the stopping rule. The loop itself is the paper's:
                         θ ← Adam step on objective(out_k)
                         stop if the rule or the caller's callback says so
 
-Every tensor carries a leading batch dimension and objectives return one loss per problem, so
-fitting B independent problems at once (B networks stacked with ``torch.func`` and ``vmap``,
-batch statistics per problem) would change how the network is called and stepped, not the
-objectives; stopping rules would then need a verdict per problem. Today B = 1. The loop makes
-no host-device sync of its own except what a stopping rule needs, and the final loss read once
-at the end.
+:func:`fit_many` runs B such problems in lock step: their networks are grouped into one
+(``methods._dip.stacking``: one grouped convolution per layer, batch statistics per problem),
+the summed loss gives each problem exactly its own gradient, and Adam is element-wise, so each
+problem follows its solo trajectory up to the kernels' reduction order. Each problem keeps its
+own input, perturbation stream, objective, stopping rule and callback; a problem that stops
+leaves the group (its weights and Adam state are cut out) and the others go on.
+
+The loop makes no host-device sync of its own except what a stopping rule needs, and each
+problem's final loss, read once when it ends.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from methods._dip import stacking
 from methods._dip.networks import center_crop
 from methods._dip.stopping import Verdict
 
@@ -83,12 +87,26 @@ def seeded_init(build: Callable[[], nn.Module], seed: int) -> nn.Module:
         return build()
 
 
-def _adam(network: nn.Module, lr: float) -> torch.optim.Optimizer:
+def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
     """Adam with the fused kernel where the parameters' device has one, the default otherwise."""
     try:
-        return torch.optim.Adam(network.parameters(), lr=lr, fused=True)
+        return torch.optim.Adam(params, lr=lr, fused=True)
     except RuntimeError:
-        return torch.optim.Adam(network.parameters(), lr=lr)
+        return torch.optim.Adam(params, lr=lr)
+
+
+@dataclass
+class FitProblem:
+    """One problem of :func:`fit_many`: a network, its fixed input and everything it answers to."""
+
+    network: nn.Module
+    z: torch.Tensor  # 1×C×H'×W', the fixed input
+    objective: Objective
+    size: tuple[int, int]  # (H, W) of the image; the network's output is cropped to it
+    noise: torch.Generator | None = None  # draws the perturbations (needed when reg_noise_std > 0)
+    regulariser: Objective | None = None
+    rule: Observer | None = None
+    callback: Callback | None = None
 
 
 def fit(
@@ -106,41 +124,45 @@ def fit(
     """Fit ``network`` so that ``objective(crop(network(z)))`` falls; see the module docstring.
 
     ``size`` is the image's (H, W): the network works on the padded input ``z`` and its output
-    is cropped to the centre before the objective sees it. ``noise`` draws the input
-    perturbations (required when ``settings.reg_noise_std > 0``). Without a ``rule`` the last
-    iterate is returned; with one, the iterate of the rule's best step (the last iterate if the
-    rule never named one, e.g. a variance window that never filled).
+    is cropped to the centre before the objective sees it. Without a ``rule`` the last iterate
+    is returned; with one, the iterate of the rule's best step (the last iterate if the rule
+    never named one, e.g. a variance window that never filled).
     """
-    if settings.reg_noise_std > 0 and noise is None:
-        raise ValueError("reg_noise_std > 0 needs a `noise` generator for the perturbations")
-    height, width = size
-    network.train()  # DIP fits with batch statistics throughout, as the papers do
-    # Channels-last convolutions and the fused Adam step: ~12% per step on a CPU, same results.
-    network.to(memory_format=torch.channels_last)
-    z = z.contiguous(memory_format=torch.channels_last)
-    optimiser = _adam(network, settings.lr)
-    perturbation = torch.empty_like(z) if settings.reg_noise_std > 0 else None
+    problem = FitProblem(network, z, objective, size, noise, regulariser, rule, callback)
+    return fit_many([problem], settings)[0]
 
+
+def _check(problems: Sequence[FitProblem], settings: LoopSettings) -> None:
+    if not problems:
+        raise ValueError("fit_many needs at least one problem")
+    shapes = {(tuple(p.z.shape), p.size) for p in problems}
+    if len(shapes) != 1:
+        raise ValueError(f"problems fitted together need one input shape and image size, got {sorted(shapes)}")
+    if problems[0].z.shape[0] != 1:
+        raise ValueError(f"each problem is one image (a batch of 1), got an input of shape {tuple(problems[0].z.shape)}")
+    if settings.reg_noise_std > 0 and any(p.noise is None for p in problems):
+        raise ValueError("reg_noise_std > 0 needs a `noise` generator for the perturbations")
+
+
+def fit_many(problems: Sequence[FitProblem], settings: LoopSettings) -> list[FitResult]:
+    """Fit every problem, B at once (one optimiser step per iteration for all of them)."""
+    _check(problems, settings)
+    height, width = problems[0].size
+    group = Group(problems, settings.lr)
+    results: list[FitResult | None] = [None] * len(problems)
+    chosen: list[tuple[torch.Tensor, int] | None] = [None] * len(problems)
     x_k: torch.Tensor | None = None
-    selected: torch.Tensor | None = None
-    selected_step = 0
-    stopped_by = "budget"
-    step = 0
-    loss = torch.zeros(())
     for step in range(1, settings.iterations + 1):
-        if perturbation is not None:
-            perturbation.normal_(generator=noise)
-            net_input = z + settings.reg_noise_std * perturbation
-        else:
-            net_input = z
-        out = center_crop(network(net_input), height, width)
-        data_loss = objective(out)
-        loss = data_loss.sum()
-        if regulariser is not None:
-            loss = loss + regulariser(out).sum()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+        out = center_crop(group.forward(settings.reg_noise_std), height, width)
+        active = [problems[i] for i in group.members]
+        data_loss = torch.cat([p.objective(out[j : j + 1]) for j, p in enumerate(active)])
+        total = data_loss
+        if any(p.regulariser is not None for p in active):
+            total = total + torch.cat([
+                p.regulariser(out[j : j + 1]) if p.regulariser is not None else torch.zeros(1, device=out.device)
+                for j, p in enumerate(active)
+            ])
+        group.step(total.sum())
 
         # no_grad rather than inference_mode: x_k escapes to the caller, and inference tensors
         # could not be updated in place outside inference mode.
@@ -151,24 +173,72 @@ def fit(
                 x_k = x_k * settings.ema + current * (1.0 - settings.ema)
             else:
                 x_k = current
-            verdict = rule(step, x_k, data_loss.detach()) if rule is not None else Verdict(best=True)
-            if verdict.best:
-                selected, selected_step = x_k, step
-            keep_going = callback(step, x_k) if callback is not None else True
-        if verdict.stop:
-            stopped_by = "rule"
-            break
-        if not keep_going:
-            stopped_by = "callback"
-            break
+            leaving: list[int] = []
+            for j, (index, problem) in enumerate(zip(group.members, active, strict=True)):
+                mine = x_k[j : j + 1]
+                verdict = problem.rule(step, mine, data_loss[j : j + 1].detach()) if problem.rule else Verdict(best=True)
+                if verdict.best:
+                    chosen[index] = (mine, step)
+                keep_going = problem.callback(step, mine) if problem.callback is not None else True
+                ended = "rule" if verdict.stop else ("callback" if not keep_going else None)
+                if ended is None and step < settings.iterations:
+                    continue
+                best = chosen[index] or (mine, step)  # the rule never had an opinion: last iterate
+                results[index] = FitResult(x=best[0].clone(), iterations=step, selected_iteration=best[1],
+                                           stopped_by=ended or "budget", final_loss=float(total[j].detach()))
+                leaving.append(j)
+            if leaving:
+                keep = [j for j in range(len(group.members)) if j not in leaving]
+                if not keep:
+                    break
+                group.keep(keep)
+                x_k = x_k[keep]
+    assert all(r is not None for r in results), "a problem ended without a result"
+    return results  # type: ignore[return-value]
 
-    if selected is None:  # the rule never had an opinion (e.g. its window never filled)
-        assert x_k is not None, "the loop ran no step"
-        selected, selected_step = x_k, step
-    return FitResult(
-        x=selected,
-        iterations=step,
-        selected_iteration=selected_step,
-        stopped_by=stopped_by,
-        final_loss=float(loss.detach()),
-    )
+
+class Group:
+    """The networks of the problems still running, grouped into one, with their optimiser."""
+
+    def __init__(self, problems: Sequence[FitProblem], lr: float) -> None:
+        self.members = list(range(len(problems)))
+        self.network = stacking.group([p.network for p in problems])
+        self.network.train()  # DIP fits with batch statistics throughout, as the papers do
+        # Channels-last convolutions and the fused Adam step: ~12% per step on a CPU, same results.
+        self.network.to(memory_format=torch.channels_last)
+        self.lr = lr
+        self.optimiser = _adam(list(self.network.parameters()), lr)
+        self._inputs = [p.z.contiguous(memory_format=torch.channels_last) for p in problems]
+        self._noise = [p.noise for p in problems]
+        self.z = stacking.to_grouped(torch.cat(self._inputs))
+
+    def forward(self, reg_noise_std: float) -> torch.Tensor:
+        """The members' outputs, B×C×H'×W', from inputs perturbed by each member's own stream."""
+        net_input = self.z
+        if reg_noise_std > 0:
+            # Each draw has the layout of a solo run, so a problem sees the same numbers either way.
+            draws = [torch.empty_like(self._inputs[i]).normal_(generator=self._noise[i]) for i in self.members]
+            net_input = self.z + reg_noise_std * stacking.to_grouped(torch.cat(draws))
+        return stacking.from_grouped(self.network(net_input), len(self.members))
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimiser.step()
+
+    def keep(self, positions: list[int]) -> None:
+        """Drop every member but those at ``positions``: weights and Adam state are cut out."""
+        before = len(self.members)
+        old = list(self.network.parameters())
+        replaced = stacking.keep(self.network, before, positions)
+        state = self.optimiser.state
+        self.optimiser = _adam(list(self.network.parameters()), self.lr)
+        for param in old:
+            if param in state:
+                new = replaced[param]
+                self.optimiser.state[new] = {
+                    name: stacking.take(value, before, positions) if value.shape == param.shape else value
+                    for name, value in state[param].items()
+                }
+        self.members = [self.members[j] for j in positions]
+        self.z = stacking.to_grouped(torch.cat([self._inputs[i] for i in self.members]))

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from methods._dip.stacking import ChannelConcat
+
 
 def _conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1, bias: bool = True) -> nn.Sequential:
     """Convolution preceded by reflection padding, so borders do not pull the output to zero."""
@@ -47,13 +49,14 @@ class _Level(nn.Module):
         merged = skip_channels + channels
         self.merge_norm = nn.BatchNorm2d(merged)
         self.up = nn.Sequential(_conv_bn_act(merged, channels, 3), _conv_bn_act(channels, channels, 1))
+        self.concat = ChannelConcat()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         deep = self.down(x)
         if self.inner is not None:
             deep = self.inner(deep)
         deep = _upsample(deep)
-        merged = deep if self.skip is None else torch.cat([self.skip(x), deep], dim=1)
+        merged = deep if self.skip is None else self.concat(self.skip(x), deep)
         return self.up(self.merge_norm(merged))
 
 

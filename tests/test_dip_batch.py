@@ -1,0 +1,134 @@
+"""Fitting B DIP problems at once: grouped networks, per-problem stopping, same results as alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from benchmark import plan
+from methods._dip import loop, stacking
+from methods._dip.networks import DeepDecoder, SkipNet
+from methods._dip.stopping import Verdict
+
+SIDE = 32
+
+
+def _skip(seed: int) -> SkipNet:
+    return loop.seeded_init(lambda: SkipNet(4, 1, 8, 2, 3), seed)
+
+
+def _decoder(seed: int) -> DeepDecoder:
+    return loop.seeded_init(lambda: DeepDecoder(1, 8, 3), seed)
+
+
+@pytest.mark.parametrize("build,z_side", [(_skip, SIDE), (_decoder, SIDE // 8)])
+def test_a_grouped_network_computes_each_network_and_its_gradients(build, z_side: int) -> None:
+    nets = [build(seed) for seed in range(3)]
+    z = torch.rand(3, nets[0].in_channels if isinstance(nets[0], DeepDecoder) else 4, z_side, z_side)
+    grouped = stacking.group(nets)
+    out = stacking.from_grouped(grouped(stacking.to_grouped(z)), 3)
+    target = torch.rand_like(out)
+    (out - target).square().flatten(1).mean(1).sum().backward()
+    grads = dict(grouped.named_parameters())
+    for b, net in enumerate(nets):
+        alone = net(z[b : b + 1])
+        torch.testing.assert_close(out[b : b + 1], alone, atol=1e-6, rtol=0)
+        (alone - target[b : b + 1]).square().mean().backward()
+        for name, param in net.named_parameters():
+            mine = grads[name].grad.reshape(3, -1, *param.shape[1:])[b]  # type: ignore[union-attr]
+            torch.testing.assert_close(mine, param.grad, atol=1e-6, rtol=1e-4)
+
+
+def test_keeping_some_problems_leaves_their_outputs_unchanged() -> None:
+    nets = [_skip(seed) for seed in range(4)]
+    z = torch.rand(4, 4, SIDE, SIDE)
+    grouped = stacking.group(nets)
+    before = stacking.from_grouped(grouped(stacking.to_grouped(z)), 4)
+    stacking.keep(grouped, 4, [1, 3])
+    after = stacking.from_grouped(grouped(stacking.to_grouped(z[[1, 3]])), 2)
+    torch.testing.assert_close(after, before[[1, 3]], atol=0, rtol=0)
+
+
+def test_networks_that_cannot_be_grouped_are_refused() -> None:
+    with pytest.raises(TypeError, match="parameters of its own"):
+        stacking.group([nn.Sequential(nn.Linear(2, 2)), nn.Sequential(nn.Linear(2, 2))])
+    with pytest.raises(ValueError, match="shapes differ"):
+        stacking.group([SkipNet(4, 1, 8, 2, 3), SkipNet(4, 1, 16, 2, 3)])
+    one = _skip(0)
+    assert stacking.group([one]) is one  # a single network is its own group
+
+
+def _problems(stops: list[int], *, nan_at: int | None = None) -> list[loop.FitProblem]:
+    problems = []
+    for b, stop in enumerate(stops):
+        z = torch.rand((1, 4, SIDE, SIDE), generator=loop.generator(b, "input")) * 0.1
+        y = torch.rand((1, 1, 28, 28), generator=loop.generator(b, "target"))
+
+        def objective(x: torch.Tensor, y: torch.Tensor = y, broken: bool = b == nan_at) -> torch.Tensor:
+            loss = (x - y).square().flatten(1).mean(1)
+            return loss * float("nan") if broken else loss
+
+        def rule(step: int, x: torch.Tensor, loss: torch.Tensor, stop: int = stop) -> Verdict:
+            return Verdict(stop=step >= stop, best=step % 2 == 1)
+
+        problems.append(loop.FitProblem(_skip(b), z, objective, (28, 28), loop.generator(b, "noise"), rule=rule))
+    return problems
+
+
+SETTINGS = loop.LoopSettings(iterations=8, lr=0.01, reg_noise_std=0.03, ema=0.9)
+
+
+def test_fitting_together_gives_what_each_problem_gives_alone() -> None:
+    stops = [8, 3, 6, 3]  # two leave early, together: the group shrinks twice
+    together = loop.fit_many(_problems(stops), SETTINGS)
+    for b, result in enumerate(together):
+        alone = loop.fit_many([_problems(stops)[b]], SETTINGS)[0]
+        assert (result.iterations, result.selected_iteration, result.stopped_by) == (
+            alone.iterations, alone.selected_iteration, alone.stopped_by)
+        assert result.iterations == stops[b]
+        torch.testing.assert_close(result.x, alone.x, atol=1e-4, rtol=0)
+        assert result.final_loss == pytest.approx(alone.final_loss, rel=1e-4)
+
+
+def test_fitting_together_is_deterministic() -> None:
+    first = loop.fit_many(_problems([8, 5, 8]), SETTINGS)
+    second = loop.fit_many(_problems([8, 5, 8]), SETTINGS)
+    assert all(torch.equal(a.x, b.x) for a, b in zip(first, second, strict=True))
+
+
+def test_a_diverging_problem_does_not_touch_the_others() -> None:
+    results = loop.fit_many(_problems([8, 8, 8], nan_at=1), SETTINGS)
+    assert torch.isnan(results[1].x).all()
+    for b in (0, 2):
+        alone = loop.fit_many([_problems([8, 8, 8])[b]], SETTINGS)[0]
+        torch.testing.assert_close(results[b].x, alone.x, atol=1e-4, rtol=0)
+
+
+def test_problems_of_different_sizes_are_refused() -> None:
+    small, large = _problems([8]), _problems([8])
+    large[0].size = (20, 20)
+    with pytest.raises(ValueError, match="one input shape"):
+        loop.fit_many([small[0], large[0]], SETTINGS)
+
+
+def test_cells_are_batched_by_method_params_task_and_size() -> None:
+    def cell(method: str, task: str, image: str, params: str = "{}") -> plan.Cell:
+        return plan.Cell(method, params, task, "d", image, "", 0)
+
+    cells = [cell("dip", "t1", f"i{i}") for i in range(5)] + [
+        cell("dip", "t2", "i0"), cell("dip", "t1", "big"), cell("dip", "t1", "i9", '{"lr":1}'),
+        cell("trivial", "t1", "i0"), cell("trivial", "t1", "i1"),
+    ]
+    shapes = {"big": (1, 64, 64)}
+    batches = plan.batches(cells, lambda c: shapes.get(c.image_id, (1, 32, 32)), size=3)
+    as_ids = [[(c.method, c.task, c.image_id) for c in b] for b in batches]
+    assert as_ids[:2] == [[("dip", "t1", "i0"), ("dip", "t1", "i1"), ("dip", "t1", "i2")],
+                          [("dip", "t1", "i3"), ("dip", "t1", "i4")]]
+    assert [("dip", "t2", "i0")] in as_ids and [("dip", "t1", "big")] in as_ids
+    assert [("dip", "t1", "i9")] in as_ids  # other parameters, other batch
+    # trivial solves one problem at a time (max_batch 1): never batched
+    assert [("trivial", "t1", "i0")] in as_ids and [("trivial", "t1", "i1")] in as_ids
+    assert sorted(c.key for b in batches for c in b) == sorted(c.key for c in cells)
+    with pytest.raises(ValueError):
+        plan.batches(cells, lambda c: (1,), size=0)
