@@ -64,8 +64,12 @@ class RayExecutor:
         if not batches:
             return
         ray = self._init()
-        gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-        task = ray.remote(num_gpus=gpus, max_retries=0)(_run_batch)
+        resources = ray.cluster_resources()
+        gpus = 1 if resources.get("GPU", 0) > 0 else 0
+        # Each task computes with the driver's thread count (same numbers as the local executor),
+        # so it reserves that many CPUs: more tasks than cores would only oversubscribe them.
+        cpus = max(1, min(int(work.threads), int(resources.get("CPU", 1))))
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_run_batch)
         work_ref = ray.put(work)
         order = sorted(batches, key=lambda b: sum(estimated_cost(c, work) for c in b), reverse=True)
         pending = {task.remote(work_ref, batch): batch for batch in order}

@@ -218,7 +218,8 @@ class Group:
         if reg_noise_std > 0:
             # Each draw has the layout of a solo run, so a problem sees the same numbers either way.
             draws = [torch.empty_like(self._inputs[i]).normal_(generator=self._noise[i]) for i in self.members]
-            net_input = self.z + reg_noise_std * stacking.to_grouped(torch.cat(draws))
+            noise = draws[0] if len(draws) == 1 else torch.cat(draws)
+            net_input = self.z + reg_noise_std * stacking.to_grouped(noise)
         return stacking.from_grouped(self.network(net_input), len(self.members))
 
     def step(self, loss: torch.Tensor) -> None:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmark import profiles, runner
 from benchmark.ray_executor import RayExecutor
@@ -28,11 +29,26 @@ ROOT = Path(__file__).resolve().parents[2]
 UNTRAINED = ["trivial", "tv", "dip", "dip_tv", "deep_decoder", "dip_sv", "dip_eswmv", "dncnn"]
 
 
-def test_ray_versus_local_on_smoke(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("threads", [1, 2])
+def test_ray_versus_local_on_smoke(tmp_path: Path, threads: int, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Each Ray task uses the driver's thread count: with 1, two tasks run at once on 2 cores."""
     profile = dataclasses.replace(profiles.load("smoke"), methods=UNTRAINED, lpips=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    local = runner.run_benchmark(profile, results_dir=tmp_path / "local", tracking_uri=uri, progress=False,
-                                 report=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        local = runner.run_benchmark(profile, results_dir=tmp_path / "local", tracking_uri=uri, progress=False,
+                                     report=False)
+        remote, ray_start_s = _on_ray(profile, tmp_path, uri)
+    finally:
+        torch.set_num_threads(before)
+    with capsys.disabled():
+        print(f"\nsmoke ({len(UNTRAINED)} untrained methods, {local.planned} cells, {threads} thread(s) per task, "
+              f"{os.cpu_count()} CPUs): local {local.wall_s:.1f} s, Ray {remote.wall_s:.1f} s "
+              f"(+{ray_start_s:.1f} s to start Ray), local/Ray {local.wall_s / remote.wall_s:.2f}x")
+
+
+def _on_ray(profile: profiles.Profile, tmp_path: Path, uri: str) -> tuple[runner.Summary, float]:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     executor = RayExecutor(num_cpus=os.cpu_count(), temp_dir=Path(tempfile.mkdtemp(prefix="ray", dir="/tmp")))
     start = time.perf_counter()
@@ -43,10 +59,7 @@ def test_ray_versus_local_on_smoke(tmp_path: Path, capsys) -> None:  # type: ign
                                       progress=False, report=False)
     finally:
         executor.shutdown()
-    with capsys.disabled():
-        print(f"\nsmoke ({len(UNTRAINED)} untrained methods, {local.planned} cells, {os.cpu_count()} CPUs): "
-              f"local {local.wall_s:.1f} s, Ray {remote.wall_s:.1f} s (+{ray_start_s:.1f} s to start Ray), "
-              f"Ray/local {remote.wall_s / local.wall_s:.2f}")
+    return remote, ray_start_s
 
 
 def _cli(tmp: Path, profile: Path) -> list[str]:
