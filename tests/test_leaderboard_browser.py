@@ -139,9 +139,31 @@ def test_leaderboard_ranks_runs_in_the_mlflow_ui(tmp_path: Path, monkeypatch: py
                 browser.close()
         assert names and names[0] == leader
         assert len(names) == 6
+        benchmark_through_the_server(url, tmp_path, monkeypatch)
     finally:
         stop(proc)
     assert proc.returncode is not None
+
+
+def benchmark_through_the_server(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`benchmark run --tracking-uri http://…`: the same driver code logs to a tracking server."""
+    import dataclasses
+
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    from benchmark import profiles, runner
+
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", getattr(tracking_utils, "_tracking_uri", None), raising=False)
+    profile = dataclasses.replace(profiles.load("smoke"), methods=["trivial", "tv"], tasks=["denoising_s25"],
+                                  lpips=False)
+    summary = runner.run_benchmark(profile, results_dir=tmp_path / "served", tracking_uri=url, progress=False,
+                                   report=False)
+    assert summary.ran == summary.planned == 4 and not summary.failed
+    experiment = api(url, "experiments/get-by-name?experiment_name=dipbench")["experiment"]["experiment_id"]
+    children = api(url, "runs/search", {"experiment_ids": [experiment],
+                                        "filter": f"tags.mlflow.parentRunId = '{summary.parent_run_id}'"})["runs"]
+    assert sorted(tags(r)["method"] for r in children) == ["trivial", "tv"]
+    assert all(r["info"]["status"] == "FINISHED" and "psnr" in metrics(r) for r in children)
 
 
 def tags(run: dict) -> dict[str, str]:
