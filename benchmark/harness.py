@@ -1,9 +1,10 @@
-"""run_cell: the only place that sees the ground truth.
+"""run_cells: the only place that sees the ground truth.
 
-It makes the measurement from a generator seeded by (task, image, seed), calls the method with
-the clock running, and measures everything with the clock paused: quality metrics, the PSNR/SSIM
-trajectory of iterative methods (through the callback), the oracle best iterate, the ES gap,
-wall time (GPU-synchronised), iterations and peak memory.
+It makes each measurement from a generator seeded by (task, image, seed), calls the method on a
+batch of cells (one task and image size) with the clock running, and measures everything with
+the clock paused: quality metrics, the PSNR/SSIM trajectory of iterative methods (through the
+callback), the oracle best iterate, the ES gap, wall time (GPU-synchronised), iterations and
+peak memory.
 """
 
 from __future__ import annotations
@@ -229,11 +230,6 @@ class _Prepared:
     x: torch.Tensor
     y: torch.Tensor
     physics: Any
-
-
-def run_cell(cell: Cell, image: torch.Tensor, pool: MethodPool, **options: Any) -> CellOutcome:
-    """Run one cell and measure it (see :func:`run_cells`)."""
-    return run_cells([cell], [image], pool, **options)[0]
 
 
 def run_cells(

@@ -217,7 +217,7 @@ def _prepare_trained(todo: list[Cell], pool: MethodPool, tracker: Tracker, profi
         seen.add(key)
         try:
             _, report = pool.get(cell)
-        except Exception:  # noqa: BLE001 - recorded as failed cells by run_cell
+        except Exception:  # noqa: BLE001 - recorded as failed cells by run_cells
             continue
         if report is not None:
             tracker.log_training(cell.method, cell.task, pool.training_name, report, profile.name)
