@@ -47,6 +47,7 @@ def test_list_shows_every_registry(capsys: pytest.CaptureFixture[str]) -> None:
         (["--profile", "smoke", "--tasks", "denoising_s99"], r"unknown task 'denoising_s99'; valid choices: .*denoising_s25"),
         (["--profile", "smoke", "--datasets", "imagenet"], r"unknown dataset 'imagenet'; valid choices: .*set12"),
         (["--profile", "nonexistent"], r"unknown profile 'nonexistent'; valid choices: .*quick.*smoke"),
+        (["--profile", "smoke", "--batch-size", "0"], r"--batch-size must be >= 1, got 0"),
     ],
 )
 def test_unknown_names_exit_2_and_write_nothing(args: list[str], message: str, tmp_path: Path,
@@ -68,6 +69,8 @@ def test_unknown_names_exit_2_and_write_nothing(args: list[str], message: str, t
         ("- just\n- a list\n", r"malformed profile .*mapping"),
         ("name: x\nmethods: [tv]\ntasks: [denoising_s25]\ndatasets: [embedded]\nmethod_params: {tv: {wieght: 1}}\n",
          r"method 'tv' has no parameter 'wieght'; valid parameters: .*weight"),
+        ("name: x\nmethods: [tv]\ntasks: [denoising_s25]\ndatasets: [embedded]\nbatch_size: many\n",
+         r"batch_size: expected an integer >= 1, got 'many'"),
     ],
 )
 def test_malformed_profile_exits_2(content: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
