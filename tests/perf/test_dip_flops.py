@@ -6,7 +6,6 @@ Run with `make perf`; printed, never asserted against a time.
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
@@ -38,17 +37,6 @@ def _flops(step) -> float:  # type: ignore[no-untyped-def]
     with counter:
         step()
     return float(counter.get_total_flops())
-
-
-def _best_seconds(fn, repeats: int = 5, inner: int = 3) -> float:  # type: ignore[no-untyped-def]
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        best = min(best, (time.perf_counter() - start) / inner)
-    return best
 
 
 @pytest.mark.parametrize("size", [64, 128])
