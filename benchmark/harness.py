@@ -279,12 +279,15 @@ def run_cells(
                    save_reconstruction=save_reconstruction)
     try:
         outcomes.update(_reconstruct(ready, pool, **options))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - a batch of several is retried one by one: the bad cell fails alone
         if len(ready) == 1:
             outcomes[ready[0].position] = _failure(ready[0].cell, profile, exc, ready[0].record, pool.device)
         else:
             for item in ready:
-                outcomes[item.position] = run_cells([item.cell], [item.x[0]], pool, **options)[0]
+                try:
+                    outcomes.update(_reconstruct([item], pool, **options))
+                except Exception as cell_exc:  # noqa: BLE001
+                    outcomes[item.position] = _failure(item.cell, profile, cell_exc, item.record, pool.device)
     return [outcomes[i] for i in range(len(cells))]
 
 
