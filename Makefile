@@ -15,7 +15,7 @@ ifneq ($(wildcard $(SHARED)/weights),)
 export DIPBENCH_WEIGHTS ?= $(SHARED)/weights
 endif
 
-.PHONY: install benchmark test perf report leaderboard clean
+.PHONY: install benchmark test perf report leaderboard lint clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ test: install
 
 perf: install
 	DIPBENCH_PERF=1 $(PY) -m pytest tests/perf --benchmark-columns=min,mean,rounds --benchmark-sort=name -s $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 report: install
 	$(PY) -m benchmark report --profile $(PROFILE)

@@ -15,7 +15,7 @@ import os
 import tempfile
 import urllib.request
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +62,7 @@ def cache_root() -> Path:
     return Path(os.environ.get("DIPBENCH_CACHE", Path.home() / ".cache" / "dipbench"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def manifests() -> dict[str, Manifest]:
     out: dict[str, Manifest] = {}
     for path in sorted(MANIFEST_DIR.glob("*.yaml")):

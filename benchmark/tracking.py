@@ -16,9 +16,9 @@ import os
 import socket
 import subprocess
 import tempfile
-from importlib import metadata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +164,7 @@ def convert(convs: list[tuple[np.ndarray, np.ndarray]], channels: int, depth: in
     return state
 
 
-@lru_cache(maxsize=None)
+@cache
 def _state_dict(sigma255: int, channels: int) -> dict[str, torch.Tensor]:
     """Read once per process: every cell of a benchmark reuses the same weights."""
     release = RELEASES[(sigma255, channels)]

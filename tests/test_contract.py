@@ -8,7 +8,7 @@ nothing-at-all (an all-zero image).
 from __future__ import annotations
 
 import inspect
-from functools import lru_cache
+from functools import cache
 
 import pytest
 import torch
@@ -22,13 +22,13 @@ METHODS = sorted(registry.available())
 TASKS = SMOKE.tasks
 
 
-@lru_cache(maxsize=None)
+@cache
 def _image() -> torch.Tensor:
     spec = SMOKE.datasets[0]
     return data.load(spec.name, crop=spec.crop, resize=spec.resize, limit=1)[0].tensor
 
 
-@lru_cache(maxsize=None)
+@cache
 def _method(name: str, task_name: str) -> Method:
     task = tasks.get(task_name)
     method = registry.get(name)(**plan.resolved_params(SMOKE, name, task))

@@ -37,7 +37,7 @@ class Schedule:
         return torch.cumprod(1.0 - betas, dim=0)
 
     @classmethod
-    def respaced(cls, steps: int) -> "Schedule":
+    def respaced(cls, steps: int) -> Schedule:
         if not 1 <= steps <= TRAIN_STEPS:
             raise UserError(f"dps: steps must be between 1 and {TRAIN_STEPS}, got {steps}")
         timesteps = torch.linspace(0, TRAIN_STEPS - 1, steps, dtype=torch.float64).round().long().unique()

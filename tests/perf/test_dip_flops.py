@@ -6,7 +6,6 @@ Run with `make perf`; printed, never asserted against a time.
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
