@@ -109,6 +109,11 @@ class Method:
         known); None when it does. The harness records such cells as skipped, with the reason."""
         return None
 
+    def memory_estimate(self, shape: tuple[int, int, int]) -> int | None:
+        """Bytes that solving one problem on a C×H×W image needs at least (None: not declared).
+        The plan refuses, before any work, a batch whose estimate exceeds the device's memory."""
+        return None
+
     def prepare(self, ctx: TrainingContext) -> TrainingReport | None:
         """Train, load a cached checkpoint or load weights, once per (task, training set), before
         any reconstruction and outside its timing. Return a report when something was trained."""

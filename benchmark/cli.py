@@ -16,24 +16,43 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from benchmark.errors import UserError
+
+if TYPE_CHECKING:
+    from benchmark.profiles import DatasetSpec, Profile
 
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _seeds(value: str) -> list[int]:
+    try:
+        return [int(s) for s in _csv(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, exit status 2, like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dipbench", description="DIP vs data-driven image reconstruction benchmark")
+    parser = _Parser(prog="dipbench", description="DIP vs data-driven image reconstruction benchmark")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run or resume a benchmark profile")
     run.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
     run.add_argument("--methods", type=_csv, help="comma-separated methods (default: the profile's)")
     run.add_argument("--tasks", type=_csv, help="comma-separated tasks")
-    run.add_argument("--datasets", type=_csv, help="comma-separated datasets (profile crop/limit kept when listed)")
-    run.add_argument("--seeds", type=lambda v: [int(s) for s in _csv(v)], help="comma-separated seeds")
+    run.add_argument("--datasets", type=_csv, help="comma-separated datasets or folders of images, e.g. ./my_images "
+                     "(profile crop/limit kept when listed)")
+    run.add_argument("--seeds", type=_seeds, help="comma-separated seeds")
     run.add_argument("--limit", type=int, help="at most N images per dataset")
     run.add_argument("--batch-size", type=int, help="problems a method may solve at once (DIP: B networks "
                      "per step; 1: one by one; default: the profile's)")
@@ -59,27 +78,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _select(profile, args):  # type: ignore[no-untyped-def]
-    from benchmark.profiles import DatasetSpec
+def _dataset(name: str, template: DatasetSpec) -> DatasetSpec:
+    """A ``--datasets`` entry: a registered name, or a folder of images (a path, or an existing
+    folder that is no registered name), prepared like the profile's first dataset."""
+    from benchmark import data, profiles
 
-    changes = {}
+    is_folder = name not in data.available() and (any(sep in name for sep in "/\\") or name.startswith((".", "~"))
+                                                   or Path(name).is_dir())
+    if not is_folder:
+        return profiles.DatasetSpec(name, crop=template.crop, resize=template.resize, limit=template.limit)
+    folder = str(Path(name).expanduser())
+    return profiles.dataset_entry(f"--datasets {name}", {"path": folder, "crop": template.crop,
+                                                         "resize": template.resize, "limit": template.limit})
+
+
+def _select(profile: Profile, args: argparse.Namespace) -> Profile:
+    from benchmark import profiles
+
+    changes: dict[str, Any] = {}
     if args.methods:
         changes["methods"] = args.methods
     if args.tasks:
         changes["tasks"] = args.tasks
-    if args.seeds:
-        changes["seeds"] = args.seeds
+    if args.seeds is not None:
+        changes["seeds"] = profiles.check_seeds("--seeds", args.seeds)
     if args.batch_size is not None:
-        if args.batch_size < 1:
-            raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-        changes["batch_size"] = args.batch_size
+        changes["batch_size"] = profiles.positive("--batch-size", args.batch_size)
     datasets = profile.datasets
     if args.datasets:
         known = {d.name: d for d in profile.datasets}
-        template = profile.datasets[0] if profile.datasets else DatasetSpec("embedded")
-        datasets = [known.get(n, DatasetSpec(n, crop=template.crop, limit=template.limit)) for n in args.datasets]
-    if args.limit:
-        datasets = [dataclasses.replace(d, limit=args.limit) for d in datasets]
+        template = profile.datasets[0] if profile.datasets else profiles.DatasetSpec("embedded")
+        datasets = [known.get(n) or _dataset(n, template) for n in args.datasets]
+    if args.limit is not None:
+        limit = profiles.positive("--limit", args.limit)
+        datasets = [dataclasses.replace(d, limit=limit) for d in datasets]
     changes["datasets"] = datasets
     return dataclasses.replace(profile, **changes)
 

@@ -67,7 +67,8 @@ def resolved_params(profile: Profile, method: str, task: tasks.Task) -> dict[str
 
 
 def load_images(spec: DatasetSpec, multiple: int = 1) -> list[data.Image]:
-    return data.load(spec.name, split="test", crop=spec.crop, limit=spec.limit, multiple=multiple, resize=spec.resize)
+    return data.load(spec.name, split="test", crop=spec.crop, limit=spec.limit, multiple=multiple, resize=spec.resize,
+                     path=spec.path, mode=spec.mode)
 
 
 def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[data.Image]]]:
@@ -75,8 +76,12 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
     methods = selected_methods(profile)
     task_objs = [tasks.get(t) for t in profile.tasks]
     for spec in profile.datasets:
-        if spec.name not in data.available():
-            raise UserError(f"unknown dataset {spec.name!r}; valid choices: {', '.join(sorted(data.available()))}")
+        if spec.path is not None and spec.name in data.available():
+            raise UserError(f"dataset folder {spec.path}: its name {spec.name!r} is a registered dataset's; "
+                            "give it another (name: in the profile's entry)")
+        if spec.path is None and spec.name not in data.available():
+            raise UserError(f"unknown dataset {spec.name!r}; valid choices: {', '.join(sorted(data.available()))}; "
+                            "or a folder of images (a path on the CLI, path: in a profile)")
     images: dict[tuple[str, int], list[data.Image]] = {}
     cells: list[Cell] = []
     for spec in profile.datasets:
@@ -90,7 +95,7 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
             key = (spec.name, task.size_multiple)
             if key not in images:
                 images[key] = load_images(spec, task.size_multiple)
-            prep = f"resize{spec.resize}-crop{spec.crop}"
+            prep = f"resize{spec.resize}-crop{spec.crop}" + (f"-{spec.mode}" if spec.mode else "")
             for method in methods:
                 params_json = canonical_json(resolved_params(profile, method, task))
                 for image in images[key]:

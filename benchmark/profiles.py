@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
+from benchmark.data import plain_name
 from benchmark.errors import UserError, unknown
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
@@ -24,6 +26,8 @@ class DatasetSpec:
     resize: int | None = None  # first resize so the shorter side is this (None: keep)
     limit: int | None = None  # first N images (None: all)
     tasks: list[str] | None = None  # only these of the profile's tasks (None: all of them)
+    path: str | None = None  # a folder of the user's own image files (no manifest needed)
+    mode: str | None = None  # "gray" | "rgb": force it (None: the set's own, detected for a folder)
 
 
 @dataclass(frozen=True)
@@ -67,59 +71,154 @@ def _check_keys(where: str, given: dict[str, Any], valid: set[str]) -> None:
         raise UserError(f"{where}: unknown key {extra[0]!r}; valid keys: {', '.join(sorted(valid))}")
 
 
-def _as_list(where: str, value: Any, kind: type) -> list[Any]:
+def _as_list(where: str, value: Any, kind: type | tuple[type, ...]) -> list[Any]:
     if isinstance(value, kind):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, kind) for v in value):
-        raise UserError(f"{where}: expected a list of {kind.__name__}, got {value!r}")
+        kinds = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise UserError(f"{where}: expected a list of {kinds}, got {value!r}")
     return value
 
 
-def _positive(where: str, value: Any) -> int:
+def positive(where: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UserError(f"{where}: expected an integer >= 1, got {value!r}")
     return value
+
+
+def _optional_positive(where: str, value: Any) -> int | None:
+    return None if value is None else positive(where, value)
+
+
+def _flag(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise UserError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
+def _text(where: str, value: Any, *, plain: bool = False) -> str:
+    """Text; ``plain``: a name that becomes a folder name (results/<profile>/), so no path."""
+    if plain:
+        return plain_name(where, "name", value)
+    if not isinstance(value, str):
+        raise UserError(f"{where}: expected text, got {value!r}")
+    return value
+
+
+def _names(where: str, value: Any) -> list[str]:
+    names = _as_list(where, value, str)
+    if not names:
+        raise UserError(f"{where}: empty list")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UserError(f"{where}: {repeated[0]!r} is listed twice")
+    return names
+
+
+def check_seeds(where: str, value: Any) -> list[int]:
+    """A non-empty list of distinct seeds in [0, 2**63)."""
+    seeds = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(seeds, list) or not seeds:
+        raise UserError(f"{where}: expected a non-empty list of integers, got {value!r}")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise UserError(f"{where}: expected integers in [0, 2**63), got {seed!r}")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"{where}: a seed is listed twice")
+    return seeds
+
+
+def _device(where: str, value: Any) -> str:
+    text = _text(where, value)
+    if text != "auto":
+        try:
+            torch.device(text)
+        except (RuntimeError, ValueError) as exc:
+            raise UserError(f"{where}: expected auto, cpu, cuda or cuda:N, got {value!r}") from exc
+    return text
+
+
+def _mapping(where: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: expected a mapping, got {value!r}")
+    return value
+
+
+def dataset_entry(where: str, entry: Any) -> DatasetSpec:
+    """One ``datasets`` entry: a name, or a mapping with ``name`` or ``path`` (a folder)."""
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    if not isinstance(entry, dict):
+        raise UserError(f"{where}: expected a dataset name or a mapping, got {entry!r}")
+    _check_keys(where, entry, set(DatasetSpec.__dataclass_fields__))
+    path = entry.get("path")
+    if path is not None:
+        path = _text(f"{where}: path", path)
+        if not path or "\x00" in path:
+            raise UserError(f"{where}: path must name a folder, got {path!r}")
+        name = entry.get("name", Path(path).resolve().name)
+    elif "name" in entry:
+        name = entry["name"]
+    else:
+        raise UserError(f"{where}: a dataset entry needs a name or a path")
+    mode = entry.get("mode")
+    if mode is not None and mode not in ("gray", "rgb"):
+        raise UserError(f"{where}: mode must be gray or rgb, got {mode!r}")
+    tasks = entry.get("tasks")
+    return DatasetSpec(
+        name=_text(f"{where}: name", name, plain=True),
+        crop=_optional_positive(f"{where}: crop", entry.get("crop")),
+        resize=_optional_positive(f"{where}: resize", entry.get("resize")),
+        limit=_optional_positive(f"{where}: limit", entry.get("limit")),
+        tasks=None if tasks is None else _names(f"{where}: tasks", tasks),
+        path=path,
+        mode=mode,
+    )
 
 
 def parse(doc: Any, source: str = "<profile>") -> Profile:
     """Validate a profile document (already parsed YAML) into a ``Profile``."""
     if not isinstance(doc, dict):
         raise UserError(f"malformed profile {source}: expected a mapping at the top level")
-    _check_keys(f"profile {source}", doc, _TOP_KEYS)
+    where = f"profile {source}"
+    _check_keys(where, doc, _TOP_KEYS)
     for required in ("name", "methods", "tasks", "datasets"):
         if required not in doc:
-            raise UserError(f"profile {source}: missing required key {required!r}")
-    datasets = []
-    for entry in _as_list(f"profile {source}: datasets", doc["datasets"], (str, dict)):  # type: ignore[arg-type]
-        entry = {"name": entry} if isinstance(entry, str) else entry
-        _check_keys(f"profile {source}: dataset entry", entry, set(DatasetSpec.__dataclass_fields__))
-        datasets.append(DatasetSpec(**entry))
-    training = doc.get("training") or {}
-    _check_keys(f"profile {source}: training", training, set(TrainingSpec.__dataclass_fields__))
+            raise UserError(f"{where}: missing required key {required!r}")
+    datasets = [dataset_entry(f"{where}: dataset entry", entry)
+                for entry in _as_list(f"{where}: datasets", doc["datasets"], (str, dict))]
+    if not datasets:
+        raise UserError(f"{where}: datasets: empty list")
+    training = _mapping(f"{where}: training", doc.get("training"))
+    _check_keys(f"{where}: training", training, set(TrainingSpec.__dataclass_fields__))
     method_params = doc.get("method_params") or {}
     if not isinstance(method_params, dict) or not all(isinstance(v, dict) for v in method_params.values()):
-        raise UserError(f"profile {source}: method_params must map method names to parameter mappings")
+        raise UserError(f"{where}: method_params must map method names to parameter mappings")
     methods = doc["methods"]
-    methods = ["all"] if methods == "all" else _as_list(f"profile {source}: methods", methods, str)
-    try:
-        return Profile(
-            name=str(doc["name"]),
-            description=str(doc.get("description", "")),
-            methods=methods,
-            tasks=_as_list(f"profile {source}: tasks", doc["tasks"], str),
-            datasets=datasets,
-            seeds=_as_list(f"profile {source}: seeds", doc.get("seeds", [0]), int),
-            method_params=method_params,
-            training=TrainingSpec(**training),
-            device=str(doc.get("device", "auto")),
-            trajectory_every=int(doc.get("trajectory_every", 10)),
-            lpips=bool(doc.get("lpips", True)),
-            save_reconstructions=bool(doc.get("save_reconstructions", True)),
-            batch_size=_positive(f"profile {source}: batch_size", doc.get("batch_size", 8)),
-            source=source,
-        )
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"malformed profile {source}: {exc}") from exc
+    methods = ["all"] if methods == "all" else _names(f"{where}: methods", methods)
+    return Profile(
+        name=_text(f"{where}: name", doc["name"], plain=True),
+        description=_text(f"{where}: description", doc.get("description", "")),
+        methods=methods,
+        tasks=_names(f"{where}: tasks", doc["tasks"]),
+        datasets=datasets,
+        seeds=check_seeds(f"{where}: seeds", doc.get("seeds", [0])),
+        method_params=method_params,
+        training=TrainingSpec(
+            dataset=_text(f"{where}: training: dataset", training.get("dataset", "embedded"), plain=True),
+            crop=_optional_positive(f"{where}: training: crop", training.get("crop")),
+            resize=_optional_positive(f"{where}: training: resize", training.get("resize")),
+            train_images=_optional_positive(f"{where}: training: train_images", training.get("train_images")),
+        ),
+        device=_device(f"{where}: device", doc.get("device", "auto")),
+        trajectory_every=positive(f"{where}: trajectory_every", doc.get("trajectory_every", 10)),
+        lpips=_flag(f"{where}: lpips", doc.get("lpips", True)),
+        save_reconstructions=_flag(f"{where}: save_reconstructions", doc.get("save_reconstructions", True)),
+        batch_size=positive(f"{where}: batch_size", doc.get("batch_size", 8)),
+        source=source,
+    )
 
 
 def load(name_or_path: str) -> Profile:

@@ -7,6 +7,7 @@ resumes where it stopped.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from benchmark import data, tasks
+from benchmark import data, resources, tasks
 from benchmark.errors import UserError
 from benchmark.harness import CellOutcome, MethodPool, pick_device, run_cells
 from benchmark.plan import Cell, batches, make_plan
@@ -138,17 +139,18 @@ def run_benchmark(
     cells, images = make_plan(profile)
     if profile.training.dataset not in data.available():
         raise UserError(f"unknown training dataset {profile.training.dataset!r}; valid: {', '.join(data.available())}")
-    results_dir = Path(results_dir or default_results_dir(profile))
-    store = ResultsStore(results_dir / "results.sqlite")
-    done = store.done_keys()
-    todo = [c for c in cells if c.key not in done]
     device = pick_device(profile.device)
-
     by_id = {}
     for (dataset, multiple), imgs in images.items():
         for task_name in profile.tasks:
             if tasks.get(task_name).size_multiple == multiple:
                 by_id.update({(dataset, task_name, img.id): img.tensor for img in imgs})
+    resources.check_plan(cells, lambda c: by_id[(c.dataset, c.task, c.image_id)], profile.lpips, profile.batch_size,
+                         device)
+    results_dir = Path(results_dir or default_results_dir(profile))
+    store = ResultsStore(results_dir / "results.sqlite")
+    done = store.done_keys()
+    todo = [c for c in cells if c.key not in done]
     work = Work(profile.name, str(device), profile.trajectory_every, profile.lpips, profile.save_reconstructions,
                 profile.training.dataset, profile.training.crop, profile.training.resize, profile.training.train_images,
                 str(checkpoint_dir()), by_id, progress)
@@ -156,6 +158,7 @@ def run_benchmark(
     tracker = Tracker(tracking_uri, artifact_root=results_dir.parent / "mlartifacts")
     tracker.close_orphans()
     tracker.start(profile, str(device), len(cells), len(todo))
+    tracker.log_dict("provenance.json", _provenance(results_dir, images))
     summary = Summary(planned=len(cells), already_done=len(cells) - len(todo), ran=0, results_dir=results_dir,
                       parent_run_id=tracker.parent_id or "", keys=[c.key for c in cells])
     status = "FAILED"
@@ -228,3 +231,17 @@ def _build_report(frame: Any, results_dir: Path, profile: Profile) -> Path | Non
 
     return reports.build_report(frame, results_dir / "report", title=f"dipbench · {profile.name}",
                                 recon_root=results_dir / "recons")
+
+
+def _provenance(results_dir: Path, images: dict[tuple[str, int], list[data.Image]]) -> dict[str, Any]:
+    """Which file, with which sha256, each image of the plan came from; merged into
+    ``results_dir/provenance.json`` (the store may hold earlier runs' datasets too)."""
+    this_run: dict[str, dict[str, dict[str, str]]] = {}
+    for (dataset, _), imgs in images.items():
+        for img in imgs:
+            this_run.setdefault(dataset, {})[img.id] = {"file": img.file, "sha256": img.sha256}
+    path = results_dir / "provenance.json"
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged.update(this_run)
+    _write_artifacts(results_dir, {"provenance.json": json.dumps(merged, indent=1, sort_keys=True).encode()})
+    return this_run

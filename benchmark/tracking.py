@@ -178,6 +178,12 @@ class Tracker:
         return run_ids
 
     @_locked
+    def log_dict(self, name: str, payload: dict[str, Any]) -> None:
+        """A JSON artifact on the parent run (e.g. the images' provenance)."""
+        if self.parent_id:
+            self.client.log_dict(self.parent_id, payload, name)
+
+    @_locked
     def log_report(self, report_dir: Path) -> None:
         """The HTML report, its tables and figures, on the parent run."""
         if self.parent_id and report_dir.is_dir():

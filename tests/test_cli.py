@@ -47,7 +47,7 @@ def test_list_shows_every_registry(capsys: pytest.CaptureFixture[str]) -> None:
         (["--profile", "smoke", "--tasks", "denoising_s99"], r"unknown task 'denoising_s99'; valid choices: .*denoising_s25"),
         (["--profile", "smoke", "--datasets", "imagenet"], r"unknown dataset 'imagenet'; valid choices: .*set12"),
         (["--profile", "nonexistent"], r"unknown profile 'nonexistent'; valid choices: .*quick.*smoke"),
-        (["--profile", "smoke", "--batch-size", "0"], r"--batch-size must be >= 1, got 0"),
+        (["--profile", "smoke", "--batch-size", "0"], r"--batch-size: expected an integer >= 1, got 0"),
     ],
 )
 def test_unknown_names_exit_2_and_write_nothing(args: list[str], message: str, tmp_path: Path,

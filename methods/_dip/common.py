@@ -155,6 +155,15 @@ class DipMethod(Method):
     def plan(self, y: torch.Tensor, physics: Any, seed: int) -> FitPlan:
         raise NotImplementedError
 
+    def memory_estimate(self, shape: tuple[int, int, int]) -> int | None:
+        """Activations saved for the backward pass, measured on a 64×64 probe and scaled by the
+        padded pixel count, plus weights, gradients and Adam's two moments (4 × the weights)."""
+        c, h, w = shape
+        saved, weights, probe_pixels = _probe_memory(self, c)
+        scales = positive_int(self.params, "scales") if "scales" in self.params else 0
+        ph, pw = padded_shape(h, w, scales)
+        return int(saved * ph * pw / probe_pixels + 4 * weights)
+
     def reconstruct(
         self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None
     ) -> Reconstruction:
@@ -196,3 +205,32 @@ def run_many(
             plan.finish(reconstruction)
         reconstructions.append(reconstruction)
     return reconstructions
+
+
+
+#: (channels, parameters) → (saved activation bytes, weight bytes, output pixels) of a probe
+_PROBES: dict[tuple[Any, ...], tuple[int, int, int]] = {}
+
+
+def _probe_memory(method: DipMethod, channels: int) -> tuple[int, int, int]:
+    """(bytes of saved activations, bytes of weights, output pixels) of one forward pass on a 64×64
+    probe, traced on the meta device."""
+    import deepinv as dinv
+
+    key = (channels, tuple(sorted((k, repr(v)) for k, v in method.params.items())))
+    if key not in _PROBES:
+        setup = method.plan(torch.zeros(1, channels, 64, 64), dinv.physics.Denoising(), 0).setup
+        saved = 0
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            nonlocal saved
+            saved += t.numel() * t.element_size()
+            return t
+
+        # On the meta device: shapes and sizes without computing anything.
+        network, z = setup.network.to("meta"), setup.z.to("meta")
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = network(z)
+        weights = sum(p.numel() * p.element_size() for p in network.parameters())
+        _PROBES[key] = (saved, weights, int(out.shape[-1] * out.shape[-2]))
+    return _PROBES[key]

@@ -1,0 +1,120 @@
+"""Will the plan fit? Image sizes and memory checked when the plan is made, before any work.
+
+Each method may declare ``memory_estimate(shape)``: the bytes one problem on a C×H×W image
+needs at least (the DIP family measures its network's saved activations on a small probe and
+scales them with the pixel count). The plan is refused when a batch's estimate exceeds the
+memory available on the device, and when an image is too small for a metric to measure it
+(SSIM's 11-tap window, LPIPS's AlexNet), with a message that names the image and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from benchmark.errors import UserError
+
+GIB = float(1 << 30)
+
+
+def available_bytes(device: torch.device | str = "cpu") -> int:
+    """Memory free for new work on ``device``: MemAvailable on Linux, free memory on a GPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {device} requested, but no CUDA device is available (use device: auto or cpu)")
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62  # unknown: do not refuse
+
+
+def check_fits(what: str, nbytes: int, device: torch.device | str = "cpu") -> None:
+    """Refuse ``what`` when it needs more than the memory available on ``device``."""
+    free = available_bytes(device)
+    if nbytes > free:
+        raise UserError(f"{what} needs at least {nbytes / GIB:.1f} GiB, more than the {free / GIB:.1f} GiB of "
+                        f"memory available on {torch.device(device)}")
+
+
+def check_measurable(shapes: Mapping[str, tuple[int, int, int]], metrics: Sequence[Any], device: torch.device) -> None:
+    """Every metric can measure an image of each shape (``where`` → C×H×W); the smallest height
+    and width per channel count are tried once on zero images."""
+    smallest: dict[int, tuple[int, int, str]] = {}
+    for where, (c, h, w) in shapes.items():
+        if h < 1 or w < 1:
+            raise UserError(f"{where}: no pixels left ({c}×{h}×{w}) after cropping; use a larger image or crop")
+        low = smallest.get(c)
+        if low is None or min(h, w) < min(low[0], low[1]):
+            smallest[c] = (h, w, where)
+    for c, (h, w, where) in smallest.items():
+        probe = torch.zeros(1, c, h, w, device=device)
+        for metric in metrics:
+            try:
+                metric.fn(probe, probe)
+            except (RuntimeError, ValueError) as exc:
+                raise UserError(f"{where}: a {h}×{w} image is too small to measure {metric.name} "
+                                f"({str(exc).splitlines()[0][:120]}); use images of at least 32×32 pixels, "
+                                "or lpips: false for images of at least 11×11") from exc
+
+
+def check_memory(
+    problems: Mapping[tuple[str, str, tuple[int, int, int]], int],
+    make_method: Any,
+    batch_size: int,
+    device: torch.device,
+    where: Mapping[tuple[int, int, int], str],
+) -> None:
+    """``problems``: (method, params_json, shape) → how many cells; ``make_method(name, params_json)``
+    gives an instance. Refuses a batch whose declared estimate exceeds the available memory."""
+    free: int | None = None
+    for (name, params_json, shape), count in problems.items():
+        method = make_method(name, params_json)
+        one = method.memory_estimate(shape)
+        if not one:
+            continue
+        free = available_bytes(device) if free is None else free
+        batch = max(1, min(batch_size, method.max_batch, count))
+        c, h, w = shape
+        if one > free:
+            raise UserError(f"{where[shape]}: method {name} on a {c}×{h}×{w} image needs at least {one / GIB:.1f} GiB "
+                            f"(its memory estimate), more than the {free / GIB:.1f} GiB available on {device}; "
+                            "crop or resize the images (crop:/resize: in the profile)")
+        if one * batch > free:
+            raise UserError(f"{where[shape]}: method {name} on {batch} {c}×{h}×{w} images at once needs at least "
+                            f"{one * batch / GIB:.1f} GiB, more than the {free / GIB:.1f} GiB available on {device}; "
+                            f"use --batch-size {max(1, free // one)} or smaller images")
+
+
+def check_plan(cells: Sequence[Any], image_of: Any, lpips: bool, batch_size: int, device: torch.device) -> None:
+    """Run before any work: every image measurable by every metric, every batch within memory.
+    ``image_of(cell)`` is the cell's C×H×W image."""
+    import json
+    from collections import Counter
+
+    from benchmark import metrics, registry
+
+    shapes: dict[str, tuple[int, int, int]] = {}
+    where: dict[tuple[int, int, int], str] = {}
+    problems: Counter[tuple[str, str, tuple[int, int, int]]] = Counter()
+    for cell in cells:
+        c, h, w = (int(s) for s in image_of(cell).shape)
+        shape = (c, h, w)
+        label = f"image {cell.image_id!r} of dataset {cell.dataset!r} for task {cell.task}"
+        shapes.setdefault(label, shape)
+        where.setdefault(shape, label)
+        problems[(cell.method, cell.params_json, shape)] += 1
+    used = [m for m in metrics.METRICS.values() if lpips or m.name != "lpips"]
+    check_measurable(shapes, used, device)
+    check_memory(problems, lambda name, params: registry.get(name)(**json.loads(params)), batch_size, device, where)
