@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from benchmark.errors import UserError
+from benchmark.errors import UserError, one_line
 
 if TYPE_CHECKING:
     from benchmark.profiles import DatasetSpec, Profile
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished cells are saved; rerun the same command to resume", file=sys.stderr)

@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from benchmark import imagefiles, resources
-from benchmark.errors import UserError, unknown
+from benchmark.errors import UserError, one_line, unknown
 
 MANIFEST_DIR = Path(__file__).resolve().parents[1] / "datasets"
 EMBEDDED = "embedded"
@@ -95,7 +95,7 @@ def _manifest(path: Path) -> Manifest:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
-        raise UserError(f"{where}: not readable YAML ({exc})".replace("\n", " ")) from exc
+        raise UserError(f"{where}: not readable YAML ({one_line(exc)})") from exc
     if not isinstance(doc, dict):
         raise UserError(f"{where}: expected a mapping with keys {', '.join(sorted(_MANIFEST_KEYS))}")
     extra = sorted(map(str, set(doc) - _MANIFEST_KEYS))

@@ -13,3 +13,8 @@ def unknown(kind: str, name: str, choices: Iterable[str]) -> UserError:
     """An error naming the bad value and every valid choice, so the fix is obvious."""
     valid = ", ".join(sorted(choices)) or "(none)"
     return UserError(f"unknown {kind} {name!r}; valid choices: {valid}")
+
+
+def one_line(text: object) -> str:
+    """``text`` on one line (YAML and OS errors span several): what the CLI prints."""
+    return " ".join(str(text).split())

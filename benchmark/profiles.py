@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from benchmark.data import plain_name
-from benchmark.errors import UserError, unknown
+from benchmark.errors import UserError, one_line, unknown
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
@@ -66,9 +66,9 @@ def available() -> dict[str, Path]:
 
 
 def _check_keys(where: str, given: dict[str, Any], valid: set[str]) -> None:
-    extra = sorted(set(given) - valid)
+    extra = sorted(map(repr, set(given) - valid))
     if extra:
-        raise UserError(f"{where}: unknown key {extra[0]!r}; valid keys: {', '.join(sorted(valid))}")
+        raise UserError(f"{where}: unknown key {extra[0]}; valid keys: {', '.join(sorted(valid))}")
 
 
 def _as_list(where: str, value: Any, kind: type | tuple[type, ...]) -> list[Any]:
@@ -132,9 +132,11 @@ def _device(where: str, value: Any) -> str:
     text = _text(where, value)
     if text != "auto":
         try:
-            torch.device(text)
-        except (RuntimeError, ValueError) as exc:
-            raise UserError(f"{where}: expected auto, cpu, cuda or cuda:N, got {value!r}") from exc
+            kind = torch.device(text).type
+        except (RuntimeError, ValueError):
+            kind = ""
+        if kind not in ("cpu", "cuda", "mps"):
+            raise UserError(f"{where}: expected auto, cpu, cuda, cuda:N or mps, got {value!r}")
     return text
 
 
@@ -230,7 +232,7 @@ def load(name_or_path: str) -> Profile:
             raise unknown("profile", name_or_path, known)
         path = known[name_or_path]
     try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"malformed profile {path}: {exc}") from exc
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+        raise UserError(f"malformed profile {path}: {one_line(exc)}") from exc
     return parse(doc, str(path))

@@ -20,12 +20,22 @@ from benchmark.errors import UserError
 GIB = float(1 << 30)
 
 
+def check_device(device: torch.device) -> None:
+    """Refuse a device this machine does not have (``cuda:3`` on a one-GPU machine, or no GPU)."""
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise UserError(f"device {device} requested, but this machine has {count} CUDA device(s); "
+                            "use device: auto or cpu")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError("device mps requested, but it is not available here; use device: auto or cpu")
+
+
 def available_bytes(device: torch.device | str = "cpu") -> int:
     """Memory free for new work on ``device``: MemAvailable on Linux, free memory on a GPU."""
     device = torch.device(device)
+    check_device(device)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"device {device} requested, but no CUDA device is available (use device: auto or cpu)")
         return int(torch.cuda.mem_get_info(device)[0])
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
@@ -59,14 +69,27 @@ def check_measurable(shapes: Mapping[str, tuple[int, int, int]], metrics: Sequen
         if low is None or min(h, w) < min(low[0], low[1]):
             smallest[c] = (h, w, where)
     for c, (h, w, where) in smallest.items():
-        probe = torch.zeros(1, c, h, w, device=device)
         for metric in metrics:
-            try:
-                metric.fn(probe, probe)
-            except (RuntimeError, ValueError) as exc:
-                raise UserError(f"{where}: a {h}×{w} image is too small to measure {metric.name} "
-                                f"({str(exc).splitlines()[0][:120]}); use images of at least 32×32 pixels, "
-                                "or lpips: false for images of at least 11×11") from exc
+            problem = _measure_problem(metric, (c, h, w), str(device))
+            if problem:
+                raise UserError(f"{where}: a {h}×{w} image is too small to measure {metric.name} ({problem}); "
+                                "use images of at least 32×32 pixels, or lpips: false for at least 11×11")
+
+
+_MEASURABLE: dict[tuple[str, tuple[int, int, int], str], str] = {}
+
+
+def _measure_problem(metric: Any, shape: tuple[int, int, int], device: str) -> str:
+    """Why ``metric`` cannot measure a ``shape`` image ("" when it can); remembered per shape."""
+    key = (metric.name, shape, device)
+    if key not in _MEASURABLE:
+        probe = torch.zeros(1, *shape, device=device)
+        try:
+            metric.fn(probe, probe)
+            _MEASURABLE[key] = ""
+        except (RuntimeError, ValueError) as exc:
+            _MEASURABLE[key] = str(exc).splitlines()[0][:120]
+    return _MEASURABLE[key]
 
 
 def check_memory(
@@ -115,6 +138,7 @@ def check_plan(cells: Sequence[Any], image_of: Any, lpips: bool, batch_size: int
         shapes.setdefault(label, shape)
         where.setdefault(shape, label)
         problems[(cell.method, cell.params_json, shape)] += 1
+    check_device(device)
     used = [m for m in metrics.METRICS.values() if lpips or m.name != "lpips"]
     check_measurable(shapes, used, device)
     check_memory(problems, lambda name, params: registry.get(name)(**json.loads(params)), batch_size, device, where)

@@ -117,3 +117,32 @@ def test_datasets_folder_cannot_shadow_huggingface_datasets(tmp_path: Path) -> N
     # Without HuggingFace installed, importing from it fails the way deepinv and mlflow expect.
     code = ("import deepinv, mlflow\ntry:\n from datasets import load_dataset\nexcept ImportError:\n print('ImportError')")
     assert _python(code, root) == "ImportError"
+
+
+def test_a_manifest_file_name_with_a_path_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_set(tmp_path, monkeypatch, b"x", "0" * 64)
+    (tmp_path / "manifests" / "tiny.yaml").write_text(yaml.safe_dump(
+        {"name": "tiny", "description": "t", "mode": "gray", "role": "test", "url": None,
+         "files": {"../../etc/passwd": "0" * 64}}))
+    with pytest.raises(UserError, match=r"tiny.yaml: file name '../../etc/passwd' is not a plain name"):
+        data.load("tiny")
+
+
+def test_a_symlink_out_of_the_data_folder_is_refused_even_with_the_right_checksum(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    payload = b"the pinned content"
+    _fake_set(tmp_path, monkeypatch, payload, data.hashlib.sha256(payload).hexdigest())
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(payload)
+    link = tmp_path / "data" / "tiny" / "a.png"
+    link.unlink()
+    link.symlink_to(outside)
+    with pytest.raises(UserError, match=r"refused .*a.png: it leads outside"):
+        data.load("tiny")
+
+
+def test_a_malformed_manifest_names_its_file_and_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_set(tmp_path, monkeypatch, b"x", "0" * 64)
+    (tmp_path / "manifests" / "tiny.yaml").write_text("name: tiny\ndescription: t\nmode: grey\nrole: test\nfiles: {}\n")
+    with pytest.raises(UserError, match=r"tiny.yaml: mode must be one of gray, rgb"):
+        data.available()
