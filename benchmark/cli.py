@@ -79,17 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dataset(name: str, template: DatasetSpec) -> DatasetSpec:
-    """A ``--datasets`` entry: a registered name, or a folder of images (a path, or an existing
-    folder that is no registered name), prepared like the profile's first dataset."""
+    """A ``--datasets`` entry: a registered name (cropped and limited like the profile's first
+    dataset), or a folder of images (a path, or an existing folder that is no registered name),
+    resized and cropped like the profile's first dataset but with all its images (only
+    ``--limit`` limits them): a photo is brought to the profile's image size, not cut to a patch."""
     from benchmark import data, profiles
 
     is_folder = name not in data.available() and (any(sep in name for sep in "/\\") or name.startswith((".", "~"))
                                                    or Path(name).is_dir())
     if not is_folder:
-        return profiles.DatasetSpec(name, crop=template.crop, resize=template.resize, limit=template.limit)
+        return profiles.DatasetSpec(name, crop=template.crop, limit=template.limit)
     folder = str(Path(name).expanduser())
     return profiles.dataset_entry(f"--datasets {name}", {"path": folder, "crop": template.crop,
-                                                         "resize": template.resize, "limit": template.limit})
+                                                         "resize": template.resize})
 
 
 def _select(profile: Profile, args: argparse.Namespace) -> Profile:

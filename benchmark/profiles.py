@@ -6,6 +6,7 @@ work starts or any run is written.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,8 @@ def dataset_entry(where: str, entry: Any) -> DatasetSpec:
         path = _text(f"{where}: path", path)
         if not path or "\x00" in path:
             raise UserError(f"{where}: path must name a folder, got {path!r}")
-        name = entry.get("name", Path(path).resolve().name)
+        # The folder's own name, made plain (it names the dataset in tables and in the store).
+        name = entry.get("name", re.sub(r"[^A-Za-z0-9_.+-]", "_", Path(path).resolve().name).lstrip(".") or "images")
     elif "name" in entry:
         name = entry["name"]
     else:

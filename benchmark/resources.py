@@ -60,7 +60,7 @@ def check_fits(what: str, nbytes: int, device: torch.device | str = "cpu") -> No
 
 def check_measurable(shapes: Mapping[str, tuple[int, int, int]], metrics: Sequence[Any], device: torch.device) -> None:
     """Every metric can measure an image of each shape (``where`` → C×H×W); the smallest height
-    and width per channel count are tried once on zero images."""
+    and width per channel count (at most 64) are tried once on zero images."""
     smallest: dict[int, tuple[int, int, str]] = {}
     for where, (c, h, w) in shapes.items():
         if h < 1 or w < 1:
@@ -70,7 +70,8 @@ def check_measurable(shapes: Mapping[str, tuple[int, int, int]], metrics: Sequen
             smallest[c] = (h, w, where)
     for c, (h, w, where) in smallest.items():
         for metric in metrics:
-            problem = _measure_problem(metric, (c, h, w), str(device))
+            # A metric that measures 64×64 measures anything larger: probe at most that.
+            problem = _measure_problem(metric, (c, min(h, 64), min(w, 64)), str(device))
             if problem:
                 raise UserError(f"{where}: a {h}×{w} image is too small to measure {metric.name} ({problem}); "
                                 "use images of at least 32×32 pixels, or lpips: false for at least 11×11")

@@ -39,7 +39,8 @@ def test_unknown_dataset_names_valid_choices() -> None:
 
 
 @requires_shared
-@pytest.mark.parametrize(("name", "count", "channels"), [("set12", 12, 1), ("set5", 5, 3), ("dip9", 9, 3), ("kodak24", 24, 3)])
+@pytest.mark.parametrize(("name", "count", "channels"),
+                         [("set12", 12, 1), ("set5", 5, 3), ("dip9", 9, 3), ("kodak24", 24, 3)])
 def test_standard_sets_read_from_local_folder(name: str, count: int, channels: int) -> None:
     images = data.load(name)
     assert len(images) == count
@@ -50,7 +51,8 @@ def test_standard_sets_read_from_local_folder(name: str, count: int, channels: i
 def test_manifests_pin_every_shared_file() -> None:
     root = Path(data.data_root())  # type: ignore[arg-type]
     for manifest in data.manifests().values():
-        listed = {line.split()[1] for line in (root / manifest.name / "SHA256SUMS").read_text().splitlines() if line.strip()}
+        sums = (root / manifest.name / "SHA256SUMS").read_text().splitlines()
+        listed = {line.split()[1] for line in sums if line.strip()}
         assert listed == set(manifest.files), manifest.name
 
 
@@ -97,7 +99,8 @@ def _python(code: str, cwd: Path, extra_path: Path | None = None) -> str:
     env = {**os.environ}
     if extra_path is not None:  # after the repo root (cwd comes first on sys.path)
         env["PYTHONPATH"] = str(extra_path)
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, check=True)
+    return proc.stdout.strip()
 
 
 def test_datasets_folder_cannot_shadow_huggingface_datasets(tmp_path: Path) -> None:
@@ -115,7 +118,8 @@ def test_datasets_folder_cannot_shadow_huggingface_datasets(tmp_path: Path) -> N
     out = _python("import deepinv, mlflow, benchmark.data, datasets; print(datasets.load_dataset)", root, fake_site)
     assert out.endswith("huggingface")
     # Without HuggingFace installed, importing from it fails the way deepinv and mlflow expect.
-    code = ("import deepinv, mlflow\ntry:\n from datasets import load_dataset\nexcept ImportError:\n print('ImportError')")
+    code = ("import deepinv, mlflow\ntry:\n from datasets import load_dataset\n"
+            "except ImportError:\n print('ImportError')")
     assert _python(code, root) == "ImportError"
 
 
