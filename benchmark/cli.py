@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "(profile crop/limit kept when listed)")
     run.add_argument("--seeds", type=_seeds, help="comma-separated seeds")
     run.add_argument("--limit", type=int, help="at most N images per dataset")
-    run.add_argument("--batch-size", type=int, help="problems a method may solve at once (DIP: B networks "
-                     "per step; 1: one by one; default: the profile's)")
+    run.add_argument("--batch-size", help="problems a method may solve at once (DIP: B networks per step; "
+                     "1: one by one; auto: the fastest measured per image; default: the profile's)")
     run.add_argument("--results", type=Path, help="results folder (default: results/<profile>)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns.db)")
     run.add_argument("--executor", choices=["local", "ray"], default="local")
@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--port", type=int, default=int(os.environ.get("DIPBENCH_PORT", "5000")))
     board.add_argument("--tracking-uri")
     return parser
+
+
+def _integer(text: str) -> object:
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _dataset(name: str, template: DatasetSpec) -> DatasetSpec:
@@ -105,7 +112,8 @@ def _select(profile: Profile, args: argparse.Namespace) -> Profile:
     if args.seeds is not None:
         changes["seeds"] = profiles.check_seeds("--seeds", args.seeds)
     if args.batch_size is not None:
-        changes["batch_size"] = profiles.positive("--batch-size", args.batch_size)
+        value = args.batch_size if args.batch_size == "auto" else _integer(args.batch_size)
+        changes["batch_size"] = profiles.batch_size("--batch-size", value)
     datasets = profile.datasets
     if args.datasets:
         known = {d.name: d for d in profile.datasets}

@@ -10,12 +10,9 @@ peak memory.
 from __future__ import annotations
 
 import io
-import os
-import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,8 @@ from PIL import Image as PILImage
 
 from benchmark import metrics, registry, tasks
 from benchmark.api import Method, Problem, TrainingContext, TrainingReport, as_reconstruction
+from benchmark.calibration import Calibration, Calibrator, cache_key
+from benchmark.clock import PeakMemory, Stopwatch
 from benchmark.plan import Cell
 from benchmark.store import Record
 
@@ -34,80 +33,6 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class Stopwatch:
-    """Wall time of the reconstruction alone: measurement work runs inside ``paused()``."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.elapsed = 0.0
-        self._started: float | None = None
-
-    def start(self) -> None:
-        _sync(self.device)
-        self._started = time.perf_counter()
-
-    def stop(self) -> float:
-        _sync(self.device)
-        if self._started is not None:
-            self.elapsed += time.perf_counter() - self._started
-            self._started = None
-        return self.elapsed
-
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        self.stop()
-        try:
-            yield
-        finally:
-            self.start()
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class PeakMemory:
-    """Peak memory above the starting point: CUDA's allocator stats on GPU, sampled RSS on CPU."""
-
-    def __init__(self, device: torch.device, interval: float = 0.005) -> None:
-        self.device, self.interval = device, interval
-        self.peak_bytes = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._base = torch.cuda.memory_allocated(self.device)
-        elif os.path.exists("/proc/self/statm"):
-            self._base = _rss_bytes()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak_bytes = max(self.peak_bytes, _rss_bytes() - self._base)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.device.type == "cuda":
-            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._base
-        elif self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self.peak_bytes = max(self.peak_bytes, _rss_bytes() - self._base)
-
-    @property
-    def megabytes(self) -> float:
-        return max(self.peak_bytes, 0) / 2**20
 
 
 @dataclass
@@ -176,6 +101,7 @@ class MethodPool:
         self._instances: dict[tuple[str, str, str], Method] = {}
         self._prepared: dict[tuple[str, str, str], TrainingReport | None] = {}
         self._failures: dict[tuple[str, str, str], Exception] = {}
+        self.calibrator = Calibrator(cache_dir / "calibration", device)
 
     def instance(self, cell: Cell) -> Method:
         """The (unprepared) method of ``cell``: cheap, to ask it whether it applies."""
@@ -220,6 +146,27 @@ def artifact_stem(cell: Cell) -> str:
     return f"{cell.dataset}/{cell.task}/{cell.image_id}_seed{cell.seed}"
 
 
+def measurement(cell: Cell, image: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """(x, y, physics) of ``cell``: the measurement drawn from (task, image, seed)."""
+    task = tasks.get(cell.task)
+    x = image.to(device).unsqueeze(0)
+    generator = tasks.measurement_generator(cell.task, cell.image_id, cell.seed)
+    channels, height, width = image.shape
+    physics = task.physics((int(channels), int(height), int(width)), device, generator)
+    return x, task.measure(x, physics, generator), physics
+
+
+def calibrate(cells: Sequence[Cell], images: Sequence[torch.Tensor], pool: MethodPool,
+              sizes: Sequence[int]) -> Calibration:
+    """Per-image rates of ``cells``' method at the batch sizes ``sizes`` (see
+    ``benchmark.calibration``), on B of these cells' own problems (repeated when too few)."""
+    method, _ = pool.get(cells[0])
+    made = [measurement(cell, image, pool.device) for cell, image in zip(cells, images, strict=True)]
+    problems = [Problem(y, physics, cell.seed) for cell, (_, y, physics) in zip(cells, made, strict=True)]
+    key = cache_key(cells[0].method, cells[0].params_json, cells[0].task, tuple(images[0].shape), pool.device)
+    return pool.calibrator.measure(key, method, lambda b: [problems[i % len(problems)] for i in range(b)], sizes)
+
+
 @dataclass
 class _Prepared:
     """A cell ready to reconstruct: its measurement and the harness's view of it."""
@@ -227,6 +174,7 @@ class _Prepared:
     position: int
     cell: Cell
     record: Record
+    image: torch.Tensor
     x: torch.Tensor
     y: torch.Tensor
     physics: Any
@@ -245,7 +193,7 @@ def run_cells(
     """Run cells of one method, task and image size as one batch, and measure each.
 
     The method gets every problem in one ``reconstruct_batch`` call; each cell's runtime and
-    peak memory are its share of the batch's (the batch's own are kept in ``info``). Failures
+    peak memory are solo-equivalent (see ``_reconstruct``; the batch's own are kept in ``info``). Failures
     become failed records, never exceptions; when a batch of several raises, its cells are run
     again one by one, so that one bad cell does not take the others down.
     """
@@ -267,10 +215,7 @@ def run_cells(
             if report is not None:
                 record.train_s = report.seconds
                 record.info["train_cached"] = report.cached
-            x = image.to(pool.device).unsqueeze(0)
-            generator = tasks.measurement_generator(cell.task, cell.image_id, cell.seed)
-            physics = task.physics(tuple(image.shape), pool.device, generator)
-            ready.append(_Prepared(position, cell, record, x, task.measure(x, physics, generator), physics))
+            ready.append(_Prepared(position, cell, record, image, *measurement(cell, image, pool.device)))
         except Exception as exc:  # noqa: BLE001 - a failing cell must not stop the benchmark
             outcomes[position] = _failure(cell, profile, exc, record, pool.device)
     if len(ready) > 1 and len({(r.cell.method, r.cell.params_json, r.cell.task, r.x.shape) for r in ready}) > 1:
@@ -293,29 +238,50 @@ def run_cells(
 
 def _reconstruct(ready: list[_Prepared], pool: MethodPool, *, profile: str, trajectory_every: int,
                  with_lpips: bool, save_reconstruction: bool) -> dict[int, CellOutcome]:
-    """The timed part: one ``reconstruct_batch`` call, then each result measured, clock paused."""
+    """The timed part: one ``reconstruct_batch`` call, then each result measured, clock paused.
+
+    A cell's ``runtime_s`` and ``peak_mem_mb`` are what a user fitting that image alone would see
+    (issue 12, item 1): for a batch of B > 1, its share of the batch's time (by iterations) scaled
+    by the calibrated solo/batch rate ratio of this method and shape, and the solo run's peak
+    memory (the batch's, undivided, where no solo peak was measured). ``throughput`` is what
+    batching buys: images per second of the batch as it ran.
+    """
     if not ready:
         return {}
     device = pool.device
     method, _ = pool.get(ready[0].cell)
+    size = len(ready)
+    calibration = (calibrate([r.cell for r in ready], [r.image for r in ready], pool, (1, size)) if size > 1
+                   else pool.calibrator.known(cache_key(ready[0].cell.method, ready[0].cell.params_json,
+                                                        ready[0].cell.task, tuple(ready[0].image.shape), device)))
     clock = Stopwatch(device)
     recorders = [TrajectoryRecorder(r.x, clock, max(1, trajectory_every)) for r in ready]
     problems = [Problem(r.y, r.physics, r.cell.seed, recorder) for r, recorder in zip(ready, recorders, strict=True)]
     with PeakMemory(device) as memory:
         clock.start()
-        results = method.reconstruct_batch(problems)
+        results = [as_reconstruction(r) for r in method.reconstruct_batch(problems)]
         runtime = clock.stop()
     if len(results) != len(ready):
         raise ValueError(f"reconstruct_batch returned {len(results)} results for {len(ready)} problems")
-    share = len(ready)
+    work = [float(r.iterations or rec.last_step or 1) for r, rec in zip(results, recorders, strict=True)]
+    factor = calibration.solo_factor(size) if calibration is not None else 1.0
+    solo_peak = calibration.peak_mb.get(1, 0.0) if calibration is not None else 0.0
     outcomes: dict[int, CellOutcome] = {}
-    for item, result, recorder in zip(ready, results, recorders, strict=True):
+    for item, result, recorder, steps in zip(ready, results, recorders, work, strict=True):
         try:
-            if share > 1:
-                item.record.info.update(batch_size=share, batch_runtime_s=runtime, batch_peak_mem_mb=memory.megabytes)
+            share = runtime * steps / sum(work)
+            item.record.throughput = size / runtime if runtime > 0 else None
+            item.record.info.update(batch_size=size, batch_share_s=share)
+            if calibration is not None:
+                item.record.info["batch_rates"] = calibration.as_info()
+            if size > 1:
+                item.record.info.update(batch_runtime_s=runtime, batch_peak_mem_mb=memory.megabytes,
+                                        solo_factor=factor if factor is not None else "uncalibrated")
+            runtime_solo = share * factor if factor is not None else share
+            peak = solo_peak if size > 1 and solo_peak > 0 else memory.megabytes
             outcomes[item.position] = CellOutcome(*_measure(
-                item.record, item.cell, as_reconstruction(result), item.x, item.y, item.physics, recorder,
-                runtime / share, memory.megabytes / share, with_lpips, save_reconstruction))
+                item.record, item.cell, result, item.x, item.y, item.physics, recorder,
+                runtime_solo, peak, with_lpips, save_reconstruction))
         except Exception as exc:  # noqa: BLE001
             outcomes[item.position] = _failure(item.cell, profile, exc, item.record, device)
     return outcomes

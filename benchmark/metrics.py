@@ -84,5 +84,6 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     **{m.name: m.higher_is_better for m in METRICS.values()},
     "runtime_s": False,
     "peak_mem_mb": False,
+    "throughput": True,
     "train_s": False,
 }

@@ -104,16 +104,25 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
     return cells, images
 
 
-def batches(cells: Sequence[Cell], shape_of: Callable[[Cell], tuple[int, ...]], size: int) -> list[list[Cell]]:
+def batch_group(cell: Cell, shape: tuple[int, ...]) -> tuple[object, ...]:
+    """What cells solved in one batch share: method, parameters, task and image shape."""
+    return (cell.method, cell.params_json, cell.task, shape)
+
+
+def batches(cells: Sequence[Cell], shape_of: Callable[[Cell], tuple[int, ...]],
+            size: int | Callable[[tuple[object, ...]], int]) -> list[list[Cell]]:
     """Cells grouped for ``reconstruct_batch``: same method, parameters, task and image shape,
-    at most ``size`` (and the method's ``max_batch``) per batch, in the plan's order."""
-    if size < 1:
-        raise ValueError(f"batch size must be >= 1, got {size}")
+    at most ``size`` (and the method's ``max_batch``) per batch, in the plan's order. ``size``
+    may be a function of the group's ``batch_group`` key (the calibrated choice of each group)."""
+    size_of = size if callable(size) else (lambda _key: size)
     open_batches: dict[tuple[object, ...], list[Cell]] = {}
     order: list[list[Cell]] = []
     for cell in cells:
-        limit = max(1, min(size, registry.get(cell.method).max_batch))
-        key = (cell.method, cell.params_json, cell.task, shape_of(cell))
+        key = batch_group(cell, shape_of(cell))
+        chosen = size_of(key)
+        if chosen < 1:
+            raise ValueError(f"batch size must be >= 1, got {chosen}")
+        limit = max(1, min(chosen, registry.get(cell.method).max_batch))
         batch = open_batches.get(key)
         if batch is None or len(batch) >= limit:
             batch = open_batches[key] = []

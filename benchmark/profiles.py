@@ -54,8 +54,9 @@ class Profile:
     lpips: bool = True
     save_reconstructions: bool = True
     #: cells of one method, task and image size handed to a method at once (DIP fits them in
-    #: one step); an execution setting, not part of a cell's identity
-    batch_size: int = 8
+    #: one step); "auto": the fastest measured per image (``benchmark.calibration``). An
+    #: execution setting, not part of a cell's identity
+    batch_size: int | str = "auto"
     source: str = ""
 
 
@@ -182,6 +183,11 @@ def dataset_entry(where: str, entry: Any) -> DatasetSpec:
     )
 
 
+def batch_size(where: str, value: Any) -> int | str:
+    """``"auto"`` (measure per method and shape, ``benchmark.calibration``) or an integer >= 1."""
+    return "auto" if value == "auto" else positive(where, value)
+
+
 def parse(doc: Any, source: str = "<profile>") -> Profile:
     """Validate a profile document (already parsed YAML) into a ``Profile``."""
     if not isinstance(doc, dict):
@@ -220,7 +226,7 @@ def parse(doc: Any, source: str = "<profile>") -> Profile:
         trajectory_every=positive(f"{where}: trajectory_every", doc.get("trajectory_every", 10)),
         lpips=_flag(f"{where}: lpips", doc.get("lpips", True)),
         save_reconstructions=_flag(f"{where}: save_reconstructions", doc.get("save_reconstructions", True)),
-        batch_size=positive(f"{where}: batch_size", doc.get("batch_size", 8)),
+        batch_size=batch_size(f"{where}: batch_size", doc.get("batch_size", "auto")),
         source=source,
     )
 

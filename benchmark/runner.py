@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from benchmark import data, resources, tasks
+from benchmark import calibration, data, registry, resources, tasks
 from benchmark.errors import UserError
-from benchmark.harness import CellOutcome, MethodPool, pick_device, run_cells
-from benchmark.plan import Cell, batches, make_plan
+from benchmark.harness import CellOutcome, MethodPool, calibrate, pick_device, run_cells
+from benchmark.plan import Cell, batch_group, batches, make_plan
 from benchmark.profiles import Profile
 from benchmark.store import ResultsStore
 from benchmark.tracking import Tracker
@@ -106,12 +106,13 @@ class Summary:
     report: Path | None = None
     keys: list[str] = field(default_factory=list)  # the plan's cells (the store may hold others)
     prepare_s: float = 0.0  # training or loading trained methods, in the driver
-    reconstruct_s: float = 0.0  # the methods' own (timed) work, summed over the cells run
+    reconstruct_s: float = 0.0  # the methods' own (timed) work as it ran, summed over the cells run
+    calibrate_s: float = 0.0  # measuring batch sizes (once per method and shape, then cached)
 
     @property
     def harness_s(self) -> float:
         """Everything else: data, measurements, metrics, MLflow, the report (local executor)."""
-        return max(self.wall_s - self.prepare_s - self.reconstruct_s, 0.0)
+        return max(self.wall_s - self.prepare_s - self.reconstruct_s - self.calibrate_s, 0.0)
 
 
 def _write_artifacts(root: Path, artifacts: dict[str, bytes]) -> None:
@@ -145,8 +146,9 @@ def run_benchmark(
         for task_name in profile.tasks:
             if tasks.get(task_name).size_multiple == multiple:
                 by_id.update({(dataset, task_name, img.id): img.tensor for img in imgs})
-    resources.check_plan(cells, lambda c: by_id[(c.dataset, c.task, c.image_id)], profile.lpips, profile.batch_size,
-                         device)
+    # auto: one problem must fit; the calibration tries only the batch sizes that fit (``_batch_sizes``)
+    resources.check_plan(cells, lambda c: by_id[(c.dataset, c.task, c.image_id)], profile.lpips,
+                         profile.batch_size if isinstance(profile.batch_size, int) else 1, device)
     results_dir = Path(results_dir or default_results_dir(profile))
     store = ResultsStore(results_dir / "results.sqlite")
     done = store.done_keys()
@@ -168,9 +170,11 @@ def run_benchmark(
         prepare_started = time.perf_counter()
         _prepare_trained(todo, pool, tracker, profile)
         summary.prepare_s = time.perf_counter() - prepare_started
+        size_of = _batch_sizes(todo, work, pool, profile.batch_size, tracker)
+        summary.calibrate_s = pool.calibrator.measured_s
         runner = executor or LocalExecutor(pool)
         bar = tqdm(total=len(todo), desc=f"{profile.name}", unit="cell", disable=not progress, dynamic_ncols=True)
-        for outcome in runner.run(batches(todo, lambda c: tuple(work.image(c).shape), profile.batch_size), work):
+        for outcome in runner.run(batches(todo, lambda c: tuple(work.image(c).shape), size_of), work):
             _write_artifacts(results_dir / "recons", outcome.artifacts)
             store.put(outcome.record)
             rec = outcome.record
@@ -179,7 +183,7 @@ def run_benchmark(
                 summary.failed.append((f"{rec.method} · {rec.task} · {rec.dataset} · {rec.image_id} · seed {rec.seed}", rec.error))
             elif rec.status == "skipped":
                 summary.skipped += 1
-            summary.reconstruct_s += rec.runtime_s or 0.0
+            summary.reconstruct_s += float(rec.info.get("batch_share_s", rec.runtime_s or 0.0))
             if on_record:
                 on_record(outcome)
             bar.set_postfix_str(f"{rec.method}/{rec.task}/{rec.image_id}"[:48])
@@ -224,6 +228,47 @@ def _prepare_trained(todo: list[Cell], pool: MethodPool, tracker: Tracker, profi
             continue
         if report is not None:
             tracker.log_training(cell.method, cell.task, pool.training_name, report, profile.name)
+
+
+def _batch_sizes(todo: list[Cell], work: Work, pool: MethodPool, setting: int | str,
+                 tracker: Tracker) -> Callable[[tuple[object, ...]], int]:
+    """The batch size of each (method, parameters, task, shape) group, calibrated here in the driver.
+
+    ``auto``: the fastest per image of B = 1, 2, 4, 8 (never one slower than one by one); a fixed
+    size: that size, calibrated against B = 1 so that batched cells report solo-equivalent
+    runtimes. Measurements are cached, so executors' workers find them on disk.
+    """
+    groups: dict[tuple[object, ...], list[Cell]] = {}
+    for cell in todo:
+        groups.setdefault(batch_group(cell, tuple(work.image(cell).shape)), []).append(cell)
+    chosen: dict[tuple[object, ...], int] = {}
+    logged: list[dict[str, Any]] = []
+    for key, cells in groups.items():
+        limit = min(registry.get(cells[0].method).max_batch, len(cells))
+        images = [work.image(c) for c in cells]
+        if setting == "auto":
+            one = pool.instance(cells[0]).memory_estimate(tuple(int(s) for s in images[0].shape))  # type: ignore[arg-type]
+            if one:
+                limit = max(1, min(limit, resources.available_bytes(pool.device) // one))
+        wanted = min(limit, int(setting)) if setting != "auto" else limit
+        chosen[key] = max(1, wanted)
+        sizes = calibration.candidates(limit) if setting == "auto" else sorted({1, wanted})
+        if wanted <= 1:
+            continue
+        try:
+            method = pool.instance(cells[0])
+            if method.skip_reason(tasks.get(cells[0].task), channels=int(images[0].shape[0])) is not None:
+                continue
+            found = calibrate(cells[: max(sizes)], images[: max(sizes)], pool, sizes)
+        except Exception:  # noqa: BLE001 - the cells report the failure themselves when they run
+            continue
+        if setting == "auto":
+            chosen[key] = found.best(limit)
+        logged.append({"method": cells[0].method, "params": cells[0].params, "task": cells[0].task,
+                       "shape": list(images[0].shape), "setting": setting, "batch_size": chosen[key],
+                       "rates": {str(b): r for b, r in sorted(found.rates.items())}, "per_step": found.per_step})
+    tracker.log_batch_choices(logged)
+    return lambda key: chosen.get(key, 1)
 
 
 def _build_report(frame: Any, results_dir: Path, profile: Profile) -> Path | None:

@@ -38,6 +38,8 @@ class Record:
     lpips: float | None = None
     runtime_s: float | None = None
     peak_mem_mb: float | None = None
+    #: images per second of the batch the cell ran in (what batching buys; runtime_s is solo)
+    throughput: float | None = None
     train_s: float | None = None
     iterations: int | None = None
     budget: int | None = None
@@ -72,6 +74,9 @@ class ResultsStore:
             conn.execute("PRAGMA journal_mode=WAL")
             cols = ", ".join(f"{c} {_sql_type(c)}".strip() for c in _COLUMNS if c != "cell_key")
             conn.execute(f"CREATE TABLE IF NOT EXISTS records (cell_key TEXT PRIMARY KEY, {cols})")
+            present = {row[1] for row in conn.execute("PRAGMA table_info(records)")}
+            for column in (c for c in _COLUMNS if c not in present):  # a store from before the column
+                conn.execute(f"ALTER TABLE records ADD COLUMN {column} {_sql_type(column)}".strip())
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=120.0, isolation_level=None)

@@ -33,7 +33,7 @@ from benchmark.api import TrainingReport
 T = TypeVar("T")
 EXPERIMENT = "dipbench"
 DEFAULT_URI = "sqlite:///mlruns.db"
-SUMMARY_METRICS = ("psnr", "ssim", "lpips", "runtime_s", "peak_mem_mb", "train_s",
+SUMMARY_METRICS = ("psnr", "ssim", "lpips", "runtime_s", "peak_mem_mb", "throughput", "train_s",
                    "oracle_psnr", "es_gap_db", "iterations", "iterations_saved")
 
 
@@ -144,6 +144,22 @@ class Tracker:
         if profile.source and Path(profile.source).exists():
             self.client.log_artifact(self.parent_id, profile.source)
         return self.parent_id
+
+    @_locked
+    def log_batch_choices(self, choices: list[dict[str, Any]]) -> None:
+        """The batch size each (method, task, shape) runs at and the per-image rates measured for
+        it (``benchmark.calibration``), on the parent run: one param per group plus the JSON."""
+        if not self.parent_id or not choices:
+            return
+        params = []
+        for choice in choices:
+            shape = "x".join(str(s) for s in choice["shape"])
+            name = f"batch_size.{choice['method']}.{choice['task']}.{shape}"
+            params.append(mlflow.entities.Param("".join(c if c.isalnum() or c in "._-/" else "_" for c in name)[:250],
+                                                str(choice["batch_size"])))
+        unique = {p.key: p for p in params}
+        self.client.log_batch(self.parent_id, params=list(unique.values()))
+        self.client.log_dict(self.parent_id, {"groups": choices}, "batch_calibration.json")
 
     @_locked
     def finish(self, status: str = "FINISHED") -> None:

@@ -16,9 +16,10 @@ from scipy import stats
 from benchmark.metrics import HIGHER_IS_BETTER
 
 #: Metrics of the comparison table, in column order, with the label and unit shown.
-TABLE_METRICS: dict[str, str] = {"psnr": "PSNR [dB]", "ssim": "SSIM", "lpips": "LPIPS", "runtime_s": "runtime [s]"}
+TABLE_METRICS: dict[str, str] = {"psnr": "PSNR [dB]", "ssim": "SSIM", "lpips": "LPIPS", "runtime_s": "runtime [s]",
+                                  "throughput": "throughput [img/s]"}
 NUMERIC_COLUMNS = (
-    "psnr", "ssim", "lpips", "runtime_s", "peak_mem_mb", "train_s", "iterations", "budget",
+    "psnr", "ssim", "lpips", "runtime_s", "peak_mem_mb", "throughput", "train_s", "iterations", "budget",
     "selected_iteration", "iterations_saved", "oracle_psnr", "oracle_iteration", "es_gap_db",
     "measurement_psnr", "seed",
 )

@@ -94,6 +94,7 @@ def settings(params: Mapping[str, Any]) -> loop.LoopSettings:
             lr=float(params["lr"]),
             reg_noise_std=float(params["reg_noise_std"]),
             ema=float(params["ema"]),
+            precision=str(params.get("precision", "fp32")),
         )
     except ValueError as exc:
         raise UserError(str(exc)) from exc
