@@ -15,7 +15,7 @@ ifneq ($(wildcard $(SHARED)/weights),)
 export DIPBENCH_WEIGHTS ?= $(SHARED)/weights
 endif
 
-.PHONY: install benchmark test perf report leaderboard lint clean
+.PHONY: install benchmark test perf report leaderboard lint clean gpu-check
 
 install: $(STAMP)
 
@@ -39,6 +39,13 @@ perf: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+# One lent GPU, under 10 minutes (benchmark/gpu_check.py): needs only torch, numpy, PIL, pyyaml and
+# deepinv, so it runs with the machine's own Python where there is no .venv.
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_CHECK_ARGS ?=
+gpu-check:
+	$(GPU_PY) -m benchmark.gpu_check $(GPU_CHECK_ARGS)
 
 report: install
 	$(PY) -m benchmark report --profile $(PROFILE)
