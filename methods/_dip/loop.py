@@ -232,7 +232,11 @@ class Group:
         net_input = self.z
         if reg_noise_std > 0:
             # Each draw has the layout of a solo run, so a problem sees the same numbers either way.
-            draws = [torch.empty_like(self._inputs[i]).normal_(generator=self._noise[i]) for i in self.members]
+            # Drawn into a plain contiguous tensor: on a CPU, normal_ on a channels-last one takes
+            # a per-element path ~10× slower (a fifth of the quick network's step at 64²).
+            shape, z = self._inputs[0].shape, self._inputs[0]
+            draws = [torch.empty(shape, device=z.device, dtype=z.dtype).normal_(generator=self._noise[i])
+                     for i in self.members]
             noise = draws[0] if len(draws) == 1 else torch.cat(draws)
             net_input = self.z + reg_noise_std * stacking.to_grouped(noise)
         with self._autocast:
