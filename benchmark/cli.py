@@ -164,8 +164,11 @@ def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
           f"skipped {summary.skipped}, failed {len(summary.failed)}; wall time {summary.wall_s:.1f} s")
     if summary.ran:
         print(f"time: reconstruction {summary.reconstruct_s:.1f} s, training/loading {summary.prepare_s:.1f} s, "
+              f"batch-size calibration {summary.calibrate_s:.1f} s, "
               f"harness (data, metrics, tracking, report) {summary.harness_s:.1f} s = "
               f"{summary.harness_s / max(summary.wall_s, 1e-9):.1%} of the wall time")
+        split = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in summary.parts.items())
+        print(f"harness split: {split}")
     for where, error in summary.failed:
         print(f"  FAILED {where}: {error}")
     print(f"results: {summary.results_dir}/results.sqlite   MLflow parent run: {summary.parent_run_id}")

@@ -12,6 +12,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,11 +109,23 @@ class Summary:
     prepare_s: float = 0.0  # training or loading trained methods, in the driver
     reconstruct_s: float = 0.0  # the methods' own (timed) work as it ran, summed over the cells run
     calibrate_s: float = 0.0  # measuring batch sizes (once per method and shape, then cached)
+    #: where the harness's share goes: plan and data, metrics, trajectory, PNG encoding, files
+    #: and store, MLflow, report (seconds; measured in the driver or reported by the cells)
+    parts: dict[str, float] = field(default_factory=dict)
 
     @property
     def harness_s(self) -> float:
         """Everything else: data, measurements, metrics, MLflow, the report (local executor)."""
         return max(self.wall_s - self.prepare_s - self.reconstruct_s - self.calibrate_s, 0.0)
+
+
+@contextmanager
+def _timed(parts: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        parts[name] = parts.get(name, 0.0) + time.perf_counter() - started
 
 
 def _write_artifacts(root: Path, artifacts: dict[str, bytes]) -> None:
@@ -137,6 +150,7 @@ def run_benchmark(
 ) -> Summary:
     """Run (or resume) ``profile``; everything is validated before any run is written."""
     started = time.perf_counter()
+    parts: dict[str, float] = {}
     cells, images = make_plan(profile)
     if profile.training.dataset not in data.available():
         raise UserError(f"unknown training dataset {profile.training.dataset!r}; valid: {', '.join(data.available())}")
@@ -157,12 +171,14 @@ def run_benchmark(
                 profile.training.dataset, profile.training.crop, profile.training.resize, profile.training.train_images,
                 str(checkpoint_dir()), by_id, progress)
 
-    tracker = Tracker(tracking_uri, artifact_root=results_dir.parent / "mlartifacts")
-    tracker.close_orphans()
-    tracker.start(profile, str(device), len(cells), len(todo))
-    tracker.log_dict("provenance.json", _provenance(results_dir, images))
+    parts["plan and data"] = time.perf_counter() - started
+    with _timed(parts, "MLflow"):
+        tracker = Tracker(tracking_uri, artifact_root=results_dir.parent / "mlartifacts")
+        tracker.close_orphans()
+        tracker.start(profile, str(device), len(cells), len(todo))
+        tracker.log_dict("provenance.json", _provenance(results_dir, images))
     summary = Summary(planned=len(cells), already_done=len(cells) - len(todo), ran=0, results_dir=results_dir,
-                      parent_run_id=tracker.parent_id or "", keys=[c.key for c in cells])
+                      parent_run_id=tracker.parent_id or "", keys=[c.key for c in cells], parts=parts)
     status = "FAILED"
     try:
         pool = work.pool()
@@ -175,9 +191,12 @@ def run_benchmark(
         runner = executor or LocalExecutor(pool)
         bar = tqdm(total=len(todo), desc=f"{profile.name}", unit="cell", disable=not progress, dynamic_ncols=True)
         for outcome in runner.run(batches(todo, lambda c: tuple(work.image(c).shape), size_of), work):
-            _write_artifacts(results_dir / "recons", outcome.artifacts)
-            store.put(outcome.record)
+            with _timed(parts, "files and store"):
+                _write_artifacts(results_dir / "recons", outcome.artifacts)
+                store.put(outcome.record)
             rec = outcome.record
+            for name in ("metrics", "trajectory", "png"):
+                parts[name] = parts.get(name, 0.0) + float(rec.info.get(f"{name}_s", 0.0))
             summary.ran += 1
             if rec.status == "failed":
                 summary.failed.append((f"{rec.method} · {rec.task} · {rec.dataset} · {rec.image_id} · seed {rec.seed}", rec.error))
@@ -189,17 +208,23 @@ def run_benchmark(
             bar.set_postfix_str(f"{rec.method}/{rec.task}/{rec.image_id}"[:48])
             bar.update(1)
         bar.close()
-        frame = store.frame([c.key for c in cells])
-        tracker.log_groups(frame, profile.name, results_dir / "recons")
+        summary.calibrate_s = pool.calibrator.measured_s
+        with _timed(parts, "files and store"):
+            frame = store.frame([c.key for c in cells])
+        with _timed(parts, "MLflow"):
+            tracker.log_groups(frame, profile.name, results_dir / "recons")
         if report:
-            summary.report = _build_report(frame, results_dir, profile)
-            tracker.log_report(summary.report.parent)
+            with _timed(parts, "report"):
+                summary.report = _build_report(frame, results_dir, profile)
+            with _timed(parts, "MLflow"):
+                tracker.log_report(summary.report.parent)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        tracker.finish(status)
+        with _timed(parts, "MLflow"):
+            tracker.finish(status)
         summary.wall_s = time.perf_counter() - started
     if strict and summary.failed:
         raise BenchmarkFailed(summary)

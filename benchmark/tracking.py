@@ -13,6 +13,7 @@ import fcntl
 import functools
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -226,13 +227,14 @@ class Tracker:
         batch += self._trajectory_metrics(ok)
         for start in range(0, len(batch), 900):
             self.client.log_batch(rid, metrics=batch[start:start + 900])
+        # One upload per group (the table and its reconstructions together), not one per file.
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "per_image.csv"
-            rows.drop(columns=["trajectory"]).to_csv(path, index=False)
-            self.client.log_artifact(rid, str(path))
-        for rel in rows.recon_path:
-            if recon_root is not None and rel and (recon_root / rel).is_file():
-                self.client.log_artifact(rid, str(recon_root / rel), artifact_path="reconstructions")
+            rows.drop(columns=["trajectory"]).to_csv(Path(tmp) / "per_image.csv", index=False)
+            for rel in rows.recon_path:
+                if recon_root is not None and rel and (recon_root / rel).is_file():
+                    (Path(tmp) / "reconstructions").mkdir(exist_ok=True)
+                    shutil.copyfile(recon_root / rel, Path(tmp) / "reconstructions" / Path(rel).name)
+            self.client.log_artifacts(rid, tmp)
         self.client.set_terminated(rid)
         return rid
 

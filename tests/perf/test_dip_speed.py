@@ -79,3 +79,38 @@ def test_dip_loop_per_iteration(benchmark, problem, per_iteration, impl, capsys)
             for name, seconds in per_iteration.items():
                 print(f"\n{name}: {seconds * 1e3:.1f} ms/iteration, {seconds / base:.2f}× deepinv", end="")
             print()
+
+
+def test_quick_network_step_against_deepinv(problem, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Issue 16's bar: the quick profile's network (32 channels) at 64², the suite's step doing
+    deepinv's work ("bare") and as DIP runs (perturbation and averaging), ≥ 1.1× deepinv's.
+    Rounds alternate between the three so that load from other processes hits them alike; the
+    fastest round of each is compared."""
+    import time
+
+    physics, y = problem
+    quick = lambda: loop.seeded_init(lambda: SkipNet(INPUT_CHANNELS, 1, 32, 4, 5), seed=0)  # noqa: E731
+    iterations = 60
+
+    def ours(reg_noise_std: float, ema: float) -> None:
+        z = torch.rand((1, INPUT_CHANNELS, 64, 64), generator=loop.generator(0, "input")) * 0.1
+        settings = loop.LoopSettings(iterations, 0.01, reg_noise_std=reg_noise_std, ema=ema)
+        loop.fit(quick(), z, measurement_loss(physics, y), settings, size=(64, 64),
+                 noise=loop.generator(0, "perturbation"))
+
+    def theirs() -> None:
+        deepinv.models.DeepImagePrior(quick(), img_size=(INPUT_CHANNELS, 64, 64), iterations=iterations,
+                                      learning_rate=0.01)(y, physics)
+
+    runs = {"deepinv": theirs, "bare": lambda: ours(0.0, 0.0), "as DIP runs": lambda: ours(1.0 / 30.0, 0.99)}
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(5):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], (time.perf_counter() - start) / iterations)
+    with capsys.disabled():
+        print(f"\nquick net 64² ({torch.get_num_threads()} threads), ms/iteration: "
+              + ", ".join(f"{n} {s * 1e3:.1f} ({best['deepinv'] / s:.2f}× deepinv)" for n, s in best.items()))
+    assert best["deepinv"] / best["bare"] >= 1.1
+    assert best["deepinv"] / best["as DIP runs"] >= 1.1
