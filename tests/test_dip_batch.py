@@ -62,8 +62,10 @@ def test_networks_that_cannot_be_grouped_are_refused() -> None:
 def _problems(stops: list[int], *, nan_at: int | None = None) -> list[loop.FitProblem]:
     problems = []
     for b, stop in enumerate(stops):
-        z = torch.rand((1, 4, SIDE, SIDE), generator=loop.generator(b, "input")) * 0.1
-        y = torch.rand((1, 1, 28, 28), generator=loop.generator(b, "target"))
+        # float64: batched and solo fits differ only by the kernels' reduction order, which float32
+        # amplifies over the steps past any fixed tolerance on some CPUs and seeds
+        z = torch.rand((1, 4, SIDE, SIDE), generator=loop.generator(b, "input"), dtype=torch.float64) * 0.1
+        y = torch.rand((1, 1, 28, 28), generator=loop.generator(b, "target"), dtype=torch.float64)
 
         def objective(x: torch.Tensor, y: torch.Tensor = y, broken: bool = b == nan_at) -> torch.Tensor:
             loss = (x - y).square().flatten(1).mean(1)
@@ -72,7 +74,8 @@ def _problems(stops: list[int], *, nan_at: int | None = None) -> list[loop.FitPr
         def rule(step: int, x: torch.Tensor, loss: torch.Tensor, stop: int = stop) -> Verdict:
             return Verdict(stop=step >= stop, best=step % 2 == 1)
 
-        problems.append(loop.FitProblem(_skip(b), z, objective, (28, 28), loop.generator(b, "noise"), rule=rule))
+        problems.append(loop.FitProblem(_skip(b).double(), z, objective, (28, 28), loop.generator(b, "noise"),
+                                        rule=rule))
     return problems
 
 
@@ -87,8 +90,8 @@ def test_fitting_together_gives_what_each_problem_gives_alone() -> None:
         assert (result.iterations, result.selected_iteration, result.stopped_by) == (
             alone.iterations, alone.selected_iteration, alone.stopped_by)
         assert result.iterations == stops[b]
-        torch.testing.assert_close(result.x, alone.x, atol=1e-4, rtol=0)
-        assert result.final_loss == pytest.approx(alone.final_loss, rel=1e-4)
+        torch.testing.assert_close(result.x, alone.x, atol=1e-9, rtol=0)
+        assert result.final_loss == pytest.approx(alone.final_loss, rel=1e-9)
 
 
 def test_fitting_together_is_deterministic() -> None:

@@ -163,7 +163,7 @@ def fit_many(problems: Sequence[FitProblem], settings: LoopSettings) -> list[Fit
     chosen: list[tuple[torch.Tensor, int] | None] = [None] * len(problems)
     x_k: torch.Tensor | None = None
     for step in range(1, settings.iterations + 1):
-        out = center_crop(group.forward(settings.reg_noise_std), height, width).float()
+        out = center_crop(group.forward(settings.reg_noise_std), height, width)
         active = [problems[i] for i in group.members]
         data_loss = torch.cat([p.objective(out[j : j + 1]) for j, p in enumerate(active)])
         total = data_loss
@@ -241,6 +241,8 @@ class Group:
             net_input = self.z + reg_noise_std * stacking.to_grouped(noise)
         with self._autocast:
             out = self.network(net_input)
+        if self._scaler is not None or not isinstance(self._autocast, contextlib.nullcontext):
+            out = out.to(self.z.dtype)  # the objective and the iterates in the inputs' precision
         return stacking.from_grouped(out, len(self.members))
 
     def step(self, loss: torch.Tensor) -> None:
