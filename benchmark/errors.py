@@ -9,6 +9,14 @@ class UserError(Exception):
     """Bad input from the user (unknown name, malformed config, missing or corrupt file)."""
 
 
+class WeightsUnavailable(UserError):
+    """Released weights that cannot be had here (not in the weights folder, not downloadable).
+
+    The harness records the cells of such a method as skipped, with this message (which names the
+    variable to set), rather than failed: a fresh machine without the files is not an error.
+    """
+
+
 def unknown(kind: str, name: str, choices: Iterable[str]) -> UserError:
     """An error naming the bad value and every valid choice, so the fix is obvious."""
     valid = ", ".join(sorted(choices)) or "(none)"

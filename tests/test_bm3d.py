@@ -8,27 +8,13 @@ import statistics
 import numpy as np
 import pytest
 import torch
+from reference import harness_psnr
 
-from benchmark import data, harness, metrics, tasks
+from benchmark import data, metrics, tasks
 from benchmark.errors import UserError
-from benchmark.plan import Cell, canonical_json
 from methods.bm3d import BM3D, point_spread_function
 
 CPU = torch.device("cpu")
-
-
-def harness_psnr(
-    method: str, params: dict[str, object], task: str, dataset: str, images: list[data.Image]
-) -> list[float]:
-    """Each image's PSNR as the harness records it (its measurement, its metric)."""
-    pool = harness.MethodPool(lambda: [], "none", data.cache_root() / "test-bm3d", CPU, progress=False)
-    psnrs = []
-    for image in images:
-        cell = Cell(method, canonical_json(params), task, dataset, image.id, "full", 0)
-        (outcome,) = harness.run_cells([cell], [image.tensor], pool, with_lpips=False, save_reconstruction=False)
-        assert outcome.record.status == "ok", outcome.record.error
-        psnrs.append(float(outcome.record.psnr))
-    return psnrs
 
 
 def measured(task_name: str, x: torch.Tensor) -> tuple[torch.Tensor, object]:

