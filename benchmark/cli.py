@@ -169,6 +169,10 @@ def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
               f"{summary.harness_s / max(summary.wall_s, 1e-9):.1%} of the wall time")
         split = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in summary.parts.items())
         print(f"harness split: {split}")
+    if summary.no_weights:
+        print(f"skipped, weights unavailable: {', '.join(sorted(summary.no_weights))} (set $DIPBENCH_WEIGHTS to a "
+              "folder holding them, or run `make install` where the package index is reachable; "
+              "each cell's record says which file)")
     for where, error in summary.failed:
         print(f"  FAILED {where}: {error}")
     print(f"results: {summary.results_dir}/results.sqlite   MLflow parent run: {summary.parent_run_id}")

@@ -25,6 +25,7 @@ from benchmark import metrics, registry, tasks
 from benchmark.api import Method, Problem, TrainingContext, TrainingReport, as_reconstruction
 from benchmark.calibration import Calibration, Calibrator, cache_key
 from benchmark.clock import PeakMemory, Stopwatch
+from benchmark.errors import WeightsUnavailable
 from benchmark.plan import Cell
 from benchmark.store import Record
 
@@ -221,6 +222,9 @@ def run_cells(
             ready.append(_Prepared(position, cell, record, image, *measurement(cell, image, pool.device)))
         except Exception as exc:  # noqa: BLE001 - a failing cell must not stop the benchmark
             outcomes[position] = _failure(cell, profile, exc, record, pool.device)
+            if isinstance(exc, WeightsUnavailable):  # not an error of the method: skipped, with the fix
+                outcomes[position].record.status = "skipped"
+                outcomes[position].record.info["weights_unavailable"] = True
     if len(ready) > 1 and len({(r.cell.method, r.cell.params_json, r.cell.task, r.x.shape) for r in ready}) > 1:
         raise ValueError("a batch must hold cells of one method, parameters, task and image size")
     options = dict(profile=profile, trajectory_every=trajectory_every, with_lpips=with_lpips,

@@ -101,6 +101,8 @@ class Summary:
     ran: int
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped: int = 0
+    #: methods skipped because their released weights cannot be had here → the reason and fix
+    no_weights: dict[str, str] = field(default_factory=dict)
     wall_s: float = 0.0
     results_dir: Path = Path()
     parent_run_id: str = ""
@@ -202,6 +204,8 @@ def run_benchmark(
                 summary.failed.append((f"{rec.method} · {rec.task} · {rec.dataset} · {rec.image_id} · seed {rec.seed}", rec.error))
             elif rec.status == "skipped":
                 summary.skipped += 1
+                if rec.info.get("weights_unavailable"):
+                    summary.no_weights.setdefault(rec.method, rec.error or "")
             summary.reconstruct_s += float(rec.info.get("batch_share_s", rec.runtime_s or 0.0))
             if on_record:
                 on_record(outcome)
