@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from reports import data_efficiency, plots, stats, tables
 from reports import html as _html
-from reports import plots, stats, tables
 
 __all__ = ["build_report", "comparison_table", "stats", "tables", "plots"]
 
@@ -66,6 +66,14 @@ def build_report(frame: pd.DataFrame, out_dir: Path, *, title: str, recon_root: 
         "The dashed staircase is the Pareto front (nothing is both faster and better). Hollow squares put "
         "trained methods at their one-off training time, joined by a dotted line.",
         plots.quality_runtime(df, palette))
+    figs_data = _figure(
+        "fig-data-efficiency", "quality vs training images",
+        "Per task and dataset: each trained method's mean PSNR against its number of training images (log "
+        "scale; band: 95% bootstrap CI over images × seeds). Untrained methods use zero training images: "
+        "dashed lines with their CI band; dotted: released weights trained elsewhere. X: where a trained "
+        "line reaches the best untrained method (listed below).",
+        data_efficiency.figure(df, palette))
+    crossing = data_efficiency.crossing_table(df)
     figs_traj = _figure(
         "fig-trajectories", "PSNR vs iteration",
         "Mean PSNR of the iterate along the iterations over images × seeds (band: ± 1 s.d.; drawn while at "
@@ -88,6 +96,8 @@ def build_report(frame: pd.DataFrame, out_dir: Path, *, title: str, recon_root: 
     sections = [
         _html.Section("comparison", "Comparison", table=comparison, empty="No results yet."),
         _html.Section("runtime", "Quality against runtime", figures=figs_runtime, empty="No timed results."),
+        _html.Section("data-efficiency", "How much training data beats DIP?", figures=figs_data, table=crossing,
+                      empty="No trained method with a training-set size (train_images) in these results."),
         _html.Section("trajectories", "DIP trajectories", figures=figs_traj,
                       empty="No method recorded a trajectory."),
         _html.Section("es-gap", "Early-stopping gap", table=es_gap, empty="No DIP-family results."),
@@ -103,7 +113,7 @@ def build_report(frame: pd.DataFrame, out_dir: Path, *, title: str, recon_root: 
     fig_dir.mkdir(exist_ok=True)
     for stale in fig_dir.glob("*.png"):  # a figure that no longer applies must not linger
         stale.unlink()
-    for f in (*figs_runtime, *figs_traj, *figs_dist, *examples):
+    for f in (*figs_runtime, *figs_data, *figs_traj, *figs_dist, *examples):
         (fig_dir / f"{f.anchor.removeprefix('fig-')}.png").write_bytes(f.png)
 
     named = [("Comparison", comparison), ("Early-stopping gap", es_gap), ("Failed cells", failed)]

@@ -1,0 +1,57 @@
+"""The data-efficiency figure: trained methods as lines over training-set sizes, untrained ones
+as bands, and the crossing point found where a line reaches the best band."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reports import build_report, data_efficiency, plots, stats
+
+
+def _frame(with_column: bool) -> pd.DataFrame:
+    """U-Net at 1, 4, 16, 64 images rising 26 → 31 dB; DIP at 28, TV at 27, FFDNet (released) at 31.5."""
+    rng = np.random.default_rng(0)
+    rows = []
+    curve = {1: 26.0, 4: 27.0, 16: 29.0, 64: 31.0}
+    for _image in range(4):
+        noise = float(rng.normal(0, 0.05))
+        for n, psnr in curve.items():
+            rows.append(dict(method="unet", family="data-driven", params={"train_images": n}, psnr=psnr + noise))
+        rows.append(dict(method="dip", family="dip", params={"iterations": 500}, psnr=28.0 + noise))
+        rows.append(dict(method="tv", family="baseline", params={}, psnr=27.0 + noise))
+        rows.append(dict(method="ffdnet", family="data-driven", params={}, psnr=31.5 + noise))
+    df = pd.DataFrame(rows)
+    df["task"], df["dataset"], df["status"], df["image_id"], df["seed"] = "denoising_s25", "cbsd68", "ok", "i", 0
+    if with_column:
+        df["train_images"] = [r["params"].get("train_images", 0) for r in rows]
+    return df
+
+
+@pytest.mark.parametrize("with_column", [True, False])
+def test_the_crossing_is_where_the_line_reaches_the_best_untrained(with_column: bool) -> None:
+    (hit,) = data_efficiency.crossings(_frame(with_column))
+    assert (hit.method, hit.reference) == ("unet", "dip")
+    assert hit.reference_psnr == pytest.approx(28.0, abs=0.05)
+    # halfway between 4 (27 dB) and 16 (29 dB) on a log axis: 8 images
+    assert hit.n_images == pytest.approx(8.0, rel=0.05) and hit.text.startswith("≈")
+
+
+def test_lines_that_never_or_always_cross_say_so() -> None:
+    points = pd.DataFrame({"n_train": [1.0, 4.0], "mean": [26.0, 27.0]})
+    assert data_efficiency.crossing(points, 30.0) == (None, "> 4")
+    assert data_efficiency.crossing(points, 20.0) == (1.0, "≤ 1")
+
+
+def test_the_report_has_the_figure_and_the_table(tmp_path: Path) -> None:
+    df = stats.normalize(_frame(True))
+    assert data_efficiency.figure(df, plots.method_palette(df["method"])) is not None
+    index = build_report(_frame(True), tmp_path, title="t")
+    html = index.read_text()
+    assert "How much training data beats DIP?" in html and "crossing (images)" in html and "≈ 8" in html
+    assert (tmp_path / "figures" / "data-efficiency.png").exists()
+    empty = build_report(_frame(True).query("method != 'unet'"), tmp_path / "none", title="t").read_text()
+    assert "No trained method with a training-set size" in empty
