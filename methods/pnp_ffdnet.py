@@ -73,9 +73,12 @@ def masked_fill(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def initial_estimate(y: torch.Tensor, physics: Any) -> torch.Tensor:
     """z_0: the measurement itself where it is an image of the right size (blur), as in DPIR;
-    masked pixels filled in (inpainting); otherwise the pseudo-inverse (super-resolution, MRI,
-    CT). A pseudo-inverse of a blur would amplify the noise the schedule's first steps trust."""
+    masked pixels filled in (inpainting); the bicubic upsampling for super-resolution (DPIR);
+    otherwise the pseudo-inverse (MRI, CT). A pseudo-inverse of a blur would amplify the noise
+    that the schedule's first steps trust."""
     back = physics.A_adjoint(y)
+    if isinstance(physics, dinv.physics.Downsampling):  # DPIR starts super-resolution from bicubic
+        return F.interpolate(y, size=back.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
     if y.shape != back.shape:
         return physics.A_dagger(y).clamp(0, 1)
     mask = getattr(physics, "mask", None)
