@@ -3,6 +3,7 @@
     run         run (or resume) a profile, or any selection of methods × tasks × datasets
     list        list registered methods, tasks, datasets and profiles
     report      rebuild the HTML/Markdown/LaTeX report from a results store
+    export      write the results as long tables (CSV or Parquet) for pandas
     leaderboard serve the MLflow UI on 127.0.0.1 over the same store
 
 User errors print one line naming the problem and the valid choices, and exit with status 2.
@@ -70,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild the report from a results store")
     rep.add_argument("--profile", default="quick")
     rep.add_argument("--results", type=Path)
+
+    exp = sub.add_parser("export", help="write the results as long tables (CSV or Parquet) for pandas")
+    exp.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    exp.add_argument("--profile", default="quick", help="whose results folder to export (default: quick)")
+    exp.add_argument("--results", type=Path, help="results folder (default: results/<profile>)")
+    exp.add_argument("--out", type=Path, required=True, help="folder for results.<format> and curves.<format>")
 
     board = sub.add_parser("leaderboard", help="serve the MLflow UI over the benchmark store")
     board.add_argument("--host", default="127.0.0.1")
@@ -215,10 +222,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     from benchmark.plan import make_plan
 
     cells, _ = make_plan(profile)
-    frame = ResultsStore(db).frame([c.key for c in cells])
+    frame = ResultsStore.open_existing(db).frame([c.key for c in cells])
     path = reports.build_report(frame, Path(results) / "report", title=f"dipbench · {profile.name}",
                                 recon_root=Path(results) / "recons")
     print(f"report: {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from benchmark import profiles, runner
+    from benchmark.export import export
+
+    results = args.results or runner.default_results_dir(profiles.load(args.profile))
+    for name, path in export(Path(results) / "results.sqlite", args.out, args.format).items():
+        print(f"{name}: {path}")
     return 0
 
 
@@ -234,7 +251,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "leaderboard": cmd_leaderboard}
+    commands = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "export": cmd_export,
+                "leaderboard": cmd_leaderboard}
     try:
         return commands[args.command](args)
     except UserError as exc:

@@ -2,9 +2,9 @@
 
 It makes each measurement from a generator seeded by (task, image, seed), calls the method on a
 batch of cells (one task and image size) with the clock running, and measures everything with
-the clock paused: quality metrics, the PSNR/SSIM trajectory of iterative methods (through the
-callback), the oracle best iterate, the ES gap, wall time (GPU-synchronised), iterations and
-peak memory.
+the clock paused: every applicable metric of the registry (``benchmark.metrics``), the
+trajectory of iterative methods (through the callback), the oracle best iterate, the ES gap,
+wall time (GPU-synchronised), iterations and peak memory.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,22 +38,27 @@ def pick_device(name: str = "auto") -> torch.device:
 
 @dataclass
 class TrajectoryRecorder:
-    """The harness's callback: every ``every`` steps it measures x_k, with the clock paused."""
+    """The harness's callback: every ``every`` steps it measures x_k with the registry's
+    trajectory metrics, with the clock paused."""
 
     truth: torch.Tensor
     clock: Stopwatch
     every: int
-    points: list[list[float]] = field(default_factory=list)
+    context: metrics.MetricContext = field(default_factory=metrics.MetricContext)
+    measured: list[metrics.Metric] = field(default_factory=list)
+    points: list[dict[str, float]] = field(default_factory=list)
     last_step: int = 0
     seconds: float = 0.0  # spent measuring (the clock paused), for the harness's own share
 
     def __call__(self, step: int, x_k: torch.Tensor) -> bool:
         self.last_step = step
-        if step % self.every == 0:
+        if step % self.every == 0 and self.measured:
             started = time.perf_counter()
             with self.clock.paused(), torch.inference_mode():
                 x = x_k.detach().clamp(0, 1)
-                self.points.append([step, metrics.psnr(x, self.truth), metrics.ssim(x, self.truth)])
+                point: dict[str, float] = {"step": step}
+                point.update({m.name: m.fn(x, self.truth, self.context) for m in self.measured})
+                self.points.append(point)
             self.seconds += time.perf_counter() - started
         return True
 
@@ -193,6 +198,7 @@ def run_cells(
     trajectory_every: int = 10,
     with_lpips: bool = True,
     save_reconstruction: bool = True,
+    skip_metrics: Collection[str] = (),
 ) -> list[CellOutcome]:
     """Run cells of one method, task and image size as one batch, and measure each.
 
@@ -227,7 +233,8 @@ def run_cells(
                 outcomes[position].record.info["weights_unavailable"] = True
     if len(ready) > 1 and len({(r.cell.method, r.cell.params_json, r.cell.task, r.x.shape) for r in ready}) > 1:
         raise ValueError("a batch must hold cells of one method, parameters, task and image size")
-    options = dict(profile=profile, trajectory_every=trajectory_every, with_lpips=with_lpips,
+    skip = frozenset(skip_metrics) | (frozenset() if with_lpips else {"lpips"})
+    options = dict(profile=profile, trajectory_every=trajectory_every, skip_metrics=skip,
                    save_reconstruction=save_reconstruction)
     try:
         outcomes.update(_reconstruct(ready, pool, **options))
@@ -244,7 +251,7 @@ def run_cells(
 
 
 def _reconstruct(ready: list[_Prepared], pool: MethodPool, *, profile: str, trajectory_every: int,
-                 with_lpips: bool, save_reconstruction: bool) -> dict[int, CellOutcome]:
+                 skip_metrics: frozenset[str], save_reconstruction: bool) -> dict[int, CellOutcome]:
     """The timed part: one ``reconstruct_batch`` call, then each result measured, clock paused.
 
     A cell's ``runtime_s`` and ``peak_mem_mb`` are what a user fitting that image alone would see
@@ -262,7 +269,9 @@ def _reconstruct(ready: list[_Prepared], pool: MethodPool, *, profile: str, traj
                    else pool.calibrator.known(cache_key(ready[0].cell.method, ready[0].cell.params_json,
                                                         ready[0].cell.task, tuple(ready[0].image.shape), device)))
     clock = Stopwatch(device)
-    recorders = [TrajectoryRecorder(r.x, clock, max(1, trajectory_every)) for r in ready]
+    context = metrics.MetricContext(task=tasks.get(ready[0].cell.task))
+    measured = [m for m in metrics.applicable(context.task, skip_metrics) if m.trajectory]
+    recorders = [TrajectoryRecorder(r.x, clock, max(1, trajectory_every), context, measured) for r in ready]
     problems = [Problem(r.y, r.physics, r.cell.seed, recorder) for r, recorder in zip(ready, recorders, strict=True)]
     with PeakMemory(device) as memory:
         clock.start()
@@ -288,7 +297,7 @@ def _reconstruct(ready: list[_Prepared], pool: MethodPool, *, profile: str, traj
             peak = solo_peak if size > 1 and solo_peak > 0 else memory.megabytes
             outcomes[item.position] = CellOutcome(*_measure(
                 item.record, item.cell, result, item.x, item.y, item.physics, recorder,
-                runtime_solo, peak, with_lpips, save_reconstruction))
+                runtime_solo, peak, skip_metrics, save_reconstruction))
         except Exception as exc:  # noqa: BLE001
             outcomes[item.position] = _failure(item.cell, profile, exc, item.record, device)
     return outcomes
@@ -312,7 +321,7 @@ def failed_outcome(cell: Cell, profile: str, error: str, record: Record | None =
 
 @torch.inference_mode()
 def _measure(record: Record, cell: Cell, result: Any, x: torch.Tensor, y: torch.Tensor, physics: Any,
-             recorder: TrajectoryRecorder, runtime: float, peak_mb: float, with_lpips: bool,
+             recorder: TrajectoryRecorder, runtime: float, peak_mb: float, skip_metrics: frozenset[str],
              save_reconstruction: bool) -> tuple[Record, dict[str, bytes]]:
     x_hat = result.x.detach()
     if x_hat.dim() == 3:
@@ -323,9 +332,8 @@ def _measure(record: Record, cell: Cell, result: Any, x: torch.Tensor, y: torch.
         raise FloatingPointError("diverged: the reconstruction has NaN or Inf values")
     x_hat = x_hat.clamp(0, 1)
     started = time.perf_counter()
-    record.psnr = metrics.psnr(x_hat, x)
-    record.ssim = metrics.ssim(x_hat, x)
-    record.lpips = metrics.lpips_distance(x_hat, x) if with_lpips else None
+    context = recorder.context
+    record.metrics = {m.name: m.fn(x_hat, x, context) for m in metrics.applicable(context.task, skip_metrics)}
     record.runtime_s = runtime
     record.peak_mem_mb = peak_mb
     record.iterations = result.iterations if result.iterations is not None else (recorder.last_step or None)
@@ -334,15 +342,16 @@ def _measure(record: Record, cell: Cell, result: Any, x: torch.Tensor, y: torch.
     if result.budget is not None and record.iterations is not None:
         record.iterations_saved = max(result.budget - record.iterations, 0)
     record.trajectory = recorder.points
-    if recorder.points:
+    if recorder.points and "psnr" in record.metrics:
         # The oracle: the best iterate the harness saw, the returned one included (so gap >= 0).
-        candidates = [(p[1], int(p[0])) for p in recorder.points]
+        psnr = record.metrics["psnr"]
+        candidates = [(p["psnr"], int(p["step"])) for p in recorder.points]
         if result.selected_iteration is not None:
-            candidates.append((record.psnr, int(result.selected_iteration)))
+            candidates.append((psnr, int(result.selected_iteration)))
         record.oracle_psnr, record.oracle_iteration = max(candidates)
-        record.es_gap_db = record.oracle_psnr - record.psnr
+        record.es_gap_db = record.oracle_psnr - psnr
     baseline = physics.A_dagger(y).clamp(0, 1)
-    record.measurement_psnr = metrics.psnr(baseline, x)
+    record.measurement_psnr = metrics.psnr(baseline, x, context)
     record.info.update({k: v for k, v in result.info.items() if isinstance(v, (int, float, str, bool))})
     encoded = time.perf_counter()
     artifacts: dict[str, bytes] = {}

@@ -1,26 +1,142 @@
-"""Per-image quality metrics on images in [0, 1]: name → function (x_hat, x) → float.
+"""The metric registry: every per-image quality metric is declared here once, and the harness,
+the results store, the statistics, the tables, the plots, the export and MLflow iterate it.
 
-PSNR and SSIM follow scikit-image's definitions (SSIM: Gaussian window σ = 1.5, 11 taps,
-population covariance, the default K1/K2), so they can be checked against it; LPIPS is the
-original AlexNet v0.1 model of the ``lpips`` package, with weights that work offline.
+A metric is a function ``(x_hat, x, ctx) → float``; ``ctx`` carries the task and the data range
+(images in [0, 1] have range 1; a magnitude image is compared with range = the reference's
+maximum). PSNR and SSIM follow scikit-image's definitions (SSIM: Gaussian window σ = 1.5,
+11 taps, population covariance, the default K1/K2; Wang et al., IEEE TIP 2004), so they can be
+checked against it; LPIPS is the original AlexNet v0.1 model of Zhang et al. (CVPR 2018), with
+weights that work offline. Adding a metric is one ``register(Metric(...))``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
+class MetricContext:
+    """What a metric may need besides the two images: the task (a ``tasks.Task``) and the range."""
+
+    task: Any = None
+    data_range: float = 1.0
+
+
+def _everywhere(task: Any) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
 class Metric:
+    """A per-image quality metric; ``applies(task)`` limits it to some tasks (e.g. SR only)."""
+
     name: str
-    fn: Callable[[torch.Tensor, torch.Tensor], float]
+    fn: Callable[[torch.Tensor, torch.Tensor, MetricContext], float]
     higher_is_better: bool
+    label: str = ""  # table header without unit; the name when empty
     unit: str = ""
+    #: also measured along the iterations of an iterative method (keep these cheap)
+    trajectory: bool = False
+    applies: Callable[[Any], bool] = field(default=_everywhere, compare=False)
+    decimals: int | None = 3  # table precision; None: three significant digits
+    table: bool = True  # a column of the comparison table
+
+
+@dataclass(frozen=True)
+class Cost:
+    """A cost every record carries (not an image comparison), with its direction."""
+
+    name: str
+    label: str
+    unit: str = ""
+    higher_is_better: bool = False
+    decimals: int | None = None
+    table: bool = False
+
+
+COSTS: dict[str, Cost] = {
+    c.name: c
+    for c in (
+        Cost("runtime_s", "runtime", "s", table=True),
+        Cost("peak_mem_mb", "peak memory", "MB", decimals=1),
+        Cost("throughput", "throughput", "img/s", higher_is_better=True, table=True),
+        Cost("train_s", "training time", "s"),
+    )
+}
+
+#: Record fields summarised (MLflow) and exported beside the metrics and the costs.
+SUMMARIES = ("oracle_psnr", "es_gap_db", "iterations", "iterations_saved")
+
+_REGISTRY: dict[str, Metric] = {}
+
+
+def register(metric: Metric) -> Metric:
+    """Declare a metric; its name must not collide with a record field or a cost."""
+    from benchmark.store import Record
+
+    reserved = {f.name for f in fields(Record)} | set(COSTS) | {"metric", "value", "step"}
+    if metric.name in reserved or not metric.name.isidentifier():
+        raise ValueError(f"metric name {metric.name!r} is taken or not an identifier")
+    _REGISTRY[metric.name] = metric
+    return metric
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def registered() -> list[Metric]:
+    """Every metric, in declaration order."""
+    return list(_REGISTRY.values())
+
+
+def applicable(task: Any, skip: Collection[str] = ()) -> list[Metric]:
+    """The metrics the harness computes for a cell of ``task`` (``skip``: switched off)."""
+    return [m for m in _REGISTRY.values() if m.name not in skip and m.applies(task)]
+
+
+def describe(name: str) -> Metric | Cost | None:
+    return _REGISTRY.get(name) or COSTS.get(name)
+
+
+def higher_is_better(name: str) -> bool:
+    found = describe(name)
+    if found is None:
+        raise KeyError(f"no metric or cost named {name!r}")
+    return found.higher_is_better
+
+
+def header(name: str) -> str:
+    """The column header: label and unit, e.g. ``PSNR [dB]``."""
+    found = describe(name)
+    if found is None:
+        return name
+    label = found.label or found.name
+    return f"{label} [{found.unit}]" if found.unit else label
+
+
+def decimals(name: str, value: float) -> int:
+    """Decimals to print ``value`` with: the declared ones, else three significant digits."""
+    found = describe(name)
+    if found is not None and found.decimals is not None:
+        return found.decimals
+    if not math.isfinite(value) or value == 0:
+        return 2
+    return int(min(6, max(0, 2 - math.floor(math.log10(abs(value))))))
+
+
+def table_columns() -> list[str]:
+    """The comparison table's candidate columns: metrics first, then the costs shown there."""
+    return [m.name for m in _REGISTRY.values() if m.table] + [c.name for c in COSTS.values() if c.table]
+
+
+_UNIT = MetricContext()
 
 
 def _as_batch(x: torch.Tensor) -> torch.Tensor:
@@ -28,10 +144,10 @@ def _as_batch(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def psnr(x_hat: torch.Tensor, x: torch.Tensor) -> float:
-    """PSNR in dB with data range 1 (inputs are clipped to [0, 1] by the harness)."""
+def psnr(x_hat: torch.Tensor, x: torch.Tensor, ctx: MetricContext = _UNIT) -> float:
+    """PSNR in dB over the data range (1 for images in [0, 1], clipped by the harness)."""
     mse = torch.mean((x_hat.double() - x.double()) ** 2).item()
-    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
+    return float("inf") if mse == 0 else 10.0 * math.log10(ctx.data_range**2 / mse)
 
 
 def _gaussian_window(sigma: float = 1.5, radius: int = 5) -> torch.Tensor:
@@ -41,9 +157,9 @@ def _gaussian_window(sigma: float = 1.5, radius: int = 5) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def ssim(x_hat: torch.Tensor, x: torch.Tensor) -> float:
+def ssim(x_hat: torch.Tensor, x: torch.Tensor, ctx: MetricContext = _UNIT) -> float:
     """Mean SSIM over channels, as ``skimage.metrics.structural_similarity(gaussian_weights=True,
-    sigma=1.5, use_sample_covariance=False, data_range=1)`` (valid region only)."""
+    sigma=1.5, use_sample_covariance=False, data_range=ctx.data_range)`` (valid region only)."""
     a, b = _as_batch(x_hat).double(), _as_batch(x).double()
     channels = a.shape[1]
     g = _gaussian_window().to(a.device)
@@ -52,7 +168,7 @@ def ssim(x_hat: torch.Tensor, x: torch.Tensor) -> float:
     def blur(t: torch.Tensor) -> torch.Tensor:
         return F.conv2d(t, kernel, groups=channels)
 
-    c1, c2 = 0.01**2, 0.03**2
+    c1, c2 = (0.01 * ctx.data_range) ** 2, (0.03 * ctx.data_range) ** 2
     mu_a, mu_b = blur(a), blur(b)
     var_a = blur(a * a) - mu_a**2
     var_b = blur(b * b) - mu_b**2
@@ -62,28 +178,18 @@ def ssim(x_hat: torch.Tensor, x: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
-def lpips_distance(x_hat: torch.Tensor, x: torch.Tensor) -> float:
-    """LPIPS (AlexNet, v0.1); grayscale images are repeated to three channels."""
+def lpips_distance(x_hat: torch.Tensor, x: torch.Tensor, ctx: MetricContext = _UNIT) -> float:
+    """LPIPS (AlexNet, v0.1) on images scaled to [-1, 1] by the data range; grayscale images
+    are repeated to three channels."""
     from benchmark.lpips_offline import lpips_model
 
-    a, b = _as_batch(x_hat).float(), _as_batch(x).float()
+    a, b = _as_batch(x_hat).float() / ctx.data_range, _as_batch(x).float() / ctx.data_range
     if a.shape[1] == 1:
         a, b = a.repeat(1, 3, 1, 1), b.repeat(1, 3, 1, 1)
     model = lpips_model(a.device)
     return float(model(a * 2 - 1, b * 2 - 1).mean().item())
 
 
-METRICS: dict[str, Metric] = {
-    "psnr": Metric("psnr", psnr, higher_is_better=True, unit="dB"),
-    "ssim": Metric("ssim", ssim, higher_is_better=True),
-    "lpips": Metric("lpips", lpips_distance, higher_is_better=False),
-}
-
-#: Metrics that are not image comparisons but are in every record, with their direction.
-HIGHER_IS_BETTER: dict[str, bool] = {
-    **{m.name: m.higher_is_better for m in METRICS.values()},
-    "runtime_s": False,
-    "peak_mem_mb": False,
-    "throughput": True,
-    "train_s": False,
-}
+register(Metric("psnr", psnr, higher_is_better=True, label="PSNR", unit="dB", trajectory=True, decimals=2))
+register(Metric("ssim", ssim, higher_is_better=True, label="SSIM", trajectory=True))
+register(Metric("lpips", lpips_distance, higher_is_better=False, label="LPIPS"))

@@ -25,7 +25,7 @@ from benchmark.errors import UserError
 from benchmark.harness import CellOutcome, MethodPool, calibrate, pick_device, run_cells
 from benchmark.plan import Cell, batch_group, batches, make_plan
 from benchmark.profiles import Profile
-from benchmark.store import ResultsStore
+from benchmark.store import ResultsStore, StoreError
 from benchmark.tracking import Tracker
 
 
@@ -194,7 +194,12 @@ def run_benchmark(
         bar = tqdm(total=len(todo), desc=f"{profile.name}", unit="cell", disable=not progress, dynamic_ncols=True)
         for outcome in runner.run(batches(todo, lambda c: tuple(work.image(c).shape), size_of), work):
             with _timed(parts, "files and store"):
-                _write_artifacts(results_dir / "recons", outcome.artifacts)
+                try:
+                    _write_artifacts(results_dir / "recons", outcome.artifacts)
+                except OSError as exc:
+                    raise StoreError(f"could not save a reconstruction under {results_dir / 'recons'} ({exc}): is "
+                                     "the disk full or the folder read-only? Every cell committed before is kept; "
+                                     "fix it and rerun to resume") from exc
                 store.put(outcome.record)
             rec = outcome.record
             for name in ("metrics", "trajectory", "png"):
@@ -228,7 +233,11 @@ def run_benchmark(
         raise
     finally:
         with _timed(parts, "MLflow"):
-            tracker.finish(status)
+            try:
+                tracker.finish(status)
+            except Exception:  # noqa: BLE001 - on a full disk the error that stopped the run is the one to show
+                if status == "FINISHED":
+                    raise
         summary.wall_s = time.perf_counter() - started
     if strict and summary.failed:
         raise BenchmarkFailed(summary)

@@ -1,26 +1,39 @@
-"""The results store: one SQLite table with a row per cell, the single source of truth.
+"""The results store: SQLite, the single source of truth; every table, plot, export and MLflow
+run is derived from it.
 
-Every table, plot and MLflow run is derived from it. Rows are committed one by one as cells
-finish (so a crash loses at most the cell in flight), keyed by the cell's hash (so a rerun
-neither loses nor duplicates a result). SQLite's own locking, with WAL and a busy timeout, lets
-two benchmark commands write to one store at once.
+Schema (``PRAGMA user_version`` = ``SCHEMA_VERSION``): ``records``, one row per cell (keys,
+cost, status, the trajectory as JSON), and ``metrics``, one row per (cell, metric) with its
+value, so a metric added to the registry needs no schema change. A store written by an older
+release is migrated in place, in one transaction, when it is opened; a corrupt or truncated
+store, or one from a newer release, is reported and left as it is. Rows are committed one by
+one as cells finish (a crash loses at most the cells in flight), keyed by the cell's hash (a
+rerun neither loses nor duplicates a result); SQLite's locking, with WAL and a busy timeout,
+lets two benchmark commands write to one store at once.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from benchmark.errors import UserError
 
-@dataclass
+#: 1: one ``records`` table with psnr/ssim/lpips columns and [step, psnr, ssim] trajectories
+#: (no user_version); 2: a ``metrics`` table, trajectories as {"step", <metric>...} points.
+SCHEMA_VERSION = 2
+
+
+@dataclass(slots=True)
 class Record:
-    """One reconstruction: keys, the method's own metrics, cost, and the DIP trajectory."""
+    """One reconstruction: keys, the registry's metrics, cost, and the trajectory."""
 
     cell_key: str
     method: str
@@ -33,9 +46,7 @@ class Record:
     profile: str = ""
     status: str = "ok"  # ok | failed | skipped
     error: str = ""
-    psnr: float | None = None
-    ssim: float | None = None
-    lpips: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # name → value (benchmark.metrics)
     runtime_s: float | None = None
     peak_mem_mb: float | None = None
     #: images per second of the batch the cell ran in (what batching buys; runtime_s is solo)
@@ -48,7 +59,8 @@ class Record:
     oracle_psnr: float | None = None
     oracle_iteration: int | None = None
     es_gap_db: float | None = None
-    trajectory: list[list[float]] = field(default_factory=list)  # [step, psnr, ssim]
+    #: the iterates' metrics every ``trajectory_every`` steps: [{"step": k, "psnr": …, …}, …]
+    trajectory: list[dict[str, float]] = field(default_factory=list)
     measurement_psnr: float | None = None
     device: str = ""
     finished_at: float = 0.0
@@ -57,63 +69,238 @@ class Record:
 
 
 _JSON_FIELDS = {"params", "trajectory", "info"}
-_COLUMNS = [f.name for f in fields(Record)]
+_COLUMNS = [f.name for f in fields(Record) if f.name != "metrics"]
+_DEFAULTS = {f.name: f.default_factory if f.default_factory is not MISSING else (lambda v=f.default: v)
+             for f in fields(Record) if f.default is not MISSING or f.default_factory is not MISSING}
+_V1_METRICS = ("psnr", "ssim", "lpips")
 
 
 def _sql_type(name: str) -> str:
     return "TEXT" if name in _JSON_FIELDS else ""
 
 
-class ResultsStore:
-    """Per-image results in ``<results_dir>/results.sqlite``."""
+def _records_ddl(table: str) -> str:
+    cols = ", ".join(f"{c} {_sql_type(c)}".strip() for c in _COLUMNS if c != "cell_key")
+    return f"CREATE TABLE IF NOT EXISTS {table} (cell_key TEXT PRIMARY KEY, {cols})"
 
-    def __init__(self, path: Path) -> None:
+
+_METRICS_DDL = ("CREATE TABLE IF NOT EXISTS metrics (cell_key TEXT NOT NULL, metric TEXT NOT NULL, value REAL, "
+                "PRIMARY KEY (cell_key, metric))")
+
+
+class StoreError(UserError):
+    """The store cannot be read or written; what it already holds is left untouched."""
+
+
+def _finite_or_none(value: Any) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+class ResultsStore:
+    """Per-image results in ``<results_dir>/results.sqlite``; ``read_only`` for reports and exports."""
+
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            cols = ", ".join(f"{c} {_sql_type(c)}".strip() for c in _COLUMNS if c != "cell_key")
-            conn.execute(f"CREATE TABLE IF NOT EXISTS records (cell_key TEXT PRIMARY KEY, {cols})")
-            present = {row[1] for row in conn.execute("PRAGMA table_info(records)")}
-            for column in (c for c in _COLUMNS if c not in present):  # a store from before the column
-                conn.execute(f"ALTER TABLE records ADD COLUMN {column} {_sql_type(column)}".strip())
+        self.read_only = read_only
+        if read_only:
+            if not self.path.is_file():
+                raise StoreError(f"no results store at {self.path}")
+            self._check()
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._open() as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+        except (OSError, sqlite3.OperationalError) as exc:
+            raise StoreError(f"cannot write the results store {self.path} ({exc}): is the folder read-only? "
+                             "Nothing was changed; choose another folder with --results") from exc
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from exc
+        self._check()
+        self._upgrade()
+
+    @classmethod
+    def open_existing(cls, path: Path) -> ResultsStore:
+        """An existing store to read: migrated when its folder is writable, else read as it is."""
+        path = Path(path)
+        if not path.is_file():
+            raise StoreError(f"no results store at {path}")
+        try:
+            return cls(path)
+        except StoreError as writable_error:
+            try:
+                return cls(path, read_only=True)
+            except StoreError:
+                raise writable_error from None
+
+    # ------------------------------------------------------------------ opening, checks, migration
 
     def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            # a read-only folder cannot hold WAL's shared-memory file: read the file as it is
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=120.0, isolation_level=None)
+            try:
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                return conn
+            except sqlite3.OperationalError:
+                conn.close()
+                return sqlite3.connect(f"{uri}&immutable=1", uri=True, timeout=120.0, isolation_level=None)
         return sqlite3.connect(self.path, timeout=120.0, isolation_level=None)
 
+    @contextmanager
+    def _open(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connect()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def _corrupt(self, exc: Exception | str) -> StoreError:
+        return StoreError(f"the results store {self.path} is corrupt or truncated ({exc}); it was left as it "
+                          "is: restore a copy, or move it away to start a new one")
+
+    def _check(self) -> None:
+        """Refuse a damaged store, or one from a newer release, before anything reads or writes it."""
+        try:
+            with self._open() as conn:
+                result = conn.execute("PRAGMA quick_check").fetchone()[0]
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from exc
+        if result != "ok":
+            raise self._corrupt(result)
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"the results store {self.path} has schema version {version}, written by a newer "
+                             f"dipbench; this one reads versions up to {SCHEMA_VERSION}")
+        if self.read_only and version < SCHEMA_VERSION and self._tables() and "records" in self._tables():
+            raise StoreError(f"the results store {self.path} has schema version {version} and is read-only; "
+                             f"open it once writable (any `benchmark run` or `report` on it) to migrate it")
+
+    def _tables(self) -> set[str]:
+        with self._open() as conn:
+            return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def _upgrade(self) -> None:
+        """Create the schema, or migrate an older one, in one transaction (two processes may race)."""
+        try:
+            with self._open() as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    version = conn.execute("PRAGMA user_version").fetchone()[0]
+                    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                    if "records" in tables and version < 2:
+                        _migrate_v1(conn)
+                    conn.execute(_records_ddl("records"))
+                    conn.execute(_METRICS_DDL)
+                    present = {r[1] for r in conn.execute("PRAGMA table_info(records)")}
+                    for column in _COLUMNS:  # a field added to Record later is added to older stores
+                        if column not in present:
+                            conn.execute(f"ALTER TABLE records ADD COLUMN {column} {_sql_type(column)}")
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"cannot write the results store {self.path} ({exc}): is the folder read-only or "
+                             "the disk full? Nothing was changed") from exc
+
+    # ------------------------------------------------------------------------------ writing
+
     def put(self, record: Record) -> None:
-        """Commit one record (replacing an earlier failed attempt of the same cell)."""
+        """Commit one record and its metrics (replacing an earlier failed attempt of the cell)."""
+        if self.read_only:
+            raise StoreError(f"the results store {self.path} was opened read-only")
         row = asdict(record)
         values = [json.dumps(row[c]) if c in _JSON_FIELDS else row[c] for c in _COLUMNS]
         marks = ", ".join("?" for _ in _COLUMNS)
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(f"INSERT OR REPLACE INTO records ({', '.join(_COLUMNS)}) VALUES ({marks})", values)
-            conn.execute("COMMIT")
+        pairs = [(record.cell_key, k, _finite_or_none(v)) for k, v in record.metrics.items() if v is not None]
+        try:
+            with self._open() as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute(f"INSERT OR REPLACE INTO records ({', '.join(_COLUMNS)}) VALUES ({marks})", values)
+                    conn.execute("DELETE FROM metrics WHERE cell_key = ?", (record.cell_key,))
+                    conn.executemany("INSERT INTO metrics (cell_key, metric, value) VALUES (?, ?, ?)", pairs)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"could not save a result to {self.path} ({exc}): is the disk full or the folder "
+                             "read-only? Every cell committed before is kept; fix it and rerun to resume") from exc
+
+    # ------------------------------------------------------------------------------ reading
 
     def done_keys(self) -> set[str]:
         """Cells that need no rerun: finished or skipped (failed cells are tried again)."""
-        with self._connect() as conn:
+        with self._open() as conn:
             rows = conn.execute("SELECT cell_key FROM records WHERE status != 'failed'").fetchall()
         return {r[0] for r in rows}
 
     def records(self, keys: Iterable[str] | None = None) -> list[Record]:
-        with self._connect() as conn:
+        with self._open() as conn:
             rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM records ORDER BY rowid").fetchall()
+            values: dict[str, dict[str, float]] = {}
+            for key, metric, value in conn.execute("SELECT cell_key, metric, value FROM metrics ORDER BY rowid"):
+                values.setdefault(key, {})[metric] = math.nan if value is None else float(value)
         wanted = set(keys) if keys is not None else None
         out = []
         for row in rows:
-            data = dict(zip(_COLUMNS, row))
+            data = dict(zip(_COLUMNS, row, strict=True))
             if wanted is not None and data["cell_key"] not in wanted:
                 continue
             for c in _JSON_FIELDS:
-                data[c] = json.loads(data[c]) if data[c] else ([] if c == "trajectory" else {})
-            out.append(Record(**data))
+                data[c] = json.loads(data[c]) if data[c] else None
+            for c, value in data.items():
+                if value is None and c in _DEFAULTS:  # a column added after the row was written
+                    data[c] = _DEFAULTS[c]()
+            out.append(Record(**data, metrics=values.get(data["cell_key"], {})))
         return out
 
     def frame(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
-        """The per-image table as a DataFrame (one row per cell)."""
-        recs = self.records(keys)
-        if not recs:
-            return pd.DataFrame(columns=_COLUMNS)
-        return pd.DataFrame([asdict(r) for r in recs])
+        """The per-image table (one row per cell), one column per metric."""
+        return records_frame(self.records(keys))
+
+
+def records_frame(records: Iterable[Record]) -> pd.DataFrame:
+    """Records as the wide per-image table: the record's fields plus one column per metric
+    (every registered metric, and any other one the records hold)."""
+    from benchmark import metrics
+
+    recs = list(records)
+    names = [m.name for m in metrics.registered()]
+    names += sorted({k for r in recs for k in r.metrics} - set(names))
+    rows = []
+    for r in recs:
+        row = asdict(r)
+        values = row.pop("metrics")
+        row.update({name: values.get(name) for name in names})
+        rows.append(row)
+    columns = _COLUMNS[: _COLUMNS.index("runtime_s")] + names + _COLUMNS[_COLUMNS.index("runtime_s"):]
+    frame = pd.DataFrame(rows, columns=columns)
+    for name in names:
+        frame[name] = pd.to_numeric(frame[name], errors="coerce")
+    frame.attrs["metrics"] = names  # which columns are metrics (the export's long table)
+    return frame
+
+
+def _migrate_v1(conn: sqlite3.Connection) -> None:
+    """Schema 1 → 2 inside the caller's transaction: metric columns to the ``metrics`` table,
+    [step, psnr, ssim] trajectory rows to named points, the rest of each row kept as it was."""
+    old = [r[1] for r in conn.execute("PRAGMA table_info(records)")]
+    conn.execute(_METRICS_DDL)
+    for name in _V1_METRICS:
+        if name in old:
+            conn.execute(f"INSERT OR REPLACE INTO metrics (cell_key, metric, value) "
+                         f"SELECT cell_key, '{name}', {name} FROM records WHERE {name} IS NOT NULL")
+    conn.execute(_records_ddl("records_v2"))
+    kept = [c for c in _COLUMNS if c in old]
+    conn.execute(f"INSERT INTO records_v2 ({', '.join(kept)}) SELECT {', '.join(kept)} FROM records ORDER BY rowid")
+    for key, text in conn.execute("SELECT cell_key, trajectory FROM records_v2").fetchall():
+        points = json.loads(text) if text else []
+        named = [dict(zip(("step", "psnr", "ssim"), map(float, p), strict=False)) for p in points]
+        conn.execute("UPDATE records_v2 SET trajectory = ? WHERE cell_key = ?", (json.dumps(named), key))
+    conn.execute("DROP TABLE records")
+    conn.execute("ALTER TABLE records_v2 RENAME TO records")

@@ -29,13 +29,17 @@ import pandas as pd
 from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
 
+from benchmark import metrics as registry
 from benchmark.api import TrainingReport
 
 T = TypeVar("T")
 EXPERIMENT = "dipbench"
 DEFAULT_URI = "sqlite:///mlruns.db"
-SUMMARY_METRICS = ("psnr", "ssim", "lpips", "runtime_s", "peak_mem_mb", "throughput", "train_s",
-                   "oracle_psnr", "es_gap_db", "iterations", "iterations_saved")
+
+def summary_metrics() -> list[str]:
+    """What a child run reports (mean and 95% interval): every registered metric, every cost,
+    then the early-stopping figures."""
+    return [m.name for m in registry.registered()] + list(registry.COSTS) + list(registry.SUMMARIES)
 
 
 def tracking_uri(explicit: str | None = None) -> str:
@@ -220,7 +224,7 @@ class Tracker:
         params["method"] = method
         self.client.log_batch(rid, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items()])
         batch = [Metric("n_images", float(len(ok)), 0, 0), Metric("n_failed", float((rows.status == "failed").sum()), 0, 0)]
-        for name in SUMMARY_METRICS:
+        for name in summary_metrics():
             if name in ok and ok[name].notna().any():
                 mean, low, high = _interval(ok, name)
                 batch += [Metric(name, mean, 0, 0), Metric(f"{name}_ci95_low", low, 0, 0), Metric(f"{name}_ci95_high", high, 0, 0)]
@@ -240,16 +244,20 @@ class Tracker:
 
     @staticmethod
     def _trajectory_metrics(ok: pd.DataFrame) -> list[Metric]:
-        """Mean PSNR/SSIM along the iterations, plus each image's PSNR curve, as stepped metrics."""
+        """The mean of every trajectory metric along the iterations (``trajectory_<metric>``), plus
+        each image's PSNR curve, as stepped metrics."""
         out: list[Metric] = []
-        by_step: dict[int, list[tuple[float, float]]] = {}
+        by_step: dict[tuple[str, int], list[float]] = {}
         for _, row in ok.iterrows():
-            for step, psnr, ssim in row.trajectory or []:
-                by_step.setdefault(int(step), []).append((psnr, ssim))
-                out.append(Metric(f"trajectory_psnr.{row.image_id}.seed{row.seed}", float(psnr), 0, int(step)))
-        for step, values in sorted(by_step.items()):
-            out.append(Metric("trajectory_psnr", float(np.mean([v[0] for v in values])), 0, step))
-            out.append(Metric("trajectory_ssim", float(np.mean([v[1] for v in values])), 0, step))
+            for point in row.trajectory or []:
+                step = int(point["step"])
+                for name, value in point.items():
+                    if name != "step" and value is not None:
+                        by_step.setdefault((name, step), []).append(float(value))
+                if "psnr" in point:
+                    out.append(Metric(f"trajectory_psnr.{row.image_id}.seed{row.seed}", float(point["psnr"]), 0, step))
+        for (name, step), values in sorted(by_step.items()):
+            out.append(Metric(f"trajectory_{name}", float(np.mean(values)), 0, step))
         return out
 
 

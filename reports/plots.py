@@ -22,6 +22,7 @@ from matplotlib import MatplotlibDeprecationWarning  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from benchmark import metrics as registry  # noqa: E402
 from reports import stats  # noqa: E402
 
 Palette = dict[str, tuple[float, float, float]]
@@ -64,12 +65,14 @@ def _method_legend(fig: Figure, palette: Palette, methods: list[str], extra: lis
 
 
 def trajectory_long(df: pd.DataFrame) -> pd.DataFrame:
-    """The trajectories as rows (method, task, dataset, image_id, seed, step, psnr)."""
+    """The PSNR trajectories as rows (method, task, dataset, image_id, seed, step, psnr)."""
     rows = []
     ok = df[(df["status"] == "ok") & df["trajectory"].map(lambda t: isinstance(t, list) and len(t) > 0)]
     for r in ok.itertuples(index=False):
         for point in r.trajectory:
-            rows.append((r.method, r.task, r.dataset, r.image_id, r.seed, float(point[0]), float(point[1])))
+            if "psnr" in point:
+                rows.append((r.method, r.task, r.dataset, r.image_id, r.seed, float(point["step"]),
+                             float(point["psnr"])))
     return pd.DataFrame(rows, columns=["method", "task", "dataset", "image_id", "seed", "step", "psnr"])
 
 
@@ -138,7 +141,7 @@ def quality_runtime(df: pd.DataFrame, palette: Palette, metric: str = "psnr") ->
     pts["runtime"] = pts["runtime"].clip(lower=1e-4)  # log axis: a free method still gets a point
     blocks = _blocks(pts)
     fig, axes = _grid(len(blocks))
-    label = stats.TABLE_METRICS.get(metric, metric)
+    label = registry.header(metric)
     for ax, (task, dataset) in zip(axes, blocks, strict=True):
         part = pts[(pts["task"] == task) & (pts["dataset"] == dataset)]
         front = pareto_front(part, "runtime", "quality")
@@ -169,7 +172,7 @@ def quality_runtime(df: pd.DataFrame, palette: Palette, metric: str = "psnr") ->
 def distributions(df: pd.DataFrame, palette: Palette) -> Figure | None:
     """Per-image values per method: box plots with every image × seed as a dot."""
     ok = df[df["status"] == "ok"]
-    metrics = [m for m in ("psnr", "ssim", "lpips") if ok[m].notna().any()]
+    metrics = [m.name for m in registry.registered() if m.name in ok and ok[m.name].notna().any()]
     if ok.empty or not metrics:
         return None
     blocks = _blocks(ok)
@@ -192,7 +195,7 @@ def distributions(df: pd.DataFrame, palette: Palette) -> Figure | None:
                             palette=palette, showfliers=False, ax=ax, legend=False, linewidth=1.0)
             sns.stripplot(data=data, x="method", y=metric, order=order, color="black", size=3, alpha=0.6,
                           jitter=0.2, ax=ax)
-            ax.set_ylabel(stats.TABLE_METRICS[metric])
+            ax.set_ylabel(registry.header(metric))
             ax.set_xlabel("")
             ax.tick_params(axis="x", rotation=45)
             for t in ax.get_xticklabels():

@@ -13,15 +13,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from benchmark.metrics import HIGHER_IS_BETTER
+from benchmark import metrics as registry
 
-#: Metrics of the comparison table, in column order, with the label and unit shown.
-TABLE_METRICS: dict[str, str] = {"psnr": "PSNR [dB]", "ssim": "SSIM", "lpips": "LPIPS", "runtime_s": "runtime [s]",
-                                  "throughput": "throughput [img/s]"}
-NUMERIC_COLUMNS = (
-    "psnr", "ssim", "lpips", "runtime_s", "peak_mem_mb", "throughput", "train_s", "iterations", "budget",
-    "selected_iteration", "iterations_saved", "oracle_psnr", "oracle_iteration", "es_gap_db",
-    "measurement_psnr", "seed",
+#: Numeric record fields besides the registry's metrics and costs.
+NUMERIC_FIELDS = (
+    "iterations", "budget", "selected_iteration", "iterations_saved", "oracle_psnr", "oracle_iteration",
+    "es_gap_db", "measurement_psnr", "seed",
 )
 FAMILY_ORDER = {"baseline": 0, "dip": 1, "data-driven": 2}
 N_RESAMPLES = 2000
@@ -33,7 +30,8 @@ def normalize(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy with numeric columns as floats (None → NaN) and missing optional columns added,
     so reports work on frames from any store version and on hand-built test frames."""
     df = frame.copy()
-    for col in NUMERIC_COLUMNS:
+    numeric = [m.name for m in registry.registered()] + list(registry.COSTS) + list(NUMERIC_FIELDS)
+    for col in numeric:
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else np.nan
     for col, default in (("status", "ok"), ("family", ""), ("error", ""), ("recon_path", "")):
         df[col] = df[col].fillna(default).astype(str) if col in df else default
@@ -99,9 +97,10 @@ def method_order(frame: pd.DataFrame) -> list[str]:
 
 
 def table_metrics(frame: pd.DataFrame) -> list[str]:
-    """The comparison metrics that have at least one value (LPIPS may be switched off)."""
+    """The comparison columns (the registry's metrics, then runtime) that have at least one
+    value: LPIPS may be switched off, a metric may apply to some tasks only."""
     ok = frame[frame["status"] == "ok"]
-    return [m for m in TABLE_METRICS if m in ok and ok[m].notna().any()]
+    return [m for m in registry.table_columns() if m in ok and ok[m].notna().any()]
 
 
 def skip_reason(rows: pd.DataFrame) -> str:
@@ -142,7 +141,7 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     """The comparison table in long form: one row per (method, task, dataset, metric).
 
     The best method per (task, dataset, metric) is the one with the best mean (direction from
-    ``HIGHER_IS_BETTER``); every other method gets the paired Wilcoxon p-value against it on
+    the registry); every other method gets the paired Wilcoxon p-value against it on
     the (image, seed) pairs both have.
     """
     df = normalize(frame)
@@ -173,7 +172,7 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
                 elif len(rows):
                     cells[method] = CellStat(method, task, dataset, metric, "missing")
             if samples:
-                sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+                sign = 1.0 if registry.higher_is_better(metric) else -1.0
                 best_value = max(sign * cells[m].mean for m in samples)
                 best = sorted(m for m in samples if sign * cells[m].mean == best_value)
                 for m in samples:

@@ -7,13 +7,12 @@ four images and two seeds. Optionally it writes the reconstruction PNGs the harn
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmark.store import Record
+from benchmark.store import Record, records_frame
 
 TASKS = ("denoising_s25", "inpainting_random50")
 IMAGES = ("astronaut", "camera", "coins", "moon")
@@ -31,13 +30,13 @@ BUDGET = 200
 EVERY = 10
 
 
-def _trajectory(peak_psnr: float, peak_step: int, last: int) -> list[list[float]]:
+def _trajectory(peak_psnr: float, peak_step: int, last: int) -> list[dict[str, float]]:
     """A DIP-like curve: rises to its peak, then falls as the network fits the noise."""
     out = []
     for step in range(EVERY, last + 1, EVERY):
         rise = peak_psnr - 10.0 * np.exp(-step / (peak_step / 3.0))
         fall = 0.00012 * max(0, step - peak_step) ** 2
-        out.append([float(step), float(rise - fall), float(min(0.99, 0.5 + rise / 80.0))])
+        out.append({"step": float(step), "psnr": float(rise - fall), "ssim": float(min(0.99, 0.5 + rise / 80.0))})
     return out
 
 
@@ -70,8 +69,8 @@ def demo_frame(recon_root: Path | None = None, seed: int = 0) -> pd.DataFrame:
                         rec.status, rec.error = "failed", "Traceback ...\nRuntimeError: singular matrix"
                     else:
                         psnr = base + offset + float(rng.normal(0, 0.4))
-                        rec.psnr, rec.ssim = psnr, float(min(0.99, 0.3 + psnr / 50.0))
-                        rec.lpips = float(max(0.01, 0.6 - psnr / 60.0))
+                        rec.metrics = {"psnr": psnr, "ssim": float(min(0.99, 0.3 + psnr / 50.0)),
+                                       "lpips": float(max(0.01, 0.6 - psnr / 60.0))}
                         rec.runtime_s = runtime * float(rng.uniform(0.9, 1.1))
                         rec.measurement_psnr = base
                         rec.train_s = 120.0 if family == "data-driven" else None
@@ -82,23 +81,23 @@ def demo_frame(recon_root: Path | None = None, seed: int = 0) -> pd.DataFrame:
                             blend = 0.3 * offset / 8.6
                             _save(recon_root / rec.recon_path, np.clip((1 - blend) * measurement + blend * truth, 0, 1))
                     records.append(rec)
-    return pd.DataFrame([asdict(r) for r in records])
+    return records_frame(records)
 
 
 def _dip_fields(rec: Record, rng: np.random.Generator, *, early: bool) -> None:
     peak_step = int(rng.integers(6, 12)) * EVERY
-    peak = (rec.psnr or 0.0) + 1.2
+    peak = rec.metrics["psnr"] + 1.2
     last = min(BUDGET, peak_step + 5 * EVERY) if early else BUDGET
     traj = _trajectory(peak, peak_step, last)
-    best = max(traj, key=lambda p: p[1])
+    best = max(traj, key=lambda p: p["psnr"])
     selected = min(last, peak_step + EVERY) if early else BUDGET
-    own = next(p for p in traj if p[0] == selected)
+    own = next(p for p in traj if p["step"] == selected)
     rec.trajectory = traj
     rec.iterations, rec.budget, rec.selected_iteration = last, BUDGET, selected
     rec.iterations_saved = BUDGET - last
-    rec.psnr = own[1]
-    rec.oracle_psnr, rec.oracle_iteration = best[1], int(best[0])
-    rec.es_gap_db = best[1] - own[1]
+    rec.metrics["psnr"] = own["psnr"]
+    rec.oracle_psnr, rec.oracle_iteration = best["psnr"], int(best["step"])
+    rec.es_gap_db = best["psnr"] - own["psnr"]
 
 
 def _save(path: Path, img: np.ndarray) -> None:

@@ -7,12 +7,11 @@ each renderer only decides markup.
 from __future__ import annotations
 
 import html
-import math
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from benchmark.metrics import HIGHER_IS_BETTER
+from benchmark import metrics as registry
 from reports import stats
 
 
@@ -36,17 +35,6 @@ class Table:
     groups: list[tuple[str, int]] = field(default_factory=list)
     footnotes: list[str] = field(default_factory=list)  # "a: reason" lines
     text_columns: set[int] = field(default_factory=set)  # left-aligned (names, not numbers)
-
-
-def _decimals(metric: str, value: float) -> int:
-    """PSNR to 0.01 dB, SSIM/LPIPS to 0.001, runtimes to three significant digits."""
-    if metric == "psnr":
-        return 2
-    if metric in ("ssim", "lpips"):
-        return 3
-    if not math.isfinite(value) or value == 0:
-        return 2
-    return int(min(6, max(0, 2 - math.floor(math.log10(abs(value))))))
 
 
 def format_p(p: float | None) -> str:
@@ -75,13 +63,13 @@ def comparison(frame: pd.DataFrame) -> Table:
     metrics = stats.table_metrics(df)
     blocks = sorted({(t, d) for t, d in zip(df["task"], df["dataset"], strict=True)})
     directions = ", ".join(
-        f"{'higher' if HIGHER_IS_BETTER[m] else 'lower'} {stats.TABLE_METRICS[m].split(' [')[0]}" for m in metrics
+        f"{'higher' if registry.higher_is_better(m) else 'lower'} {registry.header(m).split(' [')[0]}" for m in metrics
     )
     caption = CAPTION.format(n=stats.N_RESAMPLES, seed=stats.BOOTSTRAP_SEED, directions=directions)
     table = Table("comparison", caption, "method", [], [], groups=[])
     for task, dataset in blocks:
         table.groups.append((f"{task} · {dataset}", len(metrics)))
-        table.columns.extend(stats.TABLE_METRICS[m] for m in metrics)
+        table.columns.extend(registry.header(m) for m in metrics)
     reasons: dict[str, str] = {}
     index = {(r.method, r.task, r.dataset, r.metric): r for r in summary.itertuples(index=False)}
     for method in stats.method_order(df):
@@ -107,7 +95,7 @@ def _cell(r: object | None, metric: str, reasons: dict[str, str]) -> Cell:
         return Cell("failed", tooltip="every run of this cell failed; see the failed cells")
     if status == "missing":
         return Cell("n/a", tooltip="no value recorded")
-    d = _decimals(metric, r.mean)  # type: ignore[attr-defined]
+    d = registry.decimals(metric, r.mean)  # type: ignore[attr-defined]
     text = f"{r.mean:.{d}f} ± {r.half_width:.{d}f}"  # type: ignore[attr-defined]
     note = format_p(r.p_value) if r.compared and not r.best else ""  # type: ignore[attr-defined]
     tip = f"n = {r.n}; 95% CI [{r.low:.{d}f}, {r.high:.{d}f}]"  # type: ignore[attr-defined]

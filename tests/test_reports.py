@@ -12,6 +12,7 @@ import pytest
 from scipy import stats as sps
 
 import reports
+from benchmark import metrics
 from reports import plots, stats, tables
 from reports.synthetic import METHODS, TASKS, demo_frame
 
@@ -89,7 +90,7 @@ def test_best_mean_per_column_is_bold(frame: pd.DataFrame, summary: pd.DataFrame
     col = s[(s.task == task) & (s.metric == metric) & (s.status == "ok")]
     assert list(col[col.best].method) == [expected]
     table = tables.comparison(frame)
-    j = table.columns.index(stats.TABLE_METRICS[metric]) + (0 if task == DEN else 4)
+    j = table.columns.index(metrics.header(metric)) + (0 if task == DEN else 4)
     bold = [name for name, cells in table.rows if cells[j].bold]
     assert bold == [expected]
     md = tables.to_markdown(table)
