@@ -26,11 +26,13 @@ from typing import Any, TypeVar
 import mlflow
 import numpy as np
 import pandas as pd
+import sqlalchemy.exc
 from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
 
 from benchmark import metrics as registry
 from benchmark.api import TrainingReport
+from benchmark.errors import UserError
 
 T = TypeVar("T")
 EXPERIMENT = "dipbench"
@@ -90,10 +92,38 @@ def store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class TrackingWriteError(UserError):
+    """MLflow's store could not be written (a full disk, a read-only folder): said in one line."""
+
+
+def _storage_failure(exc: BaseException) -> BaseException | None:
+    """The OS or database error under an MLflow exception, when storage is what failed."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (OSError, sqlalchemy.exc.OperationalError)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextmanager
+def _writing(uri: str) -> Iterator[None]:
+    try:
+        with store_lock(uri):
+            yield
+    except Exception as exc:
+        cause = _storage_failure(exc)
+        if cause is None:
+            raise
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise TrackingWriteError(f"cannot write the MLflow store {uri} ({first}): is the disk full or the folder "
+                                 "read-only? The results store keeps every finished cell; fix it and rerun") from exc
+
+
 def _locked(method: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(method)
     def wrapper(self: Tracker, *args: Any, **kwargs: Any) -> T:
-        with store_lock(self.uri):
+        with _writing(self.uri):
             return method(self, *args, **kwargs)
 
     return wrapper
@@ -115,7 +145,7 @@ class Tracker:
     def __init__(self, uri: str | None = None, artifact_root: Path | None = None) -> None:
         self.uri = tracking_uri(uri)
         mlflow.set_tracking_uri(self.uri)
-        with store_lock(self.uri):
+        with _writing(self.uri):
             self.client = MlflowClient(self.uri)
             self.experiment_id = _experiment_id(self.client, artifact_root)
         self.parent_id: str | None = None
@@ -223,11 +253,13 @@ class Tracker:
         params = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in rows.params.iloc[0].items()}
         params["method"] = method
         self.client.log_batch(rid, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items()])
-        batch = [Metric("n_images", float(len(ok)), 0, 0), Metric("n_failed", float((rows.status == "failed").sum()), 0, 0)]
+        batch = [Metric("n_images", float(len(ok)), 0, 0),
+                 Metric("n_failed", float((rows.status == "failed").sum()), 0, 0)]
         for name in summary_metrics():
             if name in ok and ok[name].notna().any():
                 mean, low, high = _interval(ok, name)
-                batch += [Metric(name, mean, 0, 0), Metric(f"{name}_ci95_low", low, 0, 0), Metric(f"{name}_ci95_high", high, 0, 0)]
+                batch += [Metric(name, mean, 0, 0), Metric(f"{name}_ci95_low", low, 0, 0),
+                          Metric(f"{name}_ci95_high", high, 0, 0)]
         batch += self._trajectory_metrics(ok)
         for start in range(0, len(batch), 900):
             self.client.log_batch(rid, metrics=batch[start:start + 900])
