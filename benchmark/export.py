@@ -9,6 +9,7 @@ the cell key, so they join with each other and with the store.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -39,7 +40,7 @@ def long_results(frame: pd.DataFrame) -> pd.DataFrame:
 
 def long_curves(frame: pd.DataFrame) -> pd.DataFrame:
     """The trajectories in long form: one row per (cell, step, metric)."""
-    rows = []
+    rows: list[list[Any]] = []
     for r in _ok(frame).itertuples(index=False):
         ident = [getattr(r, k) for k in KEYS]
         for point in r.trajectory or []:
