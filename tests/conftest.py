@@ -47,3 +47,14 @@ def shared_data_available() -> bool:
 
 
 requires_shared = pytest.mark.skipif(not shared_data_available(), reason="needs ../shared/datasets (DIPBENCH_DATA)")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Figures a test measured (``user_properties`` named "figures", e.g. the soak test's), shown
+    in the summary whether or not output is captured."""
+    lines = [str(value) for report in terminalreporter.stats.get("passed", [])
+             for name, value in getattr(report, "user_properties", []) if name == "figures"]
+    if lines:
+        terminalreporter.section("figures")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -50,9 +50,9 @@ def test_iterative_methods_have_trajectories_and_oracle(smoke_run) -> None:  # t
     dip = frame[(frame.family == "dip") & (frame.status == "ok")]
     assert len(dip) > 0
     for _, row in dip.iterrows():
-        steps = [p[0] for p in row.trajectory]
+        steps = [p["step"] for p in row.trajectory]
         assert steps == sorted(steps) and len(steps) >= 2
-        assert row.oracle_psnr == pytest.approx(max([p[1] for p in row.trajectory] + [row.psnr]))
+        assert row.oracle_psnr == pytest.approx(max([p["psnr"] for p in row.trajectory] + [row.psnr]))
         assert row.es_gap_db == pytest.approx(row.oracle_psnr - row.psnr) and row.es_gap_db >= 0
         # DIP fits the smoke profile's images of one task together; each cell gets its share of the time
         assert row["info"]["batch_size"] == 2
