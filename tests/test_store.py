@@ -27,7 +27,7 @@ FIXTURE_V1 = ROOT / "tests" / "fixtures" / "store_v1.sqlite"
 
 
 def _v1_rows() -> list[tuple]:  # type: ignore[type-arg]
-    with sqlite3.connect(f"{FIXTURE_V1.as_uri()}?mode=ro", uri=True) as conn:
+    with sqlite3.connect(f"{FIXTURE_V1.as_uri()}?mode=ro&immutable=1", uri=True) as conn:  # creates no -wal
         return conn.execute("SELECT cell_key, method, task, psnr, ssim, lpips, trajectory FROM records").fetchall()
 
 
