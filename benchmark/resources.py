@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from benchmark.errors import UserError
+from benchmark.metrics import MetricContext
 
 GIB = float(1 << 30)
 
@@ -86,7 +87,7 @@ def _measure_problem(metric: Any, shape: tuple[int, int, int], device: str) -> s
     if key not in _MEASURABLE:
         probe = torch.zeros(1, *shape, device=device)
         try:
-            metric.fn(probe, probe)
+            metric.fn(probe, probe, MetricContext())
             _MEASURABLE[key] = ""
         except (RuntimeError, ValueError) as exc:
             _MEASURABLE[key] = str(exc).splitlines()[0][:120]
@@ -127,7 +128,7 @@ def check_plan(cells: Sequence[Any], image_of: Any, lpips: bool, batch_size: int
     import json
     from collections import Counter
 
-    from benchmark import metrics, registry
+    from benchmark import metrics, registry, tasks
 
     shapes: dict[str, tuple[int, int, int]] = {}
     where: dict[tuple[int, int, int], str] = {}
@@ -140,6 +141,8 @@ def check_plan(cells: Sequence[Any], image_of: Any, lpips: bool, batch_size: int
         where.setdefault(shape, label)
         problems[(cell.method, cell.params_json, shape)] += 1
     check_device(device)
-    used = [m for m in metrics.METRICS.values() if lpips or m.name != "lpips"]
+    skip = () if lpips else ("lpips",)
+    used = list({m.name: m for task in sorted({cell.task for cell in cells})
+                 for m in metrics.applicable(tasks.get(task), skip)}.values())
     check_measurable(shapes, used, device)
     check_memory(problems, lambda name, params: registry.get(name)(**json.loads(params)), batch_size, device, where)

@@ -22,6 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from benchmark import metrics as registry
 from reports import stats
 from reports.plots import Palette, _grid, _method_legend
 from reports.tables import Cell, Table
@@ -131,7 +132,7 @@ def figure(df: pd.DataFrame, palette: Palette, metric: str = "psnr") -> Figure |
         ax.minorticks_off()
         ax.set_title(f"{task} · {dataset}")
         ax.set_xlabel("training images (log scale)")
-        ax.set_ylabel(stats.TABLE_METRICS.get(metric, metric))
+        ax.set_ylabel(registry.header(metric))
         ax.grid(alpha=0.3, which="both")
     methods = [m for m in stats.method_order(df) if m in set(shown)]
     extra = [
@@ -154,6 +155,6 @@ def crossing_table(df: pd.DataFrame, metric: str = "psnr") -> Table:
     ]
     return Table(
         "tab-crossing", "Training images a trained method needs to match the best untrained method "
-        f"({stats.TABLE_METRICS.get(metric, metric)}, mean over images × seeds; log-N interpolation).",
+        f"({registry.header(metric)}, mean over images × seeds; log-N interpolation).",
         "task · dataset", ["trained method", "best untrained", "crossing (images)"], rows, text_columns={0, 1, 2},
     )

@@ -18,6 +18,6 @@ def harness_psnr(method: str, params: dict[str, Any], task: str, dataset: str, i
         cell = Cell(method, canonical_json(params), task, dataset, image.id, "full", 0)
         (outcome,) = harness.run_cells([cell], [image.tensor], pool, with_lpips=False, save_reconstruction=False)
         assert outcome.record.status == "ok", outcome.record.error
-        assert outcome.record.psnr is not None
-        psnrs.append(float(outcome.record.psnr))
+        assert outcome.record.metrics.get("psnr") is not None
+        psnrs.append(float(outcome.record.metrics["psnr"]))
     return psnrs
