@@ -161,18 +161,19 @@ def ssim(x_hat: torch.Tensor, x: torch.Tensor, ctx: MetricContext = _UNIT) -> fl
     """Mean SSIM over channels, as ``skimage.metrics.structural_similarity(gaussian_weights=True,
     sigma=1.5, use_sample_covariance=False, data_range=ctx.data_range)`` (valid region only)."""
     a, b = _as_batch(x_hat).double(), _as_batch(x).double()
-    channels = a.shape[1]
+    # The five local means in one pass, with the separable Gaussian as two 1-D convolutions: the
+    # same window, ~5× fewer operations than the 11×11 one (SSIM runs at every trajectory point).
+    stack = torch.cat([a, b, a * a, b * b, a * b], dim=1)
+    channels = stack.shape[1]
     g = _gaussian_window().to(a.device)
-    kernel = (g[:, None] * g[None, :]).expand(channels, 1, -1, -1).contiguous()
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, kernel, groups=channels)
+    blurred = F.conv2d(stack, g.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    blurred = F.conv2d(blurred, g.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+    mu_a, mu_b, aa, bb, ab = blurred.chunk(5, dim=1)
 
     c1, c2 = (0.01 * ctx.data_range) ** 2, (0.03 * ctx.data_range) ** 2
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a**2
-    var_b = blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
+    var_a = aa - mu_a**2
+    var_b = bb - mu_b**2
+    cov = ab - mu_a * mu_b
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return float(s.mean().item())
 
