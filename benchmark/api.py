@@ -7,12 +7,15 @@ per-iteration ``callback``; it never sees the ground truth. The harness measures
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+
+from benchmark.errors import UserError, unknown
 
 #: ``callback(step, x_k) -> keep_going``. Iterative methods call it once per iteration with the
 #: iterate they would return if stopped now; the harness decides when to measure it.
@@ -67,12 +70,41 @@ class TrainingReport:
     losses: list[float] = field(default_factory=list)
 
 
+#: the budgets a profile selects (``budget:`` in its YAML): the tests' tiny one, the CPU-sized
+#: one of the quick profile, and the method's own defaults (the papers' settings)
+BUDGETS = ("test", "quick", "paper")
+
+
+def _type_name(default: Any) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, str):
+        return "a string"
+    return type(default).__name__
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """Does ``value`` have the type of ``default`` (an int counts as a float, a bool as neither)?"""
+    if default is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, type(default))
+
+
 class Method:
     """Base class of every registered method. Subclass it in one file under ``methods/``.
 
     Class attributes declare the method; ``defaults`` lists every accepted parameter with its
-    default value, and ``task_defaults`` overrides them per task family (e.g. DIP's
-    per-task iteration budgets from the paper).
+    default value (the papers' settings), ``task_defaults`` overrides them per task family
+    (e.g. DIP's per-task iteration budgets from the paper), and ``test_params`` /
+    ``quick_params`` are the budgets of the tests and of the CPU-sized quick profile.
     """
 
     name: ClassVar[str] = ""
@@ -80,6 +112,10 @@ class Method:
     summary: ClassVar[str] = ""
     defaults: ClassVar[Mapping[str, Any]] = {}
     task_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: the budget of the conformance tests and the smoke profile (seconds per cell on a CPU)
+    test_params: ClassVar[Mapping[str, Any]] = {}
+    #: the budget of the quick profile (a CPU-sized run of the whole suite)
+    quick_params: ClassVar[Mapping[str, Any]] = {}
     #: methods that learn from a training split implement ``prepare``
     needs_training: ClassVar[bool] = False
     #: how many problems of one task and image size ``reconstruct_batch`` may get at once; more
@@ -88,21 +124,51 @@ class Method:
     max_batch: ClassVar[int] = 1
 
     def __init__(self, **params: Any) -> None:
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            from benchmark.errors import UserError
-
-            valid = ", ".join(sorted(self.defaults)) or "(none)"
-            raise UserError(
-                f"method {self.name!r} has no parameter {', '.join(map(repr, unknown))}; "
-                f"valid parameters: {valid}"
-            )
+        self.check_names(params)
         self.params: dict[str, Any] = {**self.defaults, **params}
+        self.validate(self.params)
 
     @classmethod
-    def resolve_params(cls, task_family: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
-        """Defaults, then the per-task-family defaults, then the profile's overrides."""
-        return {**cls.defaults, **cls.task_defaults.get(task_family, {}), **overrides}
+    def check_names(cls, params: Mapping[str, Any]) -> None:
+        """Unknown parameter names are a ``UserError`` naming the valid ones."""
+        extra = sorted(set(params) - set(cls.defaults))
+        if extra:
+            valid = ", ".join(sorted(cls.defaults)) or "(none)"
+            raise UserError(
+                f"method {cls.name!r} has no parameter {', '.join(map(repr, extra))}; "
+                f"valid parameters: {valid}"
+            )
+
+    @classmethod
+    def validate(cls, params: Mapping[str, Any]) -> None:
+        """Refuse bad values with a ``UserError`` when the plan is made, before any work.
+
+        By default every value must have its default's type; a method adds its own ranges
+        (a positive iteration count, a fraction in (0, 1)) by extending this."""
+        cls.check_names(params)
+        for key, value in params.items():
+            default = cls.defaults[key]
+            if not _same_kind(value, default):
+                raise UserError(f"method {cls.name!r}: parameter {key!r} must be {_type_name(default)}, "
+                                f"got {value!r}")
+
+    @classmethod
+    def require(cls, params: Mapping[str, Any], key: str, ok: bool, expected: str) -> None:
+        """For ``validate``: a ``UserError`` saying what ``key`` must be unless ``ok``."""
+        if not ok:
+            raise UserError(f"method {cls.name!r}: parameter {key!r} must be {expected}, got {params[key]!r}")
+
+    @classmethod
+    def budget_params(cls, budget: str) -> dict[str, Any]:
+        """The parameters a budget sets: ``test_params``, ``quick_params``, or none for "paper"."""
+        if budget not in BUDGETS:
+            raise unknown("budget", budget, BUDGETS)
+        return dict({"test": cls.test_params, "quick": cls.quick_params}.get(budget, {}))
+
+    @classmethod
+    def resolve_params(cls, task_family: str, overrides: Mapping[str, Any], budget: str = "paper") -> dict[str, Any]:
+        """Defaults, then the per-task-family defaults, then the budget's, then the overrides."""
+        return {**cls.defaults, **cls.task_defaults.get(task_family, {}), **cls.budget_params(budget), **overrides}
 
     def skip_reason(self, task: Any, channels: int | None = None) -> str | None:
         """Why this method does not apply to ``task`` (on images of ``channels`` channels, when

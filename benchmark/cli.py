@@ -49,7 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run or resume a benchmark profile")
     run.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
-    run.add_argument("--methods", type=_csv, help="comma-separated methods (default: the profile's)")
+    run.add_argument("--methods",
+                     help="comma-separated methods, each optionally with a parameter grid, e.g. "
+                          "'tv,dip[iterations=500,2000]' (default: the profile's)")
+    run.add_argument("--set", dest="settings", action="append", default=[], metavar="METHOD.PARAM=VALUE",
+                     help="override a parameter of every instance of a method, e.g. dip.iterations=500 "
+                          "(several values sweep it: dip.iterations=500,2000); repeatable")
+    run.add_argument("--budget", choices=["test", "quick", "paper"],
+                     help="the methods' budget: their test_params, quick_params or defaults (default: the profile's)")
     run.add_argument("--tasks", type=_csv, help="comma-separated tasks")
     run.add_argument("--datasets", type=_csv, help="comma-separated datasets or folders of images, e.g. ./my_images "
                      "(profile crop/limit kept when listed)")
@@ -109,11 +116,22 @@ def _dataset(name: str, template: DatasetSpec) -> DatasetSpec:
 
 
 def _select(profile: Profile, args: argparse.Namespace) -> Profile:
-    from benchmark import profiles
+    from benchmark import grid, profiles
 
     changes: dict[str, Any] = {}
     if args.methods:
-        changes["methods"] = args.methods
+        # commas inside a grid's brackets belong to the grid
+        specs = grid.split_top_level(args.methods)
+        for spec in specs:
+            grid.parse_spec(spec)
+        changes["methods"] = specs
+    if args.budget:
+        changes["budget"] = args.budget
+    settings: dict[str, dict[str, list[object]]] = {}
+    for text in args.settings:
+        method, key, values = grid.parse_setting(text)
+        settings.setdefault(method, {})[key] = values
+    changes["settings"] = settings
     if args.tasks:
         changes["tasks"] = args.tasks
     if args.seeds is not None:

@@ -147,7 +147,7 @@ def _base_record(cell: Cell, method: Method, profile: str, device: torch.device)
     return Record(
         cell_key=cell.key, method=cell.method, task=cell.task, dataset=cell.dataset,
         image_id=cell.image_id, seed=cell.seed, params=cell.params, family=method.family,
-        profile=profile, device=str(device),
+        profile=profile, device=str(device), label=cell.label or cell.method,
     )
 
 
@@ -314,7 +314,8 @@ def failed_outcome(cell: Cell, profile: str, error: str, record: Record | None =
     """A failed record for ``cell``, keeping what was already known about it."""
     if record is None:
         record = Record(cell_key=cell.key, method=cell.method, task=cell.task, dataset=cell.dataset,
-                        image_id=cell.image_id, seed=cell.seed, params=cell.params, profile=profile)
+                        image_id=cell.image_id, seed=cell.seed, params=cell.params, profile=profile,
+                        label=cell.label or cell.method)
     record.status, record.error, record.finished_at = "failed", error, time.time()
     return CellOutcome(record)
 

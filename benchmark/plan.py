@@ -1,4 +1,7 @@
-"""The plan: a profile's methods × tasks × datasets × images × seeds as a list of cells.
+"""The plan: a profile's method instances × tasks × datasets × images × seeds as a list of cells.
+
+A method instance is a method with its parameters (``dip[iterations=500]``); a grid in the
+profile or on the command line expands to several (see ``benchmark.grid``).
 
 A cell's key is a stable hash of (method, resolved parameters, task, dataset, image, crop,
 seed), so a rerun knows what is already done and never duplicates a result.
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from benchmark import data, registry, tasks
+from benchmark import data, grid, registry, tasks
 from benchmark.errors import UserError
 from benchmark.profiles import DatasetSpec, Profile
 
@@ -31,6 +34,9 @@ class Cell:
     image_id: str
     crop: str  # the image preparation, e.g. "resize96-crop64"
     seed: int
+    #: the method instance as reports show it, e.g. ``dip[iterations=500]`` (not part of the key:
+    #: the resolved parameters already are)
+    label: str = ""
 
     @cached_property
     def key(self) -> str:
@@ -43,26 +49,74 @@ class Cell:
 
     @property
     def group(self) -> tuple[str, str, str]:
-        """The (method, task, dataset) group: one MLflow child run, one table cell."""
-        return (self.method, self.task, self.dataset)
+        """The (method instance, task, dataset) group: one MLflow child run, one table entry."""
+        return (self.label or self.method, self.task, self.dataset)
 
 
-def selected_methods(profile: Profile) -> list[str]:
+@dataclass(frozen=True)
+class MethodInstance:
+    """A method with the parameters a profile gives it (``method_params``, a grid combination,
+    ``--set``); the budget and the per-task defaults fill in the rest, per task."""
+
+    name: str
+    params: tuple[tuple[str, Any], ...]
+    label: str
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        return dict(self.params)
+
+
+def _specs(profile: Profile) -> list[grid.MethodSpec]:
+    specs: list[grid.MethodSpec] = []
+    for text in profile.methods:
+        if text == "all":
+            specs.extend(grid.MethodSpec(name) for name in registry.available())
+        else:
+            spec = grid.parse_spec(text)
+            registry.get(spec.name)  # raises a UserError listing the valid names
+            specs.append(spec)
+    return specs
+
+
+def method_instances(profile: Profile) -> list[MethodInstance]:
+    """The profile's methods, grids expanded, labelled by their name plus the parameters that
+    differ from the method's defaults under the profile's budget (swept ones always shown)."""
     known = registry.available()
-    names = list(known) if profile.methods == ["all"] else profile.methods
-    for name in names:
-        registry.get(name)  # raises a UserError listing the valid names
     for name in profile.method_params:
         if name not in known:
             raise UserError(f"method_params names unknown method {name!r}; valid: {', '.join(known)}")
-    return names
+    specs = _specs(profile)
+    for name in profile.settings:
+        if name not in {s.name for s in specs}:
+            raise UserError(f"--set names method {name!r}, which this run does not include; "
+                            f"methods: {', '.join(dict.fromkeys(s.name for s in specs))}")
+    instances: dict[str, MethodInstance] = {}
+    for spec in specs:
+        cls = known[spec.name]
+        sweep = {**spec.grid, **profile.settings.get(spec.name, {})}
+        cls.check_names(sweep)
+        cls.check_names(profile.method_params.get(spec.name, {}))
+        base = {**cls.defaults, **cls.budget_params(profile.budget)}
+        for combination in grid.MethodSpec(spec.name, sweep).combinations():
+            given = {**profile.method_params.get(spec.name, {}), **combination}
+            shown = {k: v for k, v in given.items()
+                     if len(sweep.get(k, ())) > 1 or k not in base or canonical_json(v) != canonical_json(base[k])}
+            label = grid.label(spec.name, shown)
+            instances.setdefault(label, MethodInstance(spec.name, tuple(sorted(given.items())), label))
+    return list(instances.values())
 
 
-def resolved_params(profile: Profile, method: str, task: tasks.Task) -> dict[str, Any]:
-    """Method defaults ← per-task-family defaults ← profile overrides; validated now."""
-    cls = registry.get(method)
-    params = cls.resolve_params(task.family, profile.method_params.get(method, {}))
-    cls(**params)  # unknown parameters raise a UserError naming the valid ones
+def selected_methods(profile: Profile) -> list[str]:
+    """The names of the profile's methods (each once, in the profile's order)."""
+    return list(dict.fromkeys(i.name for i in method_instances(profile)))
+
+
+def resolved_params(profile: Profile, instance: MethodInstance, task: tasks.Task) -> dict[str, Any]:
+    """Method defaults ← per-task-family defaults ← the budget ← the instance's; validated now."""
+    cls = registry.get(instance.name)
+    params = cls.resolve_params(task.family, instance.overrides, profile.budget)
+    cls.validate(params)  # a bad value is a UserError before any work
     return params
 
 
@@ -72,8 +126,8 @@ def load_images(spec: DatasetSpec, multiple: int = 1) -> list[data.Image]:
 
 
 def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[data.Image]]]:
-    """All cells of ``profile`` plus the images they need (validating every name first)."""
-    methods = selected_methods(profile)
+    """All cells of ``profile`` plus the images they need (validating every name and value first)."""
+    instances = method_instances(profile)
     task_objs = [tasks.get(t) for t in profile.tasks]
     for spec in profile.datasets:
         if spec.path is not None and spec.name in data.available():
@@ -82,8 +136,10 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
         if spec.path is None and spec.name not in data.available():
             raise UserError(f"unknown dataset {spec.name!r}; valid choices: {', '.join(sorted(data.available()))}; "
                             "or a folder of images (a path on the CLI, path: in a profile)")
+    params_by = {(i.label, t.name): canonical_json(resolved_params(profile, i, t))
+                 for i in instances for t in task_objs}
     images: dict[tuple[str, int], list[data.Image]] = {}
-    cells: list[Cell] = []
+    cells: dict[str, Cell] = {}
     for spec in profile.datasets:
         for name in spec.tasks or []:
             if name not in profile.tasks:
@@ -96,12 +152,14 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
             if key not in images:
                 images[key] = load_images(spec, task.size_multiple)
             prep = f"resize{spec.resize}-crop{spec.crop}" + (f"-{spec.mode}" if spec.mode else "")
-            for method in methods:
-                params_json = canonical_json(resolved_params(profile, method, task))
+            for instance in instances:
+                params_json = params_by[(instance.label, task.name)]
                 for image in images[key]:
                     for seed in profile.seeds:
-                        cells.append(Cell(method, params_json, task.name, spec.name, image.id, prep, seed))
-    return cells, images
+                        cell = Cell(instance.name, params_json, task.name, spec.name, image.id, prep, seed,
+                                    instance.label)
+                        cells.setdefault(cell.key, cell)  # two instances with equal parameters: one cell
+    return list(cells.values()), images
 
 
 def batch_group(cell: Cell, shape: tuple[int, ...]) -> tuple[object, ...]:

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import yaml
 
+from benchmark import grid
+from benchmark.api import BUDGETS
 from benchmark.data import plain_name
 from benchmark.errors import UserError, one_line, unknown
 
@@ -43,6 +45,7 @@ class TrainingSpec:
 class Profile:
     name: str
     description: str
+    #: method specs: names, grids (``dip[iterations=500,2000]``) or "all"
     methods: list[str]
     tasks: list[str]
     datasets: list[DatasetSpec]
@@ -57,10 +60,15 @@ class Profile:
     #: one step); "auto": the fastest measured per image (``benchmark.calibration``). An
     #: execution setting, not part of a cell's identity
     batch_size: int | str = "auto"
+    #: which budget every method runs with: its ``test_params``, its ``quick_params``, or its
+    #: defaults ("paper"); ``method_params`` and grids override it
+    budget: str = "paper"
+    #: ``--set METHOD.PARAM=VALUE[,VALUE...]`` from the command line: method → param → values
+    settings: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     source: str = ""
 
 
-_TOP_KEYS = {f for f in Profile.__dataclass_fields__ if f != "source"}
+_TOP_KEYS = {f for f in Profile.__dataclass_fields__ if f not in ("source", "settings")}
 
 
 def available() -> dict[str, Path]:
@@ -208,6 +216,12 @@ def parse(doc: Any, source: str = "<profile>") -> Profile:
         raise UserError(f"{where}: method_params must map method names to parameter mappings")
     methods = doc["methods"]
     methods = ["all"] if methods == "all" else _names(f"{where}: methods", methods)
+    for spec in methods:
+        if spec != "all":
+            grid.parse_spec(spec)  # a malformed grid is refused with the profile, before any work
+    budget = doc.get("budget", "paper")
+    if budget not in BUDGETS:
+        raise UserError(f"{where}: budget {budget!r} is not one of {', '.join(BUDGETS)}")
     return Profile(
         name=_text(f"{where}: name", doc["name"], plain=True),
         description=_text(f"{where}: description", doc.get("description", "")),
@@ -220,13 +234,13 @@ def parse(doc: Any, source: str = "<profile>") -> Profile:
             dataset=_text(f"{where}: training: dataset", training.get("dataset", "embedded"), plain=True),
             crop=_optional_positive(f"{where}: training: crop", training.get("crop")),
             resize=_optional_positive(f"{where}: training: resize", training.get("resize")),
-            train_images=_optional_positive(f"{where}: training: train_images", training.get("train_images")),
         ),
         device=_device(f"{where}: device", doc.get("device", "auto")),
         trajectory_every=positive(f"{where}: trajectory_every", doc.get("trajectory_every", 10)),
         lpips=_flag(f"{where}: lpips", doc.get("lpips", True)),
         save_reconstructions=_flag(f"{where}: save_reconstructions", doc.get("save_reconstructions", True)),
         batch_size=batch_size(f"{where}: batch_size", doc.get("batch_size", "auto")),
+        budget=budget,
         source=source,
     )
 

@@ -206,7 +206,7 @@ def run_benchmark(
                 parts[name] = parts.get(name, 0.0) + float(rec.info.get(f"{name}_s", 0.0))
             summary.ran += 1
             if rec.status == "failed":
-                summary.failed.append((f"{rec.method} · {rec.task} · {rec.dataset} · {rec.image_id} · seed {rec.seed}", rec.error))
+                summary.failed.append((f"{rec.label or rec.method} · {rec.task} · {rec.dataset} · {rec.image_id} · seed {rec.seed}", rec.error))
             elif rec.status == "skipped":
                 summary.skipped += 1
                 if rec.info.get("weights_unavailable"):
@@ -214,7 +214,7 @@ def run_benchmark(
             summary.reconstruct_s += float(rec.info.get("batch_share_s", rec.runtime_s or 0.0))
             if on_record:
                 on_record(outcome)
-            bar.set_postfix_str(f"{rec.method}/{rec.task}/{rec.image_id}"[:48])
+            bar.set_postfix_str(f"{rec.label or rec.method}/{rec.task}/{rec.image_id}"[:48])
             bar.update(1)
         bar.close()
         summary.calibrate_s = pool.calibrator.measured_s
@@ -265,7 +265,7 @@ def _prepare_trained(todo: list[Cell], pool: MethodPool, tracker: Tracker, profi
         except Exception:  # noqa: BLE001 - recorded as failed cells by run_cells
             continue
         if report is not None:
-            tracker.log_training(cell.method, cell.task, pool.training_name, report, profile.name)
+            tracker.log_training(cell.label or cell.method, cell.task, pool.training_name, report, profile.name)
 
 
 def _batch_sizes(todo: list[Cell], work: Work, pool: MethodPool, setting: int | str,

@@ -66,6 +66,9 @@ class Record:
     finished_at: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
     recon_path: str = ""
+    #: the method instance as reports show it: the name plus the parameters that differ from
+    #: its defaults, e.g. ``dip[iterations=500]``
+    label: str = ""
 
 
 _JSON_FIELDS = {"params", "trajectory", "info"}
@@ -256,6 +259,7 @@ class ResultsStore:
             for c, value in data.items():
                 if value is None and c in _DEFAULTS:  # a column added after the row was written
                     data[c] = _DEFAULTS[c]()
+            data["label"] = data.get("label") or data["method"]
             out.append(Record(**data, metrics=values.get(data["cell_key"], {})))
         return out
 

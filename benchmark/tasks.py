@@ -6,7 +6,6 @@ so every method sees the same ``y`` and the same operator (random masks included
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import deepinv as dinv
 import torch
 
+from benchmark import seeding
 from benchmark.errors import unknown
 
 PhysicsFactory = Callable[[tuple[int, int, int], torch.device, torch.Generator], Any]
@@ -46,8 +46,7 @@ class Task:
 
 def measurement_generator(task: str, image_id: str, seed: int) -> torch.Generator:
     """A CPU generator seeded by (task, image, seed): the same y for every method and run."""
-    digest = hashlib.sha256(f"{task}|{image_id}|{seed}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    return seeding.generator(task, image_id, seed)
 
 
 def _denoising(shape: tuple[int, int, int], device: torch.device, g: torch.Generator) -> Any:

@@ -224,8 +224,11 @@ class Tracker:
         """One child run per (method, task, dataset) of the per-image table, with its
         reconstructions (PNG) as artifacts when ``recon_root`` holds them."""
         run_ids = []
-        for (method, task, dataset), rows in frame.groupby(["method", "task", "dataset"], sort=True):
-            run_ids.append(self._log_group(method, task, dataset, rows, profile, recon_root))
+        from reports.stats import instance_labels
+
+        frame = frame.assign(label=instance_labels(frame))
+        for (label, task, dataset), rows in frame.groupby(["label", "task", "dataset"], sort=True):
+            run_ids.append(self._log_group(label, task, dataset, rows, profile, recon_root))
         return run_ids
 
     @_locked
@@ -240,15 +243,17 @@ class Tracker:
         if self.parent_id and report_dir.is_dir():
             self.client.log_artifacts(self.parent_id, str(report_dir), artifact_path="report")
 
-    def _log_group(self, method: str, task: str, dataset: str, rows: pd.DataFrame, profile: str,
+    def _log_group(self, label: str, task: str, dataset: str, rows: pd.DataFrame, profile: str,
                    recon_root: Path | None = None) -> str:
         ok = rows[rows.status == "ok"]
+        method = str(rows.method.iloc[0])
         tags = {"mlflow.parentRunId": self.parent_id or "", "dipbench.kind": "result", "method": method,
-                "task": task, "dataset": dataset, "profile": profile, "family": str(rows.family.iloc[0])}
+                "label": label, "task": task, "dataset": dataset, "profile": profile,
+                "family": str(rows.family.iloc[0])}
         skipped = rows[rows.status == "skipped"]
         if len(skipped):
             tags["skip_reason"] = str(skipped.error.iloc[0])[:500]
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"{method} · {task} · {dataset}")
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"{label} · {task} · {dataset}")
         rid = run.info.run_id
         params = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in rows.params.iloc[0].items()}
         params["method"] = method

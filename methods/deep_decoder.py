@@ -38,6 +38,8 @@ class DeepDecoderMethod(common.DipMethod):
         "reg_noise_std": 0.0,
         "ema": 0.0,
     }
+    test_params = common.TEST_PARAMS
+    quick_params = common.QUICK_PARAMS
 
     def plan(self, y: torch.Tensor, physics: Any, seed: int) -> common.FitPlan:
         best = PatientMinimum(patience=None, min_delta=IMPROVEMENT)

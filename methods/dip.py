@@ -23,6 +23,8 @@ class DeepImagePrior(common.DipMethod):
     summary = "Deep Image Prior: skip encoder-decoder fitted to y, EMA output, paper's budget per task."
     defaults = dict(common.SKIP_DEFAULTS)
     task_defaults = common.PAPER_TASK_DEFAULTS
+    test_params = common.TEST_PARAMS
+    quick_params = common.QUICK_PARAMS
 
     def plan(self, y: torch.Tensor, physics: Any, seed: int) -> common.FitPlan:
         return common.FitPlan(common.skip_setup(self.params, y, physics, seed), measurement_loss(physics, y))

@@ -9,6 +9,7 @@ patience 1000, 5000 iterations) the iterates are the raw outputs, without averag
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -26,6 +27,15 @@ class DipESWMV(common.DipMethod):
     summary = "DIP stopped by the windowed moving variance of its iterates (ES-WMV)."
     defaults = {**common.SKIP_DEFAULTS, "iterations": 5000, "ema": 0.0, "window": 100, "patience": 1000}
     task_defaults = common.EARLY_STOPPING_TASK_DEFAULTS
+    #: a larger cap than DIP's, so that the stopping rule decides where the run ends
+    test_params = {**common.TEST_PARAMS, "window": 10, "patience": 20}
+    quick_params = {**common.QUICK_PARAMS, "iterations": 600, "patience": 200}
+
+    @classmethod
+    def validate(cls, params: Mapping[str, Any]) -> None:
+        super().validate(params)
+        cls.require(params, "window", params["window"] >= 2, "an integer >= 2")
+        cls.require(params, "patience", params["patience"] >= 1, "an integer >= 1")
 
     def plan(self, y: torch.Tensor, physics: Any, seed: int) -> common.FitPlan:
         window = common.positive_int(self.params, "window", minimum=2)

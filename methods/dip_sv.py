@@ -14,14 +14,15 @@ held-out loss is noisier and the selection lands about 1 dB lower in our 64×64 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from benchmark import seeding
 from benchmark.api import Reconstruction
-from benchmark.errors import UserError
 from benchmark.registry import register
-from methods._dip import common, loop
+from methods._dip import common
 from methods._dip.objectives import held_out_error, measured_entries, measurement_loss, split_measurements
 from methods._dip.stopping import HeldOutLoss, Verdict
 
@@ -32,11 +33,19 @@ class DipSelfValidation(common.DipMethod):
     summary = "DIP stopped by the loss on held-out measurements (self-validation), best held-out iterate."
     defaults = {**common.SKIP_DEFAULTS, "iterations": 5000, "holdout": 0.1, "patience": 300, "window": 1}
     task_defaults = common.EARLY_STOPPING_TASK_DEFAULTS
+    #: a larger cap than DIP's, so that the stopping rule decides where the run ends
+    test_params = {**common.TEST_PARAMS, "patience": 20}
+    quick_params = {**common.QUICK_PARAMS, "iterations": 1000, "patience": 200}
+
+    @classmethod
+    def validate(cls, params: Mapping[str, Any]) -> None:
+        super().validate(params)
+        cls.require(params, "holdout", 0.0 < params["holdout"] < 1.0, "a fraction in (0, 1)")
+        for key in ("patience", "window"):
+            cls.require(params, key, params[key] >= 1, "an integer >= 1")
 
     def plan(self, y: torch.Tensor, physics: Any, seed: int) -> common.FitPlan:
         fraction = self.params["holdout"]
-        if not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
-            raise UserError(f"parameter 'holdout' must be in (0, 1), got {fraction}")
         patience = common.positive_int(self.params, "patience")
         window = common.positive_int(self.params, "window")
         fit_mask, held_mask = holdout_masks(y, physics, float(fraction), seed)
@@ -58,4 +67,4 @@ class DipSelfValidation(common.DipMethod):
 
 def holdout_masks(y: torch.Tensor, physics: Any, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(fit, held-out) float masks over the entries of ``y``, disjoint, drawn from ``seed``."""
-    return split_measurements(measured_entries(physics, y), fraction, loop.generator(seed, "holdout"))
+    return split_measurements(measured_entries(physics, y), fraction, seeding.generator(seed, "holdout"))

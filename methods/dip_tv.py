@@ -8,11 +8,11 @@ on noiseless inpainting it costs up to 1 dB (there is no noise for the penalty t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from benchmark.errors import UserError
 from benchmark.registry import register
 from methods._dip import common
 from methods._dip.objectives import measurement_loss, weighted_tv
@@ -24,12 +24,16 @@ class DipTV(common.DipMethod):
     summary = "DIP with a total-variation penalty on the output (Liu et al. 2019)."
     defaults = {**common.SKIP_DEFAULTS, "tv_weight": 0.01}
     task_defaults = common.PAPER_TASK_DEFAULTS
+    test_params = common.TEST_PARAMS
+    quick_params = common.QUICK_PARAMS
+
+    @classmethod
+    def validate(cls, params: Mapping[str, Any]) -> None:
+        super().validate(params)
+        cls.require(params, "tv_weight", params["tv_weight"] >= 0, "a number >= 0")
 
     def plan(self, y: torch.Tensor, physics: Any, seed: int) -> common.FitPlan:
-        weight = self.params["tv_weight"]
-        if not isinstance(weight, (int, float)) or weight < 0:
-            raise UserError(f"parameter 'tv_weight' must be a number >= 0, got {weight!r}")
-        weight = float(weight)
+        weight = float(self.params["tv_weight"])
         setup = common.skip_setup(self.params, y, physics, seed)
         return common.FitPlan(setup, measurement_loss(physics, y), regulariser=weighted_tv(weight),
                               info={"tv_weight": weight})

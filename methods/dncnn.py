@@ -17,6 +17,7 @@ mismatched noise level).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -201,11 +202,15 @@ class DnCNN(Method):
     #: model_sigma: "auto" matches the task's noise level, or a released level (15, 25, 50) on the 0–255 scale
     defaults = {"model_sigma": "auto"}
 
+    @classmethod
+    def validate(cls, params: Mapping[str, Any]) -> None:
+        cls.check_names(params)  # model_sigma is a string or a number: no type check
+        fixed = params["model_sigma"]
+        cls.require(params, "model_sigma", fixed == "auto" or fixed in {s for s, _ in RELEASES},
+                    f"'auto' or one of the released levels ({_offered()})")
+
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        fixed = self.params["model_sigma"]
-        if fixed != "auto" and fixed not in {s for s, _ in RELEASES}:
-            raise UserError(f"dncnn: model_sigma must be 'auto' or one of the released levels ({_offered()}), got {fixed!r}")
         self._nets: dict[tuple[int, int, str], DnCNNNet] = {}
 
     def _pick(self, sigma: float, channels: int | None) -> tuple[int | None, str | None]:

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from benchmark import seeding
 from benchmark.api import Callback, Method, Reconstruction, TrainingContext, TrainingReport
 from benchmark.errors import UserError
 from benchmark.registry import register
@@ -95,15 +96,27 @@ class DPS(Method):
         "super-resolution": {"zeta": 0.5},
         "deblurring": {"zeta": 0.3},
     }
+    test_params = {"steps": 50, "prior_steps": 150, "prior_channels": 8, "prior_batch": 8, "prior_patch": 32}
+    quick_params = {"steps": 200, "prior_steps": 800}
+
+    @classmethod
+    def validate(cls, params: Mapping[str, Any]) -> None:
+        super().validate(params)
+        for key in ("steps", "prior_channels", "prior_depth", "prior_patch", "prior_batch", "prior_steps"):
+            cls.require(params, key, params[key] >= 1, "an integer >= 1")
+        cls.require(params, "steps", params["steps"] <= diffusion.TRAIN_STEPS,
+                    f"an integer <= {diffusion.TRAIN_STEPS}")
+        cls.require(params, "zeta", params["zeta"] >= 0, "a number >= 0")
+        cls.require(params, "prior_lr", params["prior_lr"] > 0, "a number > 0")
+        cls.require(params, "prior_ema", 0 <= params["prior_ema"] < 1, "a number in [0, 1)")
+        name, path = params["pretrained"], params["pretrained_path"]
+        cls.require(params, "pretrained", not name or name in PRETRAINED,
+                    f"one of {', '.join(PRETRAINED)} (or '' to train the suite prior)")
+        if name and path:
+            raise UserError("method 'dps': give either pretrained or pretrained_path, not both")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        name, path = self.params["pretrained"], self.params["pretrained_path"]
-        if name and (not isinstance(name, str) or name not in PRETRAINED):
-            raise UserError(f"dps: unknown pretrained weights {name!r}; choose one of {', '.join(PRETRAINED)} "
-                            "(or '' to train the suite prior)")
-        if name and path:
-            raise UserError("dps: give either pretrained or pretrained_path, not both")
         self._eps: nn.Module | None = None
         self._channels: int | None = None  # channels the prior was trained on (None: any)
 
@@ -121,7 +134,7 @@ class DPS(Method):
             "params": {k: p[k] for k in PRIOR_PARAMS},
             "seed": ctx.seed,
         }
-        with loop.seeded(ctx.seed):
+        with seeding.seeded(ctx.seed):
             net = UNet(channels, channels, channels=int(p["prior_channels"]), depth=int(p["prior_depth"]),
                        time_conditioned=True).to(ctx.device)
 

@@ -6,6 +6,7 @@ needs only A and Aᵀ (no inner solver), so it runs unchanged on every task's ph
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -54,6 +55,15 @@ class TotalVariation(Method):
         "super-resolution": {"weight": 0.003, "iterations": 600},
         "deblurring": {"weight": 0.008},
     }
+    test_params = {"iterations": 100}
+
+    @classmethod
+    def validate(cls, params: Mapping[str, Any]) -> None:
+        super().validate(params)
+        cls.require(params, "weight", params["weight"] >= 0, "a number >= 0")
+        cls.require(params, "iterations", params["iterations"] >= 1, "an integer >= 1")
+        # Condat–Vũ needs 1/τ > ‖A‖²/2 with ‖A‖ ≤ 1 (see reconstruct)
+        cls.require(params, "tau", 0 < params["tau"] < 2, "a number in (0, 2)")
 
     def reconstruct(self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None) -> Reconstruction:
         weight, tau, budget = float(self.params["weight"]), float(self.params["tau"]), int(self.params["iterations"])

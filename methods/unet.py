@@ -12,10 +12,12 @@ by channel.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from benchmark import seeding
 from benchmark.api import Callback, Method, Reconstruction, TrainingContext, TrainingReport
 from benchmark.errors import UserError
 from benchmark.registry import register
@@ -41,6 +43,15 @@ class SupervisedUNet(Method):
         "depth": 2,  # number of down-samplings
         "train_images": 0,  # use only the first N training images (0: all)
     }
+    test_params = {"steps": 10, "batch_size": 4, "patch_size": 32, "channels": 8}
+    quick_params = {"steps": 300}
+
+    @classmethod
+    def validate(cls, params: Mapping[str, Any]) -> None:
+        super().validate(params)
+        for key in ("patch_size", "batch_size", "steps", "channels", "depth"):
+            cls.require(params, key, params[key] >= 1, "an integer >= 1")
+        cls.require(params, "lr", params["lr"] > 0, "a number > 0")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -64,7 +75,7 @@ class SupervisedUNet(Method):
             "params": {k: p[k] for k in sorted(self.defaults)},
             "seed": ctx.seed,
         }
-        with loop.seeded(ctx.seed):
+        with seeding.seeded(ctx.seed):
             net = self._build(channels).to(ctx.device)
 
         def train() -> tuple[list[float], dict[str, torch.Tensor]]:

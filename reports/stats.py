@@ -37,11 +37,24 @@ def normalize(frame: pd.DataFrame) -> pd.DataFrame:
         df[col] = df[col].fillna(default).astype(str) if col in df else default
     for col in ("method", "task", "dataset", "image_id"):
         df[col] = df[col].astype(str)
+    # Reports are about method instances: ``method`` becomes the label (``dip[iterations=500]``),
+    # the registered name stays in ``method_name``.
+    if "method_name" not in df:
+        df["method_name"], df["method"] = df["method"], instance_labels(df)
     if "trajectory" not in df:
         df["trajectory"] = [[] for _ in range(len(df))]
     if "info" not in df:
         df["info"] = [{} for _ in range(len(df))]
     return df
+
+
+def instance_labels(frame: pd.DataFrame) -> pd.Series:
+    """Each row's method instance label (the method name for rows stored before labels)."""
+    names = frame["method"].astype(str)
+    if "label" not in frame:
+        return names
+    labels = frame["label"].fillna("").astype(str)
+    return labels.where(labels != "", names)
 
 
 def bootstrap_ci(

@@ -1,7 +1,7 @@
 """Conformance tests run over every registered method automatically (benchopt-style).
 
-Each method, with the smoke profile's parameters, on each smoke task: returns an image of the
-right shape, finite, deterministic for a seed, stops when the callback says so, and beats
+Each method, with its own test budget (``test_params``), on each smoke task: returns an image
+of the right shape, finite, deterministic for a seed, stops when the callback says so, and beats
 nothing-at-all (an all-zero image).
 """
 
@@ -13,9 +13,10 @@ from functools import cache
 import pytest
 import torch
 
-from benchmark import data, metrics, plan, profiles, registry, tasks
+from benchmark import data, metrics, profiles, registry, tasks
 from benchmark.api import Method, Problem, TrainingContext, as_reconstruction
 from benchmark.data import cache_root
+from benchmark.errors import UserError
 
 SMOKE = profiles.load("smoke")
 METHODS = sorted(registry.available())
@@ -31,7 +32,8 @@ def _image() -> torch.Tensor:
 @cache
 def _method(name: str, task_name: str) -> Method:
     task = tasks.get(task_name)
-    method = registry.get(name)(**plan.resolved_params(SMOKE, name, task))
+    cls = registry.get(name)
+    method = cls(**cls.resolve_params(task.family, {}, budget="test"))
     if method.needs_training and method.skip_reason(task) is None:
         train = data.load(SMOKE.training.dataset, split="train", crop=SMOKE.training.crop,
                           resize=SMOKE.training.resize, limit=SMOKE.training.train_images)
@@ -73,10 +75,26 @@ def test_signature_never_receives_ground_truth(name: str) -> None:
 
 @pytest.mark.parametrize("name", METHODS)
 def test_unknown_parameter_is_refused(name: str) -> None:
-    from benchmark.errors import UserError
-
     with pytest.raises(UserError, match="valid parameters"):
         registry.get(name)(definitely_not_a_parameter=1)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_budgets_are_declared_on_the_method_and_valid(name: str) -> None:
+    """The test and quick budgets name real parameters with valid values on every task."""
+    cls = registry.get(name)
+    for budget in ("test", "quick", "paper"):
+        for task in tasks.TASKS.values():
+            cls.validate(cls.resolve_params(task.family, {}, budget=budget))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_a_value_of_the_wrong_type_is_refused(name: str) -> None:
+    cls = registry.get(name)
+    for key, default in cls.defaults.items():
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            with pytest.raises(UserError, match=f"method '{name}': parameter '{key}' must be"):
+                cls.validate({**cls.defaults, key: "not-a-number"})
 
 
 @pytest.mark.parametrize("task_name", TASKS)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark import plan
+from benchmark import plan, seeding
 from methods._dip import loop, stacking
 from methods._dip.networks import DeepDecoder, SkipNet
 from methods._dip.stopping import Verdict
@@ -15,11 +15,11 @@ SIDE = 32
 
 
 def _skip(seed: int) -> SkipNet:
-    return loop.seeded_init(lambda: SkipNet(4, 1, 8, 2, 3), seed)
+    return seeding.seeded_build(lambda: SkipNet(4, 1, 8, 2, 3), seed, "network")
 
 
 def _decoder(seed: int) -> DeepDecoder:
-    return loop.seeded_init(lambda: DeepDecoder(1, 8, 3), seed)
+    return seeding.seeded_build(lambda: DeepDecoder(1, 8, 3), seed, "network")
 
 
 @pytest.mark.parametrize("build,z_side", [(_skip, SIDE), (_decoder, SIDE // 8)])
@@ -64,8 +64,8 @@ def _problems(stops: list[int], *, nan_at: int | None = None) -> list[loop.FitPr
     for b, stop in enumerate(stops):
         # float64: batched and solo fits differ only by the kernels' reduction order, which float32
         # amplifies over the steps past any fixed tolerance on some CPUs and seeds
-        z = torch.rand((1, 4, SIDE, SIDE), generator=loop.generator(b, "input"), dtype=torch.float64) * 0.1
-        y = torch.rand((1, 1, 28, 28), generator=loop.generator(b, "target"), dtype=torch.float64)
+        z = torch.rand((1, 4, SIDE, SIDE), generator=seeding.generator(b, "input"), dtype=torch.float64) * 0.1
+        y = torch.rand((1, 1, 28, 28), generator=seeding.generator(b, "target"), dtype=torch.float64)
 
         def objective(x: torch.Tensor, y: torch.Tensor = y, broken: bool = b == nan_at) -> torch.Tensor:
             loss = (x - y).square().flatten(1).mean(1)
@@ -74,7 +74,7 @@ def _problems(stops: list[int], *, nan_at: int | None = None) -> list[loop.FitPr
         def rule(step: int, x: torch.Tensor, loss: torch.Tensor, stop: int = stop) -> Verdict:
             return Verdict(stop=step >= stop, best=step % 2 == 1)
 
-        problems.append(loop.FitProblem(_skip(b).double(), z, objective, (28, 28), loop.generator(b, "noise"),
+        problems.append(loop.FitProblem(_skip(b).double(), z, objective, (28, 28), seeding.generator(b, "noise"),
                                         rule=rule))
     return problems
 

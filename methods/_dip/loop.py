@@ -22,7 +22,6 @@ problem's final loss, read once when it ends.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -78,23 +77,6 @@ class FitResult:
     selected_iteration: int  # step whose iterate is x
     stopped_by: str  # "budget" | "rule" | "callback"
     final_loss: float  # objective at the last step run
-
-
-def stream_seed(seed: int, stream: str) -> int:
-    """An independent 63-bit seed per named random stream (network, input, noise, mask…)."""
-    digest = hashlib.sha256(f"{seed}|{stream}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def generator(seed: int, stream: str, device: torch.device | str = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(stream_seed(seed, stream))
-
-
-def seeded_init(build: Callable[[], nn.Module], seed: int) -> nn.Module:
-    """Build a network with weights drawn from ``seed`` without touching the global RNG state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(stream_seed(seed, "network"))
-        return build()
 
 
 def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:

@@ -4,10 +4,9 @@ measurements, the optimisation loop with a progress bar, and the load-or-train c
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,6 @@ from methods._training import checkpoint as ckpt
 
 #: the loss curve kept in a checkpoint has at most this many points (means over equal chunks)
 MAX_LOSS_POINTS = 500
-
-
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Seed the global RNG for network initialisation without disturbing anyone else's state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 def training_images(ctx: TrainingContext, limit: int | None) -> list[torch.Tensor]:

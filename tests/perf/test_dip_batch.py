@@ -16,7 +16,7 @@ import deepinv
 import pytest
 import torch
 
-from benchmark import data, tasks
+from benchmark import data, seeding, tasks
 from methods._dip import loop
 from methods._dip.networks import SkipNet
 from methods._dip.objectives import measurement_loss
@@ -41,14 +41,14 @@ def _problems(side: int, count: int) -> list[tuple[object, torch.Tensor]]:
 
 
 def _network(channels: int, seed: int) -> SkipNet:
-    return loop.seeded_init(lambda: SkipNet(INPUT_CHANNELS, 1, channels, 4, 5), seed)
+    return seeding.seeded_build(lambda: SkipNet(INPUT_CHANNELS, 1, channels, 4, 5), seed, "network")
 
 
 def _ours(channels: int, side: int, batch: int, iterations: int, bare: bool = False) -> float:
     problems = [
         loop.FitProblem(_network(channels, b),
-                        torch.rand((1, INPUT_CHANNELS, side, side), generator=loop.generator(b, "input")) * 0.1,
-                        measurement_loss(physics, y), (side, side), loop.generator(b, "perturbation"))
+                        torch.rand((1, INPUT_CHANNELS, side, side), generator=seeding.generator(b, "input")) * 0.1,
+                        measurement_loss(physics, y), (side, side), seeding.generator(b, "perturbation"))
         for b, (physics, y) in enumerate(_problems(side, batch))
     ]
     settings = (loop.LoopSettings(iterations, 0.01) if bare

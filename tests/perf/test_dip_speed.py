@@ -14,7 +14,7 @@ import deepinv
 import pytest
 import torch
 
-from benchmark import data, tasks
+from benchmark import data, seeding, tasks
 from methods._dip import loop
 from methods._dip.networks import SkipNet
 from methods._dip.objectives import measurement_loss
@@ -35,15 +35,15 @@ def problem():
 
 
 def network() -> SkipNet:
-    return loop.seeded_init(lambda: SkipNet(INPUT_CHANNELS, 1, 128, 4, 5), seed=0)
+    return seeding.seeded_build(lambda: SkipNet(INPUT_CHANNELS, 1, 128, 4, 5), 0, "network")
 
 
 def ours(reg_noise_std: float, ema: float) -> Callable[[object, torch.Tensor], None]:
     def run(physics, y) -> None:
-        z = torch.rand((1, INPUT_CHANNELS, 64, 64), generator=loop.generator(0, "input")) * 0.1
+        z = torch.rand((1, INPUT_CHANNELS, 64, 64), generator=seeding.generator(0, "input")) * 0.1
         settings = loop.LoopSettings(ITERATIONS, 0.01, reg_noise_std=reg_noise_std, ema=ema)
         loop.fit(network(), z, measurement_loss(physics, y), settings, size=(64, 64),
-                 noise=loop.generator(0, "perturbation"))
+                 noise=seeding.generator(0, "perturbation"))
 
     return run
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from benchmark import metrics
-from methods._dip import loop, stacking
+from benchmark import metrics, seeding
+from methods._dip import stacking
 from methods._dip.networks import SkipNet
 
 pytestmark = pytest.mark.perf
@@ -35,7 +35,7 @@ def _best(fn: Callable[[], None], repeats: int = 5, inner: int = 10) -> float:
 
 
 def _step(batch: int, channels_last: bool, compiled: bool = False) -> Callable[[], None]:
-    nets = [loop.seeded_init(lambda: SkipNet(32, 1, CHANNELS, 4, 5), b) for b in range(batch)]
+    nets = [seeding.seeded_build(lambda: SkipNet(32, 1, CHANNELS, 4, 5), b, "network") for b in range(batch)]
     net = stacking.group(nets)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     net.to(memory_format=layout)
