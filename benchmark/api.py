@@ -116,6 +116,9 @@ class Method:
     test_params: ClassVar[Mapping[str, Any]] = {}
     #: the budget of the quick profile (a CPU-sized run of the whole suite)
     quick_params: ClassVar[Mapping[str, Any]] = {}
+    #: how the method decides when to stop and which iterate to return, in a few words (e.g.
+    #: "windowed moving variance"); methods that have one appear in the early-stopping table
+    stopping_rule: ClassVar[str] = ""
     #: methods that learn from a training split implement ``prepare``
     needs_training: ClassVar[bool] = False
     #: how many problems of one task and image size ``reconstruct_batch`` may get at once; more

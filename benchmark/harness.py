@@ -147,7 +147,7 @@ def _base_record(cell: Cell, method: Method, profile: str, device: torch.device)
     return Record(
         cell_key=cell.key, method=cell.method, task=cell.task, dataset=cell.dataset,
         image_id=cell.image_id, seed=cell.seed, params=cell.params, family=method.family,
-        profile=profile, device=str(device), label=cell.label or cell.method,
+        stopping_rule=method.stopping_rule, profile=profile, device=str(device), label=cell.label or cell.method,
     )
 
 

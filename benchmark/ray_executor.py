@@ -35,7 +35,7 @@ def _run_batch(work: Any, batch: list[Cell]) -> list[CellOutcome]:
 def estimated_cost(cell: Cell, work: Any) -> float:
     """Iterations (or steps) × pixels: enough to put the long DIP fits first."""
     params = cell.params
-    iterations = float(params.get("iterations") or params.get("steps") or 1)
+    iterations = float(params.get("iterations") or params.get("sampling_steps") or params.get("train_steps") or 1)
     image = work.images.get((cell.dataset, cell.task, cell.image_id))
     return iterations * (float(image.numel()) if image is not None else 1.0)
 

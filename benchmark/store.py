@@ -43,6 +43,7 @@ class Record:
     seed: int
     params: dict[str, Any] = field(default_factory=dict)
     family: str = ""
+    stopping_rule: str = ""  # the method's declared stopping rule ("" when it has none)
     profile: str = ""
     status: str = "ok"  # ok | failed | skipped
     error: str = ""

@@ -38,6 +38,7 @@ class DeepDecoderMethod(common.DipMethod):
         "reg_noise_std": 0.0,
         "ema": 0.0,
     }
+    stopping_rule = "lowest training loss within the budget"
     test_params = common.TEST_PARAMS
     quick_params = common.QUICK_PARAMS
 

@@ -23,6 +23,7 @@ class DeepImagePrior(common.DipMethod):
     summary = "Deep Image Prior: skip encoder-decoder fitted to y, EMA output, paper's budget per task."
     defaults = dict(common.SKIP_DEFAULTS)
     task_defaults = common.PAPER_TASK_DEFAULTS
+    stopping_rule = "fixed budget (the paper's, per task)"
     test_params = common.TEST_PARAMS
     quick_params = common.QUICK_PARAMS
 

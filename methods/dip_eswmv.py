@@ -27,6 +27,7 @@ class DipESWMV(common.DipMethod):
     summary = "DIP stopped by the windowed moving variance of its iterates (ES-WMV)."
     defaults = {**common.SKIP_DEFAULTS, "iterations": 5000, "ema": 0.0, "window": 100, "patience": 1000}
     task_defaults = common.EARLY_STOPPING_TASK_DEFAULTS
+    stopping_rule = "windowed moving variance of the iterates (ES-WMV)"
     #: a larger cap than DIP's, so that the stopping rule decides where the run ends
     test_params = {**common.TEST_PARAMS, "window": 10, "patience": 20}
     quick_params = {**common.QUICK_PARAMS, "iterations": 600, "patience": 200}

@@ -33,6 +33,7 @@ class DipSelfValidation(common.DipMethod):
     summary = "DIP stopped by the loss on held-out measurements (self-validation), best held-out iterate."
     defaults = {**common.SKIP_DEFAULTS, "iterations": 5000, "holdout": 0.1, "patience": 300, "window": 1}
     task_defaults = common.EARLY_STOPPING_TASK_DEFAULTS
+    stopping_rule = "held-out measurement loss (self-validation)"
     #: a larger cap than DIP's, so that the stopping rule decides where the run ends
     test_params = {**common.TEST_PARAMS, "patience": 20}
     quick_params = {**common.QUICK_PARAMS, "iterations": 1000, "patience": 200}

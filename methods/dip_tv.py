@@ -24,6 +24,7 @@ class DipTV(common.DipMethod):
     summary = "DIP with a total-variation penalty on the output (Liu et al. 2019)."
     defaults = {**common.SKIP_DEFAULTS, "tv_weight": 0.01}
     task_defaults = common.PAPER_TASK_DEFAULTS
+    stopping_rule = "fixed budget (DIP's, per task)"
     test_params = common.TEST_PARAMS
     quick_params = common.QUICK_PARAMS
 

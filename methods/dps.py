@@ -74,7 +74,7 @@ class DPS(Method):
     summary = "Diffusion posterior sampling with a DDPM prior trained by the suite (or released DiffUNet weights)."
     needs_training = True
     defaults = {
-        "steps": 1000,  # reverse diffusion steps, as in the paper (quick profile: 200), evenly re-spaced
+        "sampling_steps": 1000,  # reverse diffusion steps, as in the paper (quick profile: 200), evenly re-spaced
         "zeta": 0.3,  # guidance ζ on ∇‖y − A x̂0‖, in 1000-step units (per-family values below)
         "prior_channels": 32,  # features of the noise predictor at full resolution, doubled per level
         "prior_depth": 3,
@@ -96,15 +96,15 @@ class DPS(Method):
         "super-resolution": {"zeta": 0.5},
         "deblurring": {"zeta": 0.3},
     }
-    test_params = {"steps": 50, "prior_steps": 150, "prior_channels": 8, "prior_batch": 8, "prior_patch": 32}
-    quick_params = {"steps": 200, "prior_steps": 800}
+    test_params = {"sampling_steps": 50, "prior_steps": 150, "prior_channels": 8, "prior_batch": 8, "prior_patch": 32}
+    quick_params = {"sampling_steps": 200, "prior_steps": 800}
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:
         super().validate(params)
-        for key in ("steps", "prior_channels", "prior_depth", "prior_patch", "prior_batch", "prior_steps"):
+        for key in ("sampling_steps", "prior_channels", "prior_depth", "prior_patch", "prior_batch", "prior_steps"):
             cls.require(params, key, params[key] >= 1, "an integer >= 1")
-        cls.require(params, "steps", params["steps"] <= diffusion.TRAIN_STEPS,
+        cls.require(params, "sampling_steps", params["sampling_steps"] <= diffusion.TRAIN_STEPS,
                     f"an integer <= {diffusion.TRAIN_STEPS}")
         cls.require(params, "zeta", params["zeta"] >= 0, "a number >= 0")
         cls.require(params, "prior_lr", params["prior_lr"] > 0, "a number > 0")
@@ -174,7 +174,7 @@ class DPS(Method):
                 )
             eps_model = functools.partial(_per_channel, model)
         result = diffusion.dps_sample(
-            eps_model, y, physics, shape=shape, steps=int(self.params["steps"]), zeta=float(self.params["zeta"]),
+            eps_model, y, physics, shape=shape, steps=int(self.params["sampling_steps"]), zeta=float(self.params["zeta"]),
             generator=torch.Generator().manual_seed(seed), callback=callback,
         )
         return Reconstruction(x=result.x, iterations=result.steps_run, budget=result.budget,

@@ -35,21 +35,21 @@ class SupervisedUNet(Method):
     #: 30.44) in about an hour of one shared CPU core; 2000 steps reach 29.88 dB in 13 minutes.
     #: The quick profile trains 300 steps (about 1.5 min per task on one core).
     defaults = {
-        "patch_size": 48,  # side of the random training patches
-        "batch_size": 16,
-        "steps": 6000,  # optimiser steps
+        "train_patch": 48,  # side of the random training patches
+        "train_batch": 16,  # patches per optimiser step
+        "train_steps": 6000,  # optimiser steps
         "lr": 1e-3,  # Adam, warm-up then cosine decay to 1% of it
         "channels": 32,  # features at full resolution, doubled per level
         "depth": 2,  # number of down-samplings
         "train_images": 0,  # use only the first N training images (0: all)
     }
-    test_params = {"steps": 10, "batch_size": 4, "patch_size": 32, "channels": 8}
-    quick_params = {"steps": 300}
+    test_params = {"train_steps": 10, "train_batch": 4, "train_patch": 32, "channels": 8}
+    quick_params = {"train_steps": 300}
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:
         super().validate(params)
-        for key in ("patch_size", "batch_size", "steps", "channels", "depth"):
+        for key in ("train_patch", "train_batch", "train_steps", "channels", "depth"):
             cls.require(params, key, params[key] >= 1, "an integer >= 1")
         cls.require(params, "lr", params["lr"] > 0, "a number > 0")
 
@@ -65,7 +65,7 @@ class SupervisedUNet(Method):
         p = self.params
         images = loop.training_images(ctx, int(p["train_images"]) or None)
         channels = images[0].shape[0]
-        patch, batch = int(p["patch_size"]), int(p["batch_size"])
+        patch, batch = int(p["train_patch"]), int(p["train_batch"])
         description = {
             "task": loop.task_description(ctx.task),
             "dataset": ctx.dataset,
@@ -90,7 +90,7 @@ class SupervisedUNet(Method):
                 estimate = inputs[:, :channels] + net(inputs)
                 return torch.mean((estimate - x) ** 2)
 
-            losses = loop.fit(net, loss_fn, steps=int(p["steps"]), lr=float(p["lr"]), progress=ctx.progress,
+            losses = loop.train_network(net, loss_fn, steps=int(p["train_steps"]), lr=float(p["lr"]), progress=ctx.progress,
                               desc=f"unet {ctx.task.name}")
             return losses, net.state_dict()
 

@@ -100,7 +100,7 @@ def build_report(frame: pd.DataFrame, out_dir: Path, *, title: str, recon_root: 
                       empty="No trained method with a training-set size (train_images) in these results."),
         _html.Section("trajectories", "DIP trajectories", figures=figs_traj,
                       empty="No method recorded a trajectory."),
-        _html.Section("es-gap", "Early-stopping gap", table=es_gap, empty="No DIP-family results."),
+        _html.Section("es-gap", "Early-stopping gap", table=es_gap, empty="No method with a stopping rule."),
         _html.Section("distributions", "Per-image distributions", figures=figs_dist, empty="No results yet."),
         _html.Section("examples", "Example reconstructions", figures=examples,
                       empty="No reconstructions saved with these results."),

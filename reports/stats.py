@@ -33,7 +33,7 @@ def normalize(frame: pd.DataFrame) -> pd.DataFrame:
     numeric = [m.name for m in registry.registered()] + list(registry.COSTS) + list(NUMERIC_FIELDS)
     for col in numeric:
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else np.nan
-    for col, default in (("status", "ok"), ("family", ""), ("error", ""), ("recon_path", "")):
+    for col, default in (("status", "ok"), ("family", ""), ("stopping_rule", ""), ("error", ""), ("recon_path", "")):
         df[col] = df[col].fillna(default).astype(str) if col in df else default
     for col in ("method", "task", "dataset", "image_id"):
         df[col] = df[col].astype(str)
@@ -200,17 +200,19 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def es_gap_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Early-stopping cost and benefit per DIP-family method and (task, dataset): the PSNR the
-    stopping rule gave away against the oracle iterate, and the iterations it saved."""
+    """Early-stopping cost and benefit per method with a stopping rule (its declaration) and
+    (task, dataset): the PSNR the rule gave away against the oracle iterate, and the iterations
+    it saved."""
     df = normalize(frame)
-    dip = df[(df["family"] == "dip") & (df["status"] == "ok")]
+    ruled = df[(df["stopping_rule"] != "") & (df["status"] == "ok")]
     rows = []
-    for (method, task, dataset), g in dip.groupby(["method", "task", "dataset"], sort=True):
+    for (method, task, dataset), g in ruled.groupby(["method", "task", "dataset"], sort=True):
         gap = g.sort_values(["image_id", "seed"])["es_gap_db"].dropna()
         mean, low, high = bootstrap_ci(gap.to_numpy())
         rows.append(
             {
                 "method": method, "task": task, "dataset": dataset, "n": int(len(gap)),
+                "stopping_rule": str(g["stopping_rule"].iloc[0]),
                 "es_gap_db": mean, "es_gap_half": (high - low) / 2.0,
                 "psnr": g["psnr"].mean(), "oracle_psnr": g["oracle_psnr"].mean(),
                 "selected_iteration": g["selected_iteration"].mean(),

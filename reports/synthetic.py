@@ -93,6 +93,7 @@ def _dip_fields(rec: Record, rng: np.random.Generator, *, early: bool) -> None:
     selected = min(last, peak_step + EVERY) if early else BUDGET
     own = next(p for p in traj if p["step"] == selected)
     rec.trajectory = traj
+    rec.stopping_rule = "moving variance" if early else "fixed budget"
     rec.iterations, rec.budget, rec.selected_iteration = last, BUDGET, selected
     rec.iterations_saved = BUDGET - last
     rec.metrics["psnr"] = own["psnr"]

@@ -16,7 +16,7 @@ from reports import stats
 
 
 @dataclass
-class Cell:
+class Entry:
     text: str
     bold: bool = False
     note: str = ""  # small secondary text (the p-value)
@@ -30,7 +30,7 @@ class Table:
     caption: str
     stub: str  # header of the row-label column
     columns: list[str]
-    rows: list[tuple[str, list[Cell]]]
+    rows: list[tuple[str, list[Entry]]]
     #: top header: (label, number of columns it spans); empty for a one-row header
     groups: list[tuple[str, int]] = field(default_factory=list)
     footnotes: list[str] = field(default_factory=list)  # "a: reason" lines
@@ -83,44 +83,44 @@ def comparison(frame: pd.DataFrame) -> Table:
     return table
 
 
-def _cell(r: object | None, metric: str, reasons: dict[str, str]) -> Cell:
+def _cell(r: object | None, metric: str, reasons: dict[str, str]) -> Entry:
     if r is None:
-        return Cell("", tooltip="not run")
+        return Entry("", tooltip="not run")
     status = r.status  # type: ignore[attr-defined]
     if status == "skipped":
         reason = r.reason  # type: ignore[attr-defined]
         mark = reasons.setdefault(reason, _marker(len(reasons)))
-        return Cell("—", mark=mark, tooltip=f"skipped: {reason}")
+        return Entry("—", mark=mark, tooltip=f"skipped: {reason}")
     if status == "failed":
-        return Cell("failed", tooltip="every run of this cell failed; see the failed cells")
+        return Entry("failed", tooltip="every run of this cell failed; see the failed cells")
     if status == "missing":
-        return Cell("n/a", tooltip="no value recorded")
+        return Entry("n/a", tooltip="no value recorded")
     d = registry.decimals(metric, r.mean)  # type: ignore[attr-defined]
     text = f"{r.mean:.{d}f} ± {r.half_width:.{d}f}"  # type: ignore[attr-defined]
     note = format_p(r.p_value) if r.compared and not r.best else ""  # type: ignore[attr-defined]
     tip = f"n = {r.n}; 95% CI [{r.low:.{d}f}, {r.high:.{d}f}]"  # type: ignore[attr-defined]
-    return Cell(text, bold=bool(r.best), note=note, tooltip=tip)  # type: ignore[attr-defined]
+    return Entry(text, bold=bool(r.best), note=note, tooltip=tip)  # type: ignore[attr-defined]
 
 
 def es_gap(frame: pd.DataFrame) -> Table:
-    """The early-stopping table: one row per DIP-family method (stopping rule) and task."""
+    """The early-stopping table: one row per method with a stopping rule, and task."""
     s = stats.es_gap_summary(frame)
-    columns = ["task", "dataset", "n", "PSNR [dB]", "oracle PSNR [dB]", "ES gap [dB]",
+    columns = ["stopping rule", "task", "dataset", "n", "PSNR [dB]", "oracle PSNR [dB]", "ES gap [dB]",
                "stopped at", "oracle at", "iterations run", "budget", "iterations saved"]
     caption = (
-        "Early stopping of the DIP-family methods: the PSNR given away against the oracle (best "
+        "Early stopping of the methods that declare a stopping rule: the PSNR given away against the oracle (best "
         "iterate in hindsight, which needs the ground truth), as mean ± 95% bootstrap half-width, "
         "and the iterations saved against the budget (means over images × seeds)."
     )
-    table = Table("es-gap", caption, "method", columns, [], text_columns={0, 1})
+    table = Table("es-gap", caption, "method", columns, [], text_columns={0, 1, 2})
 
-    def num(v: float, d: int = 0) -> Cell:
-        return Cell("n/a" if pd.isna(v) else f"{v:.{d}f}")
+    def num(v: float, d: int = 0) -> Entry:
+        return Entry("n/a" if pd.isna(v) else f"{v:.{d}f}")
 
     for r in s.itertuples(index=False):
         gap = "n/a" if pd.isna(r.es_gap_db) else f"{r.es_gap_db:.2f} ± {r.es_gap_half:.2f}"
         table.rows.append((r.method, [
-            Cell(r.task), Cell(r.dataset), Cell(str(r.n)), num(r.psnr, 2), num(r.oracle_psnr, 2), Cell(gap),
+            Entry(r.stopping_rule), Entry(r.task), Entry(r.dataset), Entry(str(r.n)), num(r.psnr, 2), num(r.oracle_psnr, 2), Entry(gap),
             num(r.selected_iteration), num(r.oracle_iteration), num(r.iterations), num(r.budget),
             num(r.iterations_saved),
         ]))
@@ -133,7 +133,7 @@ def failed(frame: pd.DataFrame) -> Table:
                   ["task", "dataset", "image", "seed", "error"], [], text_columns={0, 1, 2, 4})
     for r in f.itertuples(index=False):
         seed = "" if pd.isna(r.seed) else str(int(r.seed))
-        table.rows.append((r.method, [Cell(r.task), Cell(r.dataset), Cell(r.image_id), Cell(seed), Cell(r.error)]))
+        table.rows.append((r.method, [Entry(r.task), Entry(r.dataset), Entry(r.image_id), Entry(seed), Entry(r.error)]))
     return table
 
 
@@ -144,7 +144,7 @@ def _md_escape(s: str) -> str:
     return s.replace("|", "\\|").replace("\n", " ")
 
 
-def _md_cell(c: Cell) -> str:
+def _md_cell(c: Entry) -> str:
     text = f"**{c.text}**" if c.bold and c.text else c.text
     if c.note:
         text += f" ({c.note})"

@@ -84,7 +84,7 @@ def test_the_loop_returns_the_iterate_of_the_rules_best_step():
         assert fit_loss.shape == (1,)
         return Verdict(stop=step == 4, best=step == 2)
 
-    result = loop.fit(
+    result = loop.fit_one(
         net, z, lambda x: ((x - target) ** 2).flatten(1).mean(1), loop.LoopSettings(iterations=10, lr=0.01),
         size=(8, 8), rule=rule, callback=lambda k, x: seen.setdefault(k, x.clone()) is not None,
     )
@@ -105,10 +105,10 @@ def test_ema_output_is_the_papers_running_average():
     raw, averaged = [], []
     objective = lambda x: (x**2).flatten(1).mean(1)  # noqa: E731
     state = {k: v.clone() for k, v in net.state_dict().items()}
-    loop.fit(net, z, objective, loop.LoopSettings(3, 0.01), size=(8, 8),
+    loop.fit_one(net, z, objective, loop.LoopSettings(3, 0.01), size=(8, 8),
              callback=lambda k, x: raw.append(x.clone()) is None)
     net.load_state_dict(state)
-    loop.fit(net, z, objective, loop.LoopSettings(3, 0.01, ema=0.9), size=(8, 8),
+    loop.fit_one(net, z, objective, loop.LoopSettings(3, 0.01, ema=0.9), size=(8, 8),
              callback=lambda k, x: averaged.append(x.clone()) is None)
     expected = raw[0]
     for r in raw[1:]:

@@ -190,7 +190,7 @@ def test_dps_downloads_checks_and_loads_released_diffunet_weights(
         return real_load(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(torch, "load", spy)
-    method = dps.DPS(pretrained="ffhq", steps=2)
+    method = dps.DPS(pretrained="ffhq", sampling_steps=2)
     report = method.prepare(_diffunet_context(tmp_path / "checkpoints"))
     assert report.cached and report.checkpoint == str(destination)
     assert files_under(isolated) == [destination]

@@ -17,7 +17,7 @@ from methods.dps import DPS
 
 #: a prior small enough for a unit test; sampling with few steps
 TINY = {"prior_channels": 8, "prior_depth": 2, "prior_patch": 32, "prior_batch": 8, "prior_steps": 150,
-        "prior_lr": 3e-3, "steps": 25}
+        "prior_lr": 3e-3, "sampling_steps": 25}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -60,7 +60,7 @@ def test_prior_is_trained_once_per_training_set_not_per_task(inpainter: DPS, cac
         report = DPS(**TINY).prepare(_context(task_name, cache))
         assert report.cached, f"{task_name} retrained the prior"
     # Sampling parameters are not training parameters: they reuse the prior too.
-    assert DPS(**{**TINY, "steps": 7, "zeta": 0.1}).prepare(_context("sr_x4", cache)).cached
+    assert DPS(**{**TINY, "sampling_steps": 7, "zeta": 0.1}).prepare(_context("sr_x4", cache)).cached
     assert not DPS(**{**TINY, "prior_steps": 3}).prepare(_context("sr_x4", cache)).cached
 
 
@@ -84,9 +84,9 @@ def test_callback_sees_every_step_and_can_stop_the_chain(inpainter: DPS) -> None
 
     result = inpainter.reconstruct(y, physics, seed=0, callback=stop_after_four)
     assert seen == [1, 2, 3, 4]
-    assert result.iterations == 4 and result.budget == TINY["steps"]
+    assert result.iterations == 4 and result.budget == TINY["sampling_steps"]
     full = inpainter.reconstruct(y, physics, seed=0, callback=lambda step, x_k: seen.append(step) is None)
-    assert full.iterations == TINY["steps"] and seen[-1] == TINY["steps"]
+    assert full.iterations == TINY["sampling_steps"] and seen[-1] == TINY["sampling_steps"]
 
 
 def test_beats_the_pseudo_inverse_on_random_inpainting(inpainter: DPS) -> None:

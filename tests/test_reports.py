@@ -176,7 +176,8 @@ def test_lpips_column_is_dropped_when_never_measured(frame: pd.DataFrame) -> Non
 
 def test_es_gap_table_matches_the_rows(frame: pd.DataFrame) -> None:
     g = stats.es_gap_summary(frame)
-    assert set(g.method) == {"dip", "dip_es"}  # DIP family only
+    assert set(g.method) == {"dip", "dip_es"}  # the methods that declare a stopping rule
+    assert set(g.stopping_rule) == {"fixed budget", "moving variance"}
     for r in g.itertuples():
         rows = frame[(frame.method == r.method) & (frame.task == r.task)]
         assert r.es_gap_db == pytest.approx(rows.es_gap_db.mean())

@@ -14,7 +14,7 @@ from methods._training import loop
 from methods.unet import SupervisedUNet
 
 #: a budget small enough for a unit test (a few seconds on a CPU)
-TINY = {"patch_size": 32, "batch_size": 8, "steps": 80, "channels": 8, "depth": 1, "lr": 3e-3}
+TINY = {"train_patch": 32, "train_batch": 8, "train_steps": 80, "channels": 8, "depth": 1, "lr": 3e-3}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -85,7 +85,7 @@ def test_second_prepare_loads_the_checkpoint_and_trains_nothing(
 def test_fewer_training_images_is_a_different_checkpoint(tmp_path: Path) -> None:
     images = [img.tensor for img in data.load("embedded", split="train", crop=48)]
     ctx = _context("denoising_s25", tmp_path, images)
-    budget = {**TINY, "steps": 2}
+    budget = {**TINY, "train_steps": 2}
     all_images = SupervisedUNet(**budget).prepare(ctx)
     three = SupervisedUNet(**budget, train_images=3).prepare(ctx)
     assert not three.cached and three.checkpoint != all_images.checkpoint

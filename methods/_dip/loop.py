@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from methods._dip import stacking
-from methods._dip.networks import center_crop
+from methods._dip.networks import crop_output
 from methods._dip.stopping import Verdict
 
 #: output (B×C×H×W) → loss per problem (B,)
@@ -101,7 +101,7 @@ class FitProblem:
     callback: Callback | None = None
 
 
-def fit(
+def fit_one(
     network: nn.Module,
     z: torch.Tensor,
     objective: Objective,
@@ -145,7 +145,7 @@ def fit_many(problems: Sequence[FitProblem], settings: LoopSettings) -> list[Fit
     chosen: list[tuple[torch.Tensor, int] | None] = [None] * len(problems)
     x_k: torch.Tensor | None = None
     for step in range(1, settings.iterations + 1):
-        out = center_crop(group.forward(settings.reg_noise_std), height, width)
+        out = crop_output(group.forward(settings.reg_noise_std), height, width)
         active = [problems[i] for i in group.members]
         data_loss = torch.cat([p.objective(out[j : j + 1]) for j, p in enumerate(active)])
         total = data_loss

@@ -126,7 +126,7 @@ def padded_shape(height: int, width: int, scales: int) -> tuple[int, int]:
     return padded_side(height, scales), padded_side(width, scales)
 
 
-def center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def crop_output(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The central ``height``×``width`` window of a B×C×H'×W' tensor (a view, no copy)."""
     top = (x.shape[-2] - height) // 2
     left = (x.shape[-1] - width) // 2

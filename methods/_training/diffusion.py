@@ -19,7 +19,7 @@ from torch import nn
 
 from benchmark.errors import UserError
 from methods._training.checkpoint import read_weights
-from methods._training.loop import PatchSampler, fit
+from methods._training.loop import PatchSampler, train_network
 
 TRAIN_STEPS = 1000
 
@@ -99,7 +99,7 @@ def train_prior(
         x_t = sqrt_ab[t].view(-1, 1, 1, 1) * x0 + sqrt_1m_ab[t].view(-1, 1, 1, 1) * noise
         return torch.mean((net(x_t, t) - noise) ** 2)
 
-    losses = fit(net, loss_fn, steps=steps, lr=lr, progress=progress, desc="dps prior", after_step=ema.update)
+    losses = train_network(net, loss_fn, steps=steps, lr=lr, progress=progress, desc="dps prior", after_step=ema.update)
     return losses, ema.shadow.state_dict()
 
 

@@ -108,7 +108,7 @@ def net_input(physics: Any, y: torch.Tensor) -> torch.Tensor:
     return torch.cat([x_dagger, coverage], dim=1)
 
 
-def fit(
+def train_network(
     net: nn.Module,
     loss_fn: Callable[[], torch.Tensor],
     *,

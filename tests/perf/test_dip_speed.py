@@ -42,7 +42,7 @@ def ours(reg_noise_std: float, ema: float) -> Callable[[object, torch.Tensor], N
     def run(physics, y) -> None:
         z = torch.rand((1, INPUT_CHANNELS, 64, 64), generator=seeding.generator(0, "input")) * 0.1
         settings = loop.LoopSettings(ITERATIONS, 0.01, reg_noise_std=reg_noise_std, ema=ema)
-        loop.fit(network(), z, measurement_loss(physics, y), settings, size=(64, 64),
+        loop.fit_one(network(), z, measurement_loss(physics, y), settings, size=(64, 64),
                  noise=seeding.generator(0, "perturbation"))
 
     return run
