@@ -68,7 +68,12 @@ class TrainingReport:
     cached: bool
     checkpoint: str = ""
     losses: list[float] = field(default_factory=list)
+    #: training images behind the weights (None when unknown, e.g. released weights)
+    images: int | None = None
 
+
+#: the parameter of every trained method that says how many training images it learns from
+TRAIN_IMAGES = "train_images"
 
 #: the budgets a profile selects (``budget:`` in its YAML): the tests' tiny one, the CPU-sized
 #: one of the quick profile, and the method's own defaults (the papers' settings)
@@ -119,7 +124,8 @@ class Method:
     #: how the method decides when to stop and which iterate to return, in a few words (e.g.
     #: "windowed moving variance"); methods that have one appear in the early-stopping table
     stopping_rule: ClassVar[str] = ""
-    #: methods that learn from a training split implement ``prepare``
+    #: methods that learn from a training split implement ``prepare`` and take the parameter
+    #: ``train_images`` (the first N images of the training split; None: all of them)
     needs_training: ClassVar[bool] = False
     #: how many problems of one task and image size ``reconstruct_batch`` may get at once; more
     #: than 1 only where solving them together is faster than one by one (e.g. DIP fits B
@@ -154,6 +160,10 @@ class Method:
             if not _same_kind(value, default):
                 raise UserError(f"method {cls.name!r}: parameter {key!r} must be {_type_name(default)}, "
                                 f"got {value!r}")
+        if TRAIN_IMAGES in params:
+            count = params[TRAIN_IMAGES]
+            cls.require(params, TRAIN_IMAGES, count is None or (type(count) is int and count >= 1),
+                        "an integer >= 1 (or null: the whole training set)")
 
     @classmethod
     def require(cls, params: Mapping[str, Any], key: str, ok: bool, expected: str) -> None:

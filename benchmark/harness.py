@@ -224,6 +224,7 @@ def run_cells(
             _, report = pool.get(cell)
             if report is not None:
                 record.train_s = report.seconds
+                record.train_images = report.images
                 record.info["train_cached"] = report.cached
             ready.append(_Prepared(position, cell, record, image, *measurement(cell, image, pool.device)))
         except Exception as exc:  # noqa: BLE001 - a failing cell must not stop the benchmark

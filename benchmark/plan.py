@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Any
 
 from benchmark import data, grid, registry, tasks
+from benchmark.api import TRAIN_IMAGES
 from benchmark.errors import UserError
 from benchmark.profiles import DatasetSpec, Profile
 
@@ -120,6 +121,31 @@ def resolved_params(profile: Profile, instance: MethodInstance, task: tasks.Task
     return params
 
 
+def training_set_size(name: str) -> int:
+    """How many images the training split of dataset ``name`` holds (read from its manifest
+    where one lists them, so that no image is loaded to plan)."""
+    if name == data.EMBEDDED:
+        return len(data.EMBEDDED_TRAIN)
+    manifest = data.manifests().get(name)
+    if manifest is not None:
+        return len(manifest.files)
+    return len(data.load(name, split="train"))
+
+
+def check_training_sets(profile: Profile, requested: dict[str, dict[str, Any]]) -> None:
+    """The training set exists and holds every instance's ``train_images`` (label → params)."""
+    name = profile.training.dataset
+    if name not in data.available():
+        raise UserError(f"unknown training dataset {name!r}; valid choices: {', '.join(sorted(data.available()))}")
+    if not requested:
+        return
+    size = training_set_size(name)
+    for label, params in requested.items():
+        if params[TRAIN_IMAGES] > size:
+            raise UserError(f"{label}: train_images = {params[TRAIN_IMAGES]} is more than the {size} images of "
+                            f"the training set {name!r}")
+
+
 def load_images(spec: DatasetSpec, multiple: int = 1) -> list[data.Image]:
     return data.load(spec.name, split="test", crop=spec.crop, limit=spec.limit, multiple=multiple, resize=spec.resize,
                      path=spec.path, mode=spec.mode)
@@ -136,8 +162,9 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
         if spec.path is None and spec.name not in data.available():
             raise UserError(f"unknown dataset {spec.name!r}; valid choices: {', '.join(sorted(data.available()))}; "
                             "or a folder of images (a path on the CLI, path: in a profile)")
-    params_by = {(i.label, t.name): canonical_json(resolved_params(profile, i, t))
-                 for i in instances for t in task_objs}
+    params_by = {(i.label, t.name): resolved_params(profile, i, t) for i in instances for t in task_objs}
+    check_training_sets(profile, {label: p for (label, _), p in params_by.items()
+                                  if TRAIN_IMAGES in p and p[TRAIN_IMAGES] is not None})
     images: dict[tuple[str, int], list[data.Image]] = {}
     cells: dict[str, Cell] = {}
     for spec in profile.datasets:
@@ -153,7 +180,7 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
                 images[key] = load_images(spec, task.size_multiple)
             prep = f"resize{spec.resize}-crop{spec.crop}" + (f"-{spec.mode}" if spec.mode else "")
             for instance in instances:
-                params_json = params_by[(instance.label, task.name)]
+                params_json = canonical_json(params_by[(instance.label, task.name)])
                 for image in images[key]:
                     for seed in profile.seeds:
                         cell = Cell(instance.name, params_json, task.name, spec.name, image.id, prep, seed,

@@ -38,7 +38,6 @@ class TrainingSpec:
     dataset: str = "embedded"
     crop: int | None = None
     resize: int | None = None
-    train_images: int | None = None  # limit the training set, to plot quality against data
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark import calibration, data, registry, resources, tasks
-from benchmark.errors import UserError
 from benchmark.harness import CellOutcome, MethodPool, calibrate, pick_device, run_cells
 from benchmark.plan import Cell, batch_group, batches, make_plan
 from benchmark.profiles import Profile
@@ -49,7 +48,6 @@ class Work:
     training_dataset: str
     training_crop: int | None
     training_resize: int | None
-    training_limit: int | None
     cache_dir: str
     images: dict[tuple[str, str, str], torch.Tensor]  # (dataset, task, image_id) → image
     progress: bool = False
@@ -64,8 +62,7 @@ class Work:
         if cached is not None:
             return cached
         split = "train"
-        images = data.load(self.training_dataset, split=split, crop=self.training_crop, limit=self.training_limit,
-                           resize=self.training_resize)
+        images = data.load(self.training_dataset, split=split, crop=self.training_crop, resize=self.training_resize)
         self.__dict__["_training_cache"] = [img.tensor for img in images]
         return self.__dict__["_training_cache"]
 
@@ -154,8 +151,6 @@ def run_benchmark(
     started = time.perf_counter()
     parts: dict[str, float] = {}
     cells, images = make_plan(profile)
-    if profile.training.dataset not in data.available():
-        raise UserError(f"unknown training dataset {profile.training.dataset!r}; valid: {', '.join(data.available())}")
     device = pick_device(profile.device)
     by_id = {}
     for (dataset, multiple), imgs in images.items():
@@ -170,7 +165,7 @@ def run_benchmark(
     done = store.done_keys()
     todo = [c for c in cells if c.key not in done]
     work = Work(profile.name, str(device), profile.trajectory_every, profile.lpips, profile.save_reconstructions,
-                profile.training.dataset, profile.training.crop, profile.training.resize, profile.training.train_images,
+                profile.training.dataset, profile.training.crop, profile.training.resize,
                 str(checkpoint_dir()), by_id, progress)
 
     parts["plan and data"] = time.perf_counter() - started

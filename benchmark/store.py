@@ -53,6 +53,8 @@ class Record:
     #: images per second of the batch the cell ran in (what batching buys; runtime_s is solo)
     throughput: float | None = None
     train_s: float | None = None
+    #: training images the method learnt from (0: untrained; None: unknown, e.g. released weights)
+    train_images: int | None = 0
     iterations: int | None = None
     budget: int | None = None
     selected_iteration: int | None = None

@@ -38,6 +38,9 @@ from methods._weights import WeightFile, locate
 REPO_COMMIT = "e93b27812d3ff523a3a79d19e5e50d233d7a8d0a"
 _BASE = f"https://raw.githubusercontent.com/cszn/DnCNN/{REPO_COMMIT}/model/"
 FEATURES = 64
+#: images the released models learnt from (Zhang et al. 2017, Sec. IV-A): 400 gray 180×180
+#: images for DnCNN-S; CBSD's 432 colour images (BSD500 without CBSD68) for CDnCNN-S
+TRAINING_IMAGES = {1: 400, 3: 432}
 #: |σ·255 − model σ| up to which a task's noise level counts as the model's own.
 SIGMA_TOLERANCE_255 = 0.5
 
@@ -247,7 +250,8 @@ class DnCNN(Method):
             raise UserError(f"dncnn: {reason}")
         self._network(sigma255, channels, ctx.device)
         release = RELEASES[(sigma255, channels)]
-        return TrainingReport(seconds=time.perf_counter() - start, cached=True, checkpoint=release.file.describe())
+        return TrainingReport(seconds=time.perf_counter() - start, cached=True, checkpoint=release.file.describe(),
+                              images=TRAINING_IMAGES[channels])
 
     def reconstruct(
         self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None

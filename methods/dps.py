@@ -83,7 +83,7 @@ class DPS(Method):
         "prior_steps": 4000,  # optimiser steps of the prior (quick profile: 800, ~3 min on one CPU core)
         "prior_lr": 1e-3,  # Adam, warm-up then cosine decay to 1% of it
         "prior_ema": 0.999,  # the prior samples with an exponential moving average of its weights
-        "train_images": 0,  # train the prior on the first N training images (0: all)
+        "train_images": None,  # train the prior on the first N training images (None: all)
         "pretrained": "",  # released DiffUNet weights ("ffhq" or "imagenet"); empty: train the small prior
         "pretrained_path": "",  # any local deepinv DiffUNet state dict (no checksum); empty: none
     }
@@ -124,7 +124,7 @@ class DPS(Method):
         p = self.params
         if p["pretrained"] or p["pretrained_path"]:
             return self._load_pretrained(ctx)
-        images = loop.training_images(ctx, int(p["train_images"]) or None)
+        images = loop.training_images(ctx, p["train_images"])
         channels = images[0].shape[0]
         description = {
             "dataset": ctx.dataset,
@@ -148,6 +148,7 @@ class DPS(Method):
         report = loop.load_or_train(cache_dir=ctx.cache_dir, method="dps-prior", description=description,
                                     net=net, train=train)
         self._eps, self._channels = net.requires_grad_(False), channels
+        report.images = len(images)
         return report
 
     def _load_pretrained(self, ctx: TrainingContext) -> TrainingReport:

@@ -41,7 +41,7 @@ class SupervisedUNet(Method):
         "lr": 1e-3,  # Adam, warm-up then cosine decay to 1% of it
         "channels": 32,  # features at full resolution, doubled per level
         "depth": 2,  # number of down-samplings
-        "train_images": 0,  # use only the first N training images (0: all)
+        "train_images": None,  # learn from the first N training images (None: all)
     }
     test_params = {"train_steps": 10, "train_batch": 4, "train_patch": 32, "channels": 8}
     quick_params = {"train_steps": 300}
@@ -63,7 +63,7 @@ class SupervisedUNet(Method):
 
     def prepare(self, ctx: TrainingContext) -> TrainingReport:
         p = self.params
-        images = loop.training_images(ctx, int(p["train_images"]) or None)
+        images = loop.training_images(ctx, p["train_images"])
         channels = images[0].shape[0]
         patch, batch = int(p["train_patch"]), int(p["train_batch"])
         description = {
@@ -97,6 +97,7 @@ class SupervisedUNet(Method):
         report = loop.load_or_train(cache_dir=ctx.cache_dir, method=self.name, description=description,
                                     net=net, train=train)
         self._net, self._channels = net, channels
+        report.images = len(images)
         return report
 
     def reconstruct(

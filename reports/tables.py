@@ -57,7 +57,8 @@ CAPTION = (
 
 
 def comparison(frame: pd.DataFrame) -> Table:
-    """Rows: methods; columns: (task, dataset) × metrics."""
+    """Rows: method instances; columns: the training images they learnt from, then
+    (task, dataset) × metrics."""
     summary = stats.summarize(frame)
     df = stats.normalize(frame)
     metrics = stats.table_metrics(df)
@@ -66,14 +67,14 @@ def comparison(frame: pd.DataFrame) -> Table:
         f"{'higher' if registry.higher_is_better(m) else 'lower'} {registry.header(m).split(' [')[0]}" for m in metrics
     )
     caption = CAPTION.format(n=stats.N_RESAMPLES, seed=stats.BOOTSTRAP_SEED, directions=directions)
-    table = Table("comparison", caption, "method", [], [], groups=[])
+    table = Table("comparison", caption, "method", ["training images"], [], groups=[("training", 1)])
     for task, dataset in blocks:
         table.groups.append((f"{task} · {dataset}", len(metrics)))
         table.columns.extend(registry.header(m) for m in metrics)
     reasons: dict[str, str] = {}
     index = {(r.method, r.task, r.dataset, r.metric): r for r in summary.itertuples(index=False)}
     for method in stats.method_order(df):
-        cells = []
+        cells = [_training_images(df[df["method"] == method])]
         for task, dataset in blocks:
             for metric in metrics:
                 r = index.get((method, task, dataset, metric))
@@ -81,6 +82,14 @@ def comparison(frame: pd.DataFrame) -> Table:
         table.rows.append((method, cells))
     table.footnotes = [f"{mark}: {reason}" for reason, mark in reasons.items()]
     return table
+
+
+def _training_images(rows: pd.DataFrame) -> Entry:
+    """How many training images a method instance learnt from: 0 when untrained, n/a unknown."""
+    counts = sorted({int(v) for v in rows.loc[rows["status"] == "ok", "train_images"] if pd.notna(v)})
+    if not counts:
+        return Entry("n/a", tooltip="not recorded (released weights, or no finished cell)")
+    return Entry(" / ".join(str(c) for c in counts), tooltip="images of the training split the method learnt from")
 
 
 def _cell(r: object | None, metric: str, reasons: dict[str, str]) -> Entry:

@@ -36,7 +36,7 @@ def _method(name: str, task_name: str) -> Method:
     method = cls(**cls.resolve_params(task.family, {}, budget="test"))
     if method.needs_training and method.skip_reason(task) is None:
         train = data.load(SMOKE.training.dataset, split="train", crop=SMOKE.training.crop,
-                          resize=SMOKE.training.resize, limit=SMOKE.training.train_images)
+                          resize=SMOKE.training.resize)
         method.prepare(TrainingContext([i.tensor for i in train], SMOKE.training.dataset, task,
                                        cache_root() / "contract", seed=0, device=torch.device("cpu"), progress=False))
     return method
@@ -86,6 +86,18 @@ def test_budgets_are_declared_on_the_method_and_valid(name: str) -> None:
     for budget in ("test", "quick", "paper"):
         for task in tasks.TASKS.values():
             cls.validate(cls.resolve_params(task.family, {}, budget=budget))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_a_trained_method_takes_train_images(name: str) -> None:
+    """One knob for training data: every trained method has ``train_images`` (None: all)."""
+    cls = registry.get(name)
+    assert cls.needs_training == ("train_images" in cls.defaults)
+    if cls.needs_training:
+        assert cls.defaults["train_images"] is None
+        for bad in (0, -1, 2.5, True):
+            with pytest.raises(UserError, match="train_images"):
+                cls.validate({**cls.defaults, "train_images": bad})
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -129,7 +129,7 @@ def test_pretrained_weights_must_exist_and_be_plain_tensors(tmp_path: Path) -> N
 
 
 def test_unknown_released_weights_are_refused_with_the_choices() -> None:
-    with pytest.raises(UserError, match="unknown pretrained weights 'celeba'; choose one of ffhq, imagenet"):
+    with pytest.raises(UserError, match="parameter 'pretrained' must be one of ffhq, imagenet .*got 'celeba'"):
         DPS(pretrained="celeba")
     with pytest.raises(UserError, match="either pretrained or pretrained_path"):
         DPS(pretrained="ffhq", pretrained_path="/some/file.pt")

@@ -120,6 +120,10 @@ def _run(args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         (["--methods", "tv", "--set", "tv.iterations=-5"], r"parameter 'iterations' must be an integer >= 1"),
         (["--methods", "tv", "--set", "tv=5"], r"expected METHOD.PARAM=VALUE"),
         (["--methods", "dip[iterations=5"], r"unbalanced '\['"),
+        (["--methods", "unet[train_images=0]"], r"parameter 'train_images' must be an integer >= 1"),
+        (["--methods", "dps", "--set", "dps.train_images=-2"], r"parameter 'train_images' must be an integer >= 1"),
+        (["--methods", "unet[train_images=4,14]"],
+         r"unet\[train_images=14\]: train_images = 14 is more than the 13 images of the training set 'embedded'"),
     ],
 )
 def test_cli_bad_values_exit_2_before_any_work(args: list[str], message: str, tmp_path: Path,
@@ -137,7 +141,8 @@ def test_a_cli_grid_gives_labelled_rows_and_mlflow_runs(tmp_path: Path, capsys: 
     assert code == 0, err
     labels = ["dip_tv[iterations=3,tv_weight=0.003]", "dip_tv[iterations=3,tv_weight=0.03]"]
     rows = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| dip_tv")]
-    assert rows == labels
+    assert list(dict.fromkeys(rows)) == labels  # the training-images table, then the task's
+    assert "| dip_tv[iterations=3,tv_weight=0.03] | 0 |" in out  # untrained: 0 training images
     with sqlite3.connect(tmp_path / "res" / "results.sqlite") as conn:
         stored = conn.execute("SELECT label, params FROM records ORDER BY label").fetchall()
     assert [s[0] for s in stored] == labels and '"tv_weight": 0.003' in stored[0][1]
@@ -149,3 +154,17 @@ def test_a_cli_grid_gives_labelled_rows_and_mlflow_runs(tmp_path: Path, capsys: 
     assert sorted(r.data.tags["label"] for r in runs) == labels
     assert sorted(r.data.params["tv_weight"] for r in runs) == ["0.003", "0.03"]
     assert all(r.info.run_name.startswith(r.data.tags["label"]) for r in runs)
+
+
+def test_train_images_is_a_swept_parameter_of_a_trained_method(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """``unet[train_images=1,2]``: two instances, two cells per image, the count in the record
+    and in the comparison table's "training images" column."""
+    code, out, err = _run(["--methods", "unet[train_images=1,2],trivial", "--set", "unet.train_steps=2",
+                           "--limit", "1"], tmp_path, capsys)
+    assert code == 0, err
+    with sqlite3.connect(tmp_path / "res" / "results.sqlite") as conn:
+        stored = conn.execute("SELECT label, train_images, status FROM records ORDER BY label").fetchall()
+    assert stored == [("trivial", 0, "ok"), ("unet[train_images=1,train_steps=2]", 1, "ok"),
+                      ("unet[train_images=2,train_steps=2]", 2, "ok")]
+    assert "| unet[train_images=2,train_steps=2] | 2 |" in out

@@ -72,7 +72,7 @@ def test_second_prepare_loads_the_checkpoint_and_trains_nothing(
     def no_training(*args: object, **kwargs: object) -> list[float]:
         raise AssertionError("a cached configuration must not train")
 
-    monkeypatch.setattr(loop, "fit", no_training)
+    monkeypatch.setattr(loop, "train_network", no_training)
     again = SupervisedUNet(**TINY)
     report = again.prepare(ctx)
     assert report.cached and Path(report.checkpoint).is_file()

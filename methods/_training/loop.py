@@ -27,9 +27,10 @@ def training_images(ctx: TrainingContext, limit: int | None) -> list[torch.Tenso
     """The first ``limit`` training images (all when ``limit`` is None or 0)."""
     if not ctx.images:
         raise UserError(f"training set {ctx.dataset!r} holds no images")
-    if limit is not None and limit < 0:
-        raise UserError(f"train_images must be positive (or 0 for all), got {limit}")
-    return list(ctx.images[: limit or None])
+    if limit is not None and not 1 <= limit <= len(ctx.images):
+        raise UserError(f"train_images must be between 1 and the {len(ctx.images)} images of training set "
+                        f"{ctx.dataset!r} (or None for all), got {limit}")
+    return list(ctx.images[:limit])
 
 
 class PatchSampler:
