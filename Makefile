@@ -54,7 +54,7 @@ report: install
 	$(PY) -m benchmark report --profile $(PROFILE)
 
 leaderboard: install
-	$(PY) -m benchmark leaderboard --port $(PORT)
+	$(PY) -m benchmark leaderboard --profile $(PROFILE) --port $(PORT)
 
 clean:
 	rm -rf results mlruns.db mlartifacts .pytest_cache .benchmarks

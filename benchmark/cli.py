@@ -16,6 +16,8 @@ import dataclasses
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -85,10 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--results", type=Path, help="results folder (default: results/<profile>)")
     exp.add_argument("--out", type=Path, required=True, help="folder for results.<format> and curves.<format>")
 
-    board = sub.add_parser("leaderboard", help="serve the MLflow UI over the benchmark store")
+    board = sub.add_parser("leaderboard", help="print one ranked MLflow page per task and serve the MLflow UI")
+    board.add_argument("--profile", help="rank the latest run of this profile (default: the latest run)")
     board.add_argument("--host", default="127.0.0.1")
     board.add_argument("--port", type=int, default=int(os.environ.get("DIPBENCH_PORT", "5000")))
     board.add_argument("--tracking-uri")
+    board.add_argument("--no-browser", action="store_true", help="print the URLs, do not open them")
+    board.add_argument("--no-serve", action="store_true", help="print the URLs and exit (a server runs already)")
     return parser
 
 
@@ -257,14 +262,53 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _can_open_a_browser() -> bool:
+    """A graphical browser can open (never a console one, which would take the terminal over)."""
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _open_when_up(base: str, urls: list[str], server: subprocess.Popen[bytes]) -> None:
+    import urllib.request
+    import webbrowser
+
+    for _ in range(240):
+        if server.poll() is not None:
+            return
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2):
+                break
+        except OSError:
+            time.sleep(0.5)
+    for url in urls:
+        webbrowser.open(url)
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from benchmark.tracking import tracking_uri
+    from benchmark import leaderboard
+    from benchmark.tracking import EXPERIMENT, tracking_uri
 
     uri = tracking_uri(args.tracking_uri)
+    base = f"http://{args.host}:{args.port}"
+    boards = leaderboard.publish_latest(uri, EXPERIMENT, args.profile)
+    print(f"leaderboard, one page per task (method runs ranked by PSNR), over {uri}:")
+    for board in boards:
+        print(f"  {board.task} · {board.dataset}: {board.url(base)}")
+    if args.no_serve:
+        return 0
     mlflow = Path(sys.executable).with_name("mlflow")
-    cmd = [str(mlflow), "server", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port), "--workers", "1"]
-    print(f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C to stop)")
-    return subprocess.call(cmd)
+    cmd = [str(mlflow), "server", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port),
+           "--workers", "1"]
+    print(f"MLflow UI on {base} (Ctrl-C to stop)")
+    server = subprocess.Popen(cmd)
+    if not args.no_browser and _can_open_a_browser():
+        threading.Thread(target=_open_when_up, args=(base, [b.url(base) for b in boards], server),
+                         daemon=True).start()
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        server.terminate()
+        server.wait()
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ from mlflow.tracking import MlflowClient
 from benchmark import metrics as registry
 from benchmark.api import TrainingReport
 from benchmark.errors import UserError
+from benchmark.leaderboard import EXPERIMENT_KIND
 
 T = TypeVar("T")
 EXPERIMENT = "dipbench"
@@ -72,7 +73,8 @@ def _experiment_id(client: MlflowClient, artifact_root: Path | None) -> str:
     if experiment is not None:
         return experiment.experiment_id
     location = artifact_root.resolve().as_uri() if artifact_root else None
-    return client.create_experiment(EXPERIMENT, artifact_location=location)
+    # the classic (model training) runs table in MLflow 3's UI, not its GenAI views
+    return client.create_experiment(EXPERIMENT, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
 
 
 @contextmanager
@@ -247,9 +249,10 @@ class Tracker:
                    recon_root: Path | None = None) -> str:
         ok = rows[rows.status == "ok"]
         method = str(rows.method.iloc[0])
+        # ``parameters``: what makes this instance differ from the method's defaults (its label's)
         tags = {"mlflow.parentRunId": self.parent_id or "", "dipbench.kind": "result", "method": method,
-                "label": label, "task": task, "dataset": dataset, "profile": profile,
-                "family": str(rows.family.iloc[0])}
+                "label": label, "parameters": label[len(method):].strip("[]"), "task": task, "dataset": dataset,
+                "profile": profile, "family": str(rows.family.iloc[0])}
         skipped = rows[rows.status == "skipped"]
         if len(skipped):
             tags["skip_reason"] = str(skipped.error.iloc[0])[:500]
@@ -260,6 +263,8 @@ class Tracker:
         self.client.log_batch(rid, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items()])
         batch = [Metric("n_images", float(len(ok)), 0, 0),
                  Metric("n_failed", float((rows.status == "failed").sum()), 0, 0)]
+        if "train_images" in ok and ok["train_images"].notna().any():
+            batch.append(Metric("train_images", float(ok["train_images"].max()), 0, 0))
         for name in summary_metrics():
             if name in ok and ok[name].notna().any():
                 mean, low, high = _interval(ok, name)

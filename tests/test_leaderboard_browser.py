@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -13,12 +12,14 @@ import sys
 import time
 import types
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
 
+from benchmark import leaderboard
 from reports import stats
 from reports.synthetic import TASKS, demo_frame
 
@@ -76,21 +77,51 @@ def api(url: str, path: str, body: dict | None = None) -> dict:
         return json.loads(r.read())
 
 
-def populate(uri: str, artifacts: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Log the synthetic results the way ``make benchmark`` does (a parent run and one child per
-    (method, task, dataset)), here through the server's REST API."""
+def results() -> pd.DataFrame:
+    """The synthetic results plus a second instance of TV (as a grid would make it), a trained
+    method's training-image count, and nothing else changed."""
+    frame = demo_frame()
+    swept = frame[frame.method == "tv"].assign(label="tv[weight=0.1]", psnr=lambda d: d.psnr - 0.5,
+                                                cell_key=lambda d: d.cell_key + "-swept")
+    frame = pd.concat([frame, swept], ignore_index=True)
+    frame.loc[frame.method == "dncnn", "train_images"] = 400
+    return frame
+
+
+def populate(uri: str, artifacts: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """Log the results the way ``make benchmark`` does (a parent run and one child per
+    (method instance, task, dataset), plus a training run), here through the server's REST API."""
     import mlflow.tracking._tracking_service.utils as tracking_utils
 
+    from benchmark.api import TrainingReport
     from benchmark.tracking import Tracker
 
     # the tracker sets mlflow's process-wide URI; put it back after the test
     monkeypatch.setattr(tracking_utils, "_tracking_uri", getattr(tracking_utils, "_tracking_uri", None), raising=False)
     tracker = Tracker(uri, artifact_root=artifacts)
-    frame = demo_frame()
+    frame = results()
     tracker.start(types.SimpleNamespace(name="synthetic", source=""), "cpu", len(frame), len(frame))
+    tracker.log_training("dncnn", TASKS[0], "embedded", TrainingReport(seconds=5.0, cached=True), "synthetic")
     tracker.log_groups(frame, "synthetic")
     tracker.finish()
-    return tracker.experiment_id
+    return tracker.experiment_id, tracker.parent_id or ""
+
+
+def read_board(page: Any, leader: str) -> tuple[list[str], list[float], list[str]]:
+    """The run names, the PSNR column and the column headers of the runs table, top to bottom."""
+    page.get_by_text(leader).first.wait_for(timeout=90_000)
+    page.locator(f"[col-id='{leaderboard.SORT_KEY}']").first.wait_for(timeout=30_000)
+    time.sleep(2)  # let the grid settle after the first paint
+    by_index: dict[int, tuple[str, str]] = {}
+    for index in sorted({int(i) for i in page.locator("[row-index]").evaluate_all(
+            "rows => rows.map(r => r.getAttribute('row-index'))") if i is not None and i.lstrip("-").isdigit()}):
+        row = page.locator(f"[row-index='{index}']")
+        name = row.locator("a").first.inner_text().strip()
+        psnr = row.locator(f"[col-id='{leaderboard.SORT_KEY}']").first.inner_text().strip()
+        by_index[index] = (name, psnr)
+    headers = [h.strip() for h in page.get_by_role("columnheader").all_inner_texts()]
+    ordered = [by_index[i] for i in sorted(by_index) if i >= 0]
+    return [n for n, _ in ordered], [float(p) for _, p in ordered if p], headers
 
 
 def test_leaderboard_ranks_runs_in_the_mlflow_ui(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,41 +135,34 @@ def test_leaderboard_ranks_runs_in_the_mlflow_ui(tmp_path: Path, monkeypatch: py
            "--workers", "1", "--artifacts-destination", str(tmp_path / "artifacts")]
     shot = Path(os.environ.get("DIPBENCH_SCREENSHOTS") or tmp_path) / "leaderboard.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
-    summary = stats.summarize(demo_frame())
+    summary = stats.summarize(results())
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
     try:
         wait_healthy(url, proc, log)
-        experiment_id = populate(url, tmp_path / "artifacts", monkeypatch)
-        leaders = {}
-        for task in TASKS:
-            found = api(url, "runs/search", {"experiment_ids": [experiment_id], "filter": f"tags.task = '{task}'",
-                                             "order_by": ["metrics.psnr DESC"], "max_results": 100})["runs"]
-            ranked = [(tags(r)["method"], metrics(r).get("psnr")) for r in found]
-            scored = [p for _, p in ranked if p is not None]
-            assert scored == sorted(scored, reverse=True)
-            assert len(scored) == (6 if task == TASKS[0] else 5)  # DnCNN skips inpainting: no PSNR
-            best = summary[(summary.task == task) & (summary.metric == "psnr") & summary.best].method.tolist()
-            assert ranked[0][0] == best[0]  # the leaderboard's leader is the report's bold entry
-            leaders[task] = ranked[0][0]
-
-        query = urllib.parse.urlencode({
-            "searchFilter": f"tags.task = '{TASKS[0]}'", "orderByKey": "metrics.`psnr`", "orderByAsc": "false",
-            "workflowType": "machine_learning"})
+        experiment_id, parent = populate(url, tmp_path / "artifacts", monkeypatch)
+        boards = leaderboard.publish_latest(url, "dipbench", "synthetic")
+        assert [(b.task, b.dataset) for b in boards] == [(t, "embedded") for t in sorted(TASKS)]
+        task = TASKS[0]
+        ranked = summary[(summary.task == task) & (summary.metric == "psnr") & (summary.status == "ok")]
+        expected = ranked.sort_values("mean", ascending=False)
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
             try:
-                page = browser.new_page(viewport={"width": 1600, "height": 900})
-                page.goto(f"{url}/#/experiments/{experiment_id}/runs?{query}", wait_until="domcontentloaded")
-                leader = f"{leaders[TASKS[0]]} · {TASKS[0]} · embedded"
-                page.get_by_text(leader).first.wait_for(timeout=60_000)
-                names = page.get_by_role("link", name=re.compile(f" · {TASKS[0]} · ")).all_inner_texts()
+                page = browser.new_page(viewport={"width": 2100, "height": 560})
+                page.goto(boards[0].url(url), wait_until="domcontentloaded")
+                leader = f"{expected.method.iloc[0]} · {task} · embedded"
+                names, psnrs, headers = read_board(page, leader)
                 page.screenshot(path=str(shot))
             finally:
                 browser.close()
-        assert names and names[0] == leader
-        assert len(names) == 6
+        # flat: the method runs only (no parent, no training run), best PSNR first, as in the report
+        assert names == [f"{m} · {task} · embedded" for m in expected.method], names
+        assert psnrs == sorted(psnrs, reverse=True) and len(psnrs) == len(expected)
+        assert psnrs[0] == pytest.approx(expected["mean"].iloc[0], abs=0.01)
+        for column in ("method", "parameters", "train_images", "psnr", "ssim", "lpips", "runtime_s", "train_s"):
+            assert column in headers, headers
         benchmark_through_the_server(url, tmp_path, monkeypatch)
     finally:
         stop(proc)
