@@ -154,6 +154,13 @@ def test_a_cli_grid_gives_labelled_rows_and_mlflow_runs(tmp_path: Path, capsys: 
     assert sorted(r.data.tags["label"] for r in runs) == labels
     assert sorted(r.data.params["tv_weight"] for r in runs) == ["0.003", "0.03"]
     assert all(r.info.run_name.startswith(r.data.tags["label"]) for r in runs)
+    # `make leaderboard` prints one ranked page per task of this run
+    store = f"sqlite:///{tmp_path / 'ml.db'}"
+    assert main(["leaderboard", "--tracking-uri", store, "--profile", "smoke", "--no-serve", "--port", "5123"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"denoising_s25 · embedded: http://127\.0\.0\.1:5123/#/experiments/\d+/runs\?viewStateShareKey=", out)
+    assert main(["leaderboard", "--tracking-uri", store, "--profile", "quick", "--no-serve"]) == 2
+    assert "no benchmark run of profile 'quick'" in capsys.readouterr().err
 
 
 def test_train_images_is_a_swept_parameter_of_a_trained_method(tmp_path: Path,
