@@ -158,7 +158,8 @@ def test_a_cli_grid_gives_labelled_rows_and_mlflow_runs(tmp_path: Path, capsys: 
     store = f"sqlite:///{tmp_path / 'ml.db'}"
     assert main(["leaderboard", "--tracking-uri", store, "--profile", "smoke", "--no-serve", "--port", "5123"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"denoising_s25 · embedded: http://127\.0\.0\.1:5123/#/experiments/\d+/runs\?viewStateShareKey=", out)
+    page = r"denoising_s25 · embedded: http://127\.0\.0\.1:5123/#/experiments/\d+/runs\?viewStateShareKey="
+    assert re.search(page, out), out
     assert main(["leaderboard", "--tracking-uri", store, "--profile", "quick", "--no-serve"]) == 2
     assert "no benchmark run of profile 'quick'" in capsys.readouterr().err
 
