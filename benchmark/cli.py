@@ -25,6 +25,7 @@ from benchmark.errors import UserError, one_line
 
 if TYPE_CHECKING:
     from benchmark.profiles import DatasetSpec, Profile
+    from benchmark.runner import Summary
 
 
 def _csv(value: str) -> list[str]:
@@ -180,7 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
+def _print_summary(summary: Summary) -> None:
     from benchmark.store import ResultsStore
 
     frame = ResultsStore(summary.results_dir / "results.sqlite").frame(summary.keys)
