@@ -140,7 +140,7 @@ class Method:
     @classmethod
     def check_names(cls, params: Mapping[str, Any]) -> None:
         """Unknown parameter names are a ``UserError`` naming the valid ones."""
-        extra = sorted(set(params) - set(cls.defaults))
+        extra = sorted((k for k in params if k not in cls.defaults), key=str)
         if extra:
             valid = ", ".join(sorted(cls.defaults)) or "(none)"
             raise UserError(

@@ -209,7 +209,8 @@ class DnCNN(Method):
     def validate(cls, params: Mapping[str, Any]) -> None:
         cls.check_names(params)  # model_sigma is a string or a number: no type check
         fixed = params["model_sigma"]
-        cls.require(params, "model_sigma", fixed == "auto" or fixed in {s for s, _ in RELEASES},
+        released = {s for s, _ in RELEASES}
+        cls.require(params, "model_sigma", fixed == "auto" or (type(fixed) is int and fixed in released),
                     f"'auto' or one of the released levels ({_offered()})")
 
     def __init__(self, **params: Any) -> None:

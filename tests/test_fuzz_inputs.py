@@ -74,7 +74,7 @@ GOOD_PROFILE = st.fixed_dictionaries(
               "batch_size": usual(2, NUMBERS), "lpips": usual(False, JUNK), "save_reconstructions": usual(True, JUNK),
               "device": usual("cpu", st.sampled_from(["auto", "cuda:99", "gpu", "", "cpu:0"])),
               "training": usual({"dataset": "embedded"}, maybe(st.fixed_dictionaries(
-                  {}, optional={"dataset": NAMES, "crop": NUMBERS, "train_images": NUMBERS}))),
+                  {}, optional={"dataset": NAMES, "crop": NUMBERS, "resize": NUMBERS}))),
               "method_params": usual({}, maybe(st.dictionaries(st.sampled_from(["tv", "trivial", "nope"]), JUNK,
                                                                max_size=2))),
               "description": usual("", JUNK)},
