@@ -293,12 +293,12 @@ def data_driven(name: str, args: argparse.Namespace, check: Check, train: list[t
     if name == "unet":
         from methods.unet import SupervisedUNet
 
-        method: Any = SupervisedUNet(steps=args.train_steps, patch_size=32 if args.quick else 64)
+        method: Any = SupervisedUNet(train_steps=args.train_steps, train_patch=32 if args.quick else 64)
     else:
         from methods.dps import DPS
 
         method = DPS(**DPS.resolve_params("denoising", {"prior_steps": args.train_steps,
-                                                         "steps": 10 if args.quick else 1000}))
+                                                         "sampling_steps": 10 if args.quick else 1000}))
     ctx = TrainingContext(images=train, dataset=str(args.train), task=tasks.get(SIGMA_TASK),
                           cache_dir=args.out / "checkpoints", seed=0, device=device, progress=False)
     _sync(device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark import metrics
+from benchmark import metrics, seeding
 from methods._dip import loop
 from methods._dip.networks import SkipNet
 from methods._dip.objectives import measurement_loss
@@ -19,11 +19,11 @@ class _Identity:
 def _fit(precision: str) -> torch.Tensor:
     truth = torch.linspace(0, 1, 32 * 32).reshape(1, 1, 32, 32)
     y = truth + 0.1 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(1))
-    net = loop.seeded_init(lambda: SkipNet(4, 1, 8, 2, 3), 0)
-    z = torch.rand((1, 4, 32, 32), generator=loop.generator(0, "input")) * 0.1
+    net = seeding.seeded_build(lambda: SkipNet(4, 1, 8, 2, 3), 0, "network")
+    z = torch.rand((1, 4, 32, 32), generator=seeding.generator(0, "input")) * 0.1
     settings = loop.LoopSettings(40, 0.01, reg_noise_std=1 / 30, ema=0.9, precision=precision)
-    result = loop.fit(net, z, measurement_loss(_Identity(), y), settings, size=(32, 32),
-                      noise=loop.generator(0, "perturbation"))
+    result = loop.fit_one(net, z, measurement_loss(_Identity(), y), settings, size=(32, 32),
+                      noise=seeding.generator(0, "perturbation"))
     assert result.x.dtype == torch.float32  # the iterate the caller gets is float32 either way
     return result.x
 

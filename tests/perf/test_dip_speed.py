@@ -89,14 +89,14 @@ def test_quick_network_step_against_deepinv(problem, capsys) -> None:  # type: i
     import time
 
     physics, y = problem
-    quick = lambda: loop.seeded_init(lambda: SkipNet(INPUT_CHANNELS, 1, 32, 4, 5), seed=0)  # noqa: E731
+    quick = lambda: seeding.seeded_build(lambda: SkipNet(INPUT_CHANNELS, 1, 32, 4, 5), 0, "network")  # noqa: E731
     iterations = 60
 
     def ours(reg_noise_std: float, ema: float) -> None:
-        z = torch.rand((1, INPUT_CHANNELS, 64, 64), generator=loop.generator(0, "input")) * 0.1
+        z = torch.rand((1, INPUT_CHANNELS, 64, 64), generator=seeding.generator(0, "input")) * 0.1
         settings = loop.LoopSettings(iterations, 0.01, reg_noise_std=reg_noise_std, ema=ema)
-        loop.fit(quick(), z, measurement_loss(physics, y), settings, size=(64, 64),
-                 noise=loop.generator(0, "perturbation"))
+        loop.fit_one(quick(), z, measurement_loss(physics, y), settings, size=(64, 64),
+                 noise=seeding.generator(0, "perturbation"))
 
     def theirs() -> None:
         deepinv.models.DeepImagePrior(quick(), img_size=(INPUT_CHANNELS, 64, 64), iterations=iterations,
