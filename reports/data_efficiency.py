@@ -25,7 +25,7 @@ from matplotlib.lines import Line2D
 from benchmark import metrics as registry
 from reports import stats
 from reports.plots import Palette, _grid, _method_legend
-from reports.tables import Cell, Table
+from reports.tables import Entry, Table
 
 UNTRAINED_FAMILIES = ("baseline", "dip")
 
@@ -150,7 +150,7 @@ def figure(df: pd.DataFrame, palette: Palette, metric: str = "psnr") -> Figure |
 def crossing_table(df: pd.DataFrame, metric: str = "psnr") -> Table:
     """The crossing points as a table: per (task, dataset) and trained method."""
     rows = [
-        (f"{c.task} · {c.dataset}", [Cell(c.method), Cell(f"{c.reference} ({c.reference_psnr:.2f})"), Cell(c.text)])
+        (f"{c.task} · {c.dataset}", [Entry(c.method), Entry(f"{c.reference} ({c.reference_psnr:.2f})"), Entry(c.text)])
         for c in crossings(df, metric)
     ]
     return Table(
