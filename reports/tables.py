@@ -86,7 +86,8 @@ def comparison(frame: pd.DataFrame) -> Table:
 
 def _training_images(rows: pd.DataFrame) -> Entry:
     """How many training images a method instance learnt from: 0 when untrained, n/a unknown."""
-    counts = sorted({int(v) for v in rows.loc[rows["status"] == "ok", "train_images"] if pd.notna(v)})
+    ok = rows.loc[rows["status"] == "ok", "train_images"] if "train_images" in rows else pd.Series(dtype=float)
+    counts = sorted({int(v) for v in pd.to_numeric(ok, errors="coerce") if pd.notna(v)})
     if not counts:
         return Entry("n/a", tooltip="not recorded (released weights, or no finished cell)")
     return Entry(" / ".join(str(c) for c in counts), tooltip="images of the training split the method learnt from")
