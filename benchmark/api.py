@@ -208,7 +208,7 @@ class Method:
     ) -> torch.Tensor | Reconstruction:
         raise NotImplementedError
 
-    def reconstruct_batch(self, problems: Sequence[Problem]) -> list[torch.Tensor | Reconstruction]:
+    def reconstruct_batch(self, problems: Sequence[Problem]) -> Sequence[torch.Tensor | Reconstruction]:
         """Solve several problems of one task and image size; each result must be what
         ``reconstruct`` gives for that problem alone (to float tolerance). By default, one by one."""
         return [self.reconstruct(p.y, p.physics, seed=p.seed, callback=p.callback) for p in problems]

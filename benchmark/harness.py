@@ -96,7 +96,7 @@ class LazyImages(Sequence[torch.Tensor]):
     def __len__(self) -> int:
         return len(self._all())
 
-    def __getitem__(self, index):  # type: ignore[no-untyped-def, override]
+    def __getitem__(self, index):
         return self._all()[index]
 
 
@@ -235,17 +235,19 @@ def run_cells(
     if len(ready) > 1 and len({(r.cell.method, r.cell.params_json, r.cell.task, r.x.shape) for r in ready}) > 1:
         raise ValueError("a batch must hold cells of one method, parameters, task and image size")
     skip = frozenset(skip_metrics) | (frozenset() if with_lpips else {"lpips"})
-    options = dict(profile=profile, trajectory_every=trajectory_every, skip_metrics=skip,
-                   save_reconstruction=save_reconstruction)
+    def attempt(items: list[_Prepared]) -> dict[int, CellOutcome]:
+        return _reconstruct(items, pool, profile=profile, trajectory_every=trajectory_every, skip_metrics=skip,
+                            save_reconstruction=save_reconstruction)
+
     try:
-        outcomes.update(_reconstruct(ready, pool, **options))
+        outcomes.update(attempt(ready))
     except Exception as exc:  # noqa: BLE001 - a batch of several is retried one by one: the bad cell fails alone
         if len(ready) == 1:
             outcomes[ready[0].position] = _failure(ready[0].cell, profile, exc, ready[0].record, pool.device)
         else:
             for item in ready:
                 try:
-                    outcomes.update(_reconstruct([item], pool, **options))
+                    outcomes.update(attempt([item]))
                 except Exception as cell_exc:  # noqa: BLE001
                     outcomes[item.position] = _failure(item.cell, profile, cell_exc, item.record, pool.device)
     return [outcomes[i] for i in range(len(cells))]

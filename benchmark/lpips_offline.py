@@ -94,9 +94,11 @@ def lpips_model(device: torch.device) -> torch.nn.Module:
     if len(layers) != len(convs):
         raise UserError(f"alexnet.ckpt holds {len(layers)} conv layers, LPIPS needs {len(convs)}")
     with torch.no_grad():
-        for conv, (weight, bias) in zip(convs, layers):
+        for conv, (weight, bias) in zip(convs, layers, strict=True):
             if tuple(conv.weight.shape) != weight.shape:
                 raise UserError(f"alexnet.ckpt layer shape {weight.shape} != {tuple(conv.weight.shape)}")
             conv.weight.copy_(torch.from_numpy(weight))
+            if conv.bias is None:
+                raise UserError("LPIPS's AlexNet has a conv layer without a bias")
             conv.bias.copy_(torch.from_numpy(bias))
     return model.eval().requires_grad_(False).to(device)

@@ -67,7 +67,8 @@ class Work:
         return self.__dict__["_training_cache"]
 
     def pool(self) -> MethodPool:
-        return MethodPool(self.training_images, self.training_dataset, Path(self.cache_dir), pick_device(self.device), self.progress)
+        return MethodPool(self.training_images, self.training_dataset, Path(self.cache_dir), pick_device(self.device),
+                          self.progress)
 
     def image(self, cell: Cell) -> torch.Tensor:
         return self.images[(cell.dataset, cell.task, cell.image_id)]
@@ -201,7 +202,8 @@ def run_benchmark(
                 parts[name] = parts.get(name, 0.0) + float(rec.info.get(f"{name}_s", 0.0))
             summary.ran += 1
             if rec.status == "failed":
-                summary.failed.append((f"{rec.label or rec.method} · {rec.task} · {rec.dataset} · {rec.image_id} · seed {rec.seed}", rec.error))
+                where = f"{rec.label or rec.method} · {rec.task} · {rec.dataset} · {rec.image_id} · seed {rec.seed}"
+                summary.failed.append((where, rec.error))
             elif rec.status == "skipped":
                 summary.skipped += 1
                 if rec.info.get("weights_unavailable"):
@@ -220,8 +222,9 @@ def run_benchmark(
         if report:
             with _timed(parts, "report"):
                 summary.report = _build_report(frame, results_dir, profile)
-            with _timed(parts, "MLflow"):
-                tracker.log_report(summary.report.parent)
+            if summary.report is not None:
+                with _timed(parts, "MLflow"):
+                    tracker.log_report(summary.report.parent)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"

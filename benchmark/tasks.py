@@ -32,7 +32,8 @@ class Task:
 
     def physics(self, shape: tuple[int, int, int], device: torch.device, generator: torch.Generator) -> Any:
         physics = self.build(shape, device, generator)
-        physics.noise_model = dinv.physics.GaussianNoise(sigma=self.noise_sigma) if self.noise_sigma > 0 else dinv.physics.ZeroNoise()
+        noise = dinv.physics.GaussianNoise(sigma=self.noise_sigma) if self.noise_sigma > 0 else dinv.physics.ZeroNoise()
+        physics.noise_model = noise
         return physics.to(device)
 
     def measure(self, x: torch.Tensor, physics: Any, generator: torch.Generator) -> torch.Tensor:
@@ -76,7 +77,8 @@ def _box_inpainting(fraction: float) -> PhysicsFactory:
 
 def _super_resolution(factor: int) -> PhysicsFactory:
     def build(shape: tuple[int, int, int], device: torch.device, g: torch.Generator) -> Any:
-        return dinv.physics.Downsampling(img_size=shape, factor=factor, filter="bicubic", padding="reflect", device=device)
+        return dinv.physics.Downsampling(img_size=shape, factor=factor, filter="bicubic", padding="reflect",
+                                         device=device)
 
     return build
 
@@ -92,12 +94,14 @@ def _gaussian_deblurring(sigma_blur: float) -> PhysicsFactory:
 def _declare() -> dict[str, Task]:
     tasks = [
         *(
-            Task(f"denoising_s{s}", "denoising", f"Gaussian denoising, σ = {s}/255", s / 255.0, _denoising, {"sigma255": s})
+            Task(f"denoising_s{s}", "denoising", f"Gaussian denoising, σ = {s}/255", s / 255.0, _denoising,
+                 {"sigma255": s})
             for s in (15, 25, 50)
         ),
         Task("inpainting_random50", "inpainting", "Inpainting, 50% of pixels missing at random", 0.0,
              _random_inpainting(0.5), {"missing": 0.5}),
-        Task("inpainting_box", "inpainting", "Inpainting of a centred box covering half of each side (25% of the area)", 0.0,
+        Task("inpainting_box", "inpainting",
+             "Inpainting of a centred box covering half of each side (25% of the area)", 0.0,
              _box_inpainting(0.5), {"box_fraction": 0.5}),
         Task("sr_x4", "super-resolution", "4× super-resolution, bicubic down-sampling", 0.0,
              _super_resolution(4), {"factor": 4}, size_multiple=4),

@@ -134,7 +134,8 @@ def read_matconvnet(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
                 pad = np.asarray(layer["pad"]).ravel()
                 stride = np.asarray(layer["stride"]).ravel()
                 if not (np.all(pad == 1) and np.all(stride == 1)):
-                    raise UserError(f"{path}: conv layer with pad {pad.tolist()}, stride {stride.tolist()} (expected 1, 1)")
+                    raise UserError(f"{path}: conv layer with pad {pad.tolist()}, stride {stride.tolist()} "
+                                    "(expected 1, 1)")
                 w_ref, b_ref = np.asarray(layer["weights"]).ravel()
                 convs.append((np.asarray(f[w_ref], dtype=np.float32), np.asarray(f[b_ref], dtype=np.float32).ravel()))
     except (OSError, KeyError, ValueError) as exc:
@@ -145,7 +146,9 @@ def read_matconvnet(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return convs
 
 
-def convert(convs: list[tuple[np.ndarray, np.ndarray]], channels: int, depth: int, source: str = "weights") -> dict[str, torch.Tensor]:
+def convert(
+    convs: list[tuple[np.ndarray, np.ndarray]], channels: int, depth: int, source: str = "weights"
+) -> dict[str, torch.Tensor]:
     """A ``DnCNNNet`` state dict from MatConvNet layers, refusing a wrong layer count or shape."""
     if len(convs) != depth:
         raise UserError(f"{source}: {len(convs)} conv layers, expected {depth} for this model")
@@ -179,7 +182,8 @@ def _state_dict(sigma255: int, channels: int) -> dict[str, torch.Tensor]:
 def load_network(sigma255: int, channels: int) -> DnCNNNet:
     """The released DnCNN-S for ``sigma255`` (0–255 scale) and 1 or 3 channels, in eval mode."""
     if (sigma255, channels) not in RELEASES:
-        raise UserError(f"no released DnCNN-S model for σ = {sigma255}/255 and {channels} channel(s); offered: {_offered()}")
+        raise UserError(f"no released DnCNN-S model for σ = {sigma255}/255 and {channels} channel(s); "
+                        f"offered: {_offered()}")
     release = RELEASES[(sigma255, channels)]
     net = DnCNNNet(channels, release.depth)
     net.load_state_dict(_state_dict(sigma255, channels))
@@ -224,7 +228,8 @@ class DnCNN(Method):
         if fixed != "auto":
             if any((fixed, c) in RELEASES for c in kinds):
                 return int(fixed), None
-            return None, f"no released DnCNN-S model for σ = {fixed}/255 with {channels} channel(s); offered: {_offered()}"
+            return None, (f"no released DnCNN-S model for σ = {fixed}/255 with {channels} channel(s); "
+                          f"offered: {_offered()}")
         for s, c in RELEASES:
             if c in kinds and abs(sigma * 255.0 - s) <= SIGMA_TOLERANCE_255:
                 return s, None

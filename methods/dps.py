@@ -175,8 +175,8 @@ class DPS(Method):
                 )
             eps_model = functools.partial(_per_channel, model)
         result = diffusion.dps_sample(
-            eps_model, y, physics, shape=shape, steps=int(self.params["sampling_steps"]), zeta=float(self.params["zeta"]),
-            generator=torch.Generator().manual_seed(seed), callback=callback,
+            eps_model, y, physics, shape=shape, steps=int(self.params["sampling_steps"]),
+            zeta=float(self.params["zeta"]), generator=torch.Generator().manual_seed(seed), callback=callback,
         )
         return Reconstruction(x=result.x, iterations=result.steps_run, budget=result.budget,
                               info={"final_residual": result.final_residual})

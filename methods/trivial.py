@@ -22,5 +22,7 @@ class Trivial(Method):
     summary = "Pseudo-inverse A⁺y of the physics (no prior)."
     defaults = {}
 
-    def reconstruct(self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None) -> torch.Tensor:
+    def reconstruct(
+        self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None
+    ) -> torch.Tensor:
         return physics.A_dagger(y).clamp(0, 1)

@@ -65,7 +65,9 @@ class TotalVariation(Method):
         # Condat–Vũ needs 1/τ > ‖A‖²/2 with ‖A‖ ≤ 1 (see reconstruct)
         cls.require(params, "tau", 0 < params["tau"] < 2, "a number in (0, 2)")
 
-    def reconstruct(self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None) -> Reconstruction:
+    def reconstruct(
+        self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None
+    ) -> Reconstruction:
         weight, tau, budget = float(self.params["weight"]), float(self.params["tau"]), int(self.params["iterations"])
         # Condat–Vũ step condition: 1/τ − σ‖∇‖² ≥ ‖A‖²/2, with ‖∇‖² ≤ 8 and ‖A‖ ≤ 1 here.
         sigma = (1.0 / tau - 0.5) / 8.0

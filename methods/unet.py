@@ -90,8 +90,8 @@ class SupervisedUNet(Method):
                 estimate = inputs[:, :channels] + net(inputs)
                 return torch.mean((estimate - x) ** 2)
 
-            losses = loop.train_network(net, loss_fn, steps=int(p["train_steps"]), lr=float(p["lr"]), progress=ctx.progress,
-                              desc=f"unet {ctx.task.name}")
+            losses = loop.train_network(net, loss_fn, steps=int(p["train_steps"]), lr=float(p["lr"]),
+                                        progress=ctx.progress, desc=f"unet {ctx.task.name}")
             return losses, net.state_dict()
 
         report = loop.load_or_train(cache_dir=ctx.cache_dir, method=self.name, description=description,

@@ -130,9 +130,9 @@ def es_gap(frame: pd.DataFrame) -> Table:
     for r in s.itertuples(index=False):
         gap = "n/a" if pd.isna(r.es_gap_db) else f"{r.es_gap_db:.2f} ± {r.es_gap_half:.2f}"
         table.rows.append((r.method, [
-            Entry(r.stopping_rule), Entry(r.task), Entry(r.dataset), Entry(str(r.n)), num(r.psnr, 2), num(r.oracle_psnr, 2), Entry(gap),
-            num(r.selected_iteration), num(r.oracle_iteration), num(r.iterations), num(r.budget),
-            num(r.iterations_saved),
+            Entry(r.stopping_rule), Entry(r.task), Entry(r.dataset), Entry(str(r.n)), num(r.psnr, 2),
+            num(r.oracle_psnr, 2), Entry(gap), num(r.selected_iteration), num(r.oracle_iteration),
+            num(r.iterations), num(r.budget), num(r.iterations_saved),
         ]))
     return table
 

@@ -44,7 +44,8 @@ def test_list_shows_every_registry(capsys: pytest.CaptureFixture[str]) -> None:
     ("args", "message"),
     [
         (["--profile", "smoke", "--methods", "nope"], r"unknown method 'nope'; valid choices: .*trivial"),
-        (["--profile", "smoke", "--tasks", "denoising_s99"], r"unknown task 'denoising_s99'; valid choices: .*denoising_s25"),
+        (["--profile", "smoke", "--tasks", "denoising_s99"],
+         r"unknown task 'denoising_s99'; valid choices: .*denoising_s25"),
         (["--profile", "smoke", "--datasets", "imagenet"], r"unknown dataset 'imagenet'; valid choices: .*set12"),
         (["--profile", "nonexistent"], r"unknown profile 'nonexistent'; valid choices: .*quick.*smoke"),
         (["--profile", "smoke", "--batch-size", "0"], r"--batch-size: expected an integer >= 1, got 0"),
@@ -63,7 +64,8 @@ def test_unknown_names_exit_2_and_write_nothing(args: list[str], message: str, t
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("name: x\nmethods: all\ntasks: [denoising_s25]\ndatasets: [embedded]\nbogus: 1\n", r"unknown key 'bogus'; valid keys: .*datasets"),
+        ("name: x\nmethods: all\ntasks: [denoising_s25]\ndatasets: [embedded]\nbogus: 1\n",
+         r"unknown key 'bogus'; valid keys: .*datasets"),
         ("name: x\nmethods: all\ntasks: [denoising_s25]\n", r"missing required key 'datasets'"),
         ("name: x\nmethods: all\ntasks: [denoising_s25\n", r"malformed profile"),
         ("- just\n- a list\n", r"malformed profile .*mapping"),
@@ -73,7 +75,8 @@ def test_unknown_names_exit_2_and_write_nothing(args: list[str], message: str, t
          r"batch_size: expected an integer >= 1, got 'many'"),
     ],
 )
-def test_malformed_profile_exits_2(content: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_malformed_profile_exits_2(content: str, message: str, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(content)
     code, err = _run(["--profile", str(bad)], tmp_path, capsys)

@@ -80,7 +80,8 @@ def test_mlflow_parent_and_child_runs(smoke_run) -> None:  # type: ignore[no-unt
     assert tv.data.metrics["psnr"] == pytest.approx(expected)
     assert tv.data.metrics["psnr_ci95_low"] <= tv.data.metrics["psnr"] <= tv.data.metrics["psnr_ci95_high"]
     assert [a.path for a in client.list_artifacts(tv.info.run_id)] == ["per_image.csv", "reconstructions"]
-    assert len(client.list_artifacts(tv.info.run_id, "reconstructions")) == len(frame[(frame.method == "tv") & (frame.task == "denoising_s25")])
+    tv_cells = frame[(frame.method == "tv") & (frame.task == "denoising_s25")]
+    assert len(client.list_artifacts(tv.info.run_id, "reconstructions")) == len(tv_cells)
     assert "report/index.html" in [a.path for a in client.list_artifacts(parent.info.run_id, "report")]
     dip_runs = [r for r in children if r.data.tags["family"] == "dip"]
     assert dip_runs and len(client.get_metric_history(dip_runs[0].info.run_id, "trajectory_psnr")) >= 2

@@ -20,7 +20,8 @@ def test_ray_executor_matches_local_executor(tmp_path: Path) -> None:
     profile = dataclasses.replace(profiles.load("smoke"), methods=["trivial", "tv", "dip"], lpips=False,
                                   save_reconstructions=True)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    local = runner.run_benchmark(profile, results_dir=tmp_path / "local", tracking_uri=uri, progress=False, report=False)
+    local = runner.run_benchmark(profile, results_dir=tmp_path / "local", tracking_uri=uri, progress=False,
+                                 report=False)
     os.environ["RAY_AUTH_MODE"] = "disabled"
     # Ray's socket paths must stay short, so its temp dir lives directly under /tmp.
     ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))

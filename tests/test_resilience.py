@@ -68,7 +68,8 @@ def _profile(methods: list[str], **changes):  # type: ignore[no-untyped-def]
     return dataclasses.replace(profiles.load("smoke"), methods=methods, **changes)
 
 
-def test_failing_and_diverging_cells_are_recorded_and_the_benchmark_goes_on(broken_methods: None, tmp_path: Path) -> None:
+def test_failing_and_diverging_cells_are_recorded_and_the_benchmark_goes_on(broken_methods: None,
+                                                                            tmp_path: Path) -> None:
     profile = _profile(["test_raises", "test_diverges", "trivial"], lpips=False)
     summary = runner.run_benchmark(profile, results_dir=tmp_path / "r", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
                                    progress=False, report=False)

@@ -131,7 +131,8 @@ def _check(problems: Sequence[FitProblem], settings: LoopSettings) -> None:
     if len(shapes) != 1:
         raise ValueError(f"problems fitted together need one input shape and image size, got {sorted(shapes)}")
     if problems[0].z.shape[0] != 1:
-        raise ValueError(f"each problem is one image (a batch of 1), got an input of shape {tuple(problems[0].z.shape)}")
+        shape = tuple(problems[0].z.shape)
+        raise ValueError(f"each problem is one image (a batch of 1), got an input of shape {shape}")
     if settings.reg_noise_std > 0 and any(p.noise is None for p in problems):
         raise ValueError("reg_noise_std > 0 needs a `noise` generator for the perturbations")
 
@@ -168,7 +169,8 @@ def fit_many(problems: Sequence[FitProblem], settings: LoopSettings) -> list[Fit
             leaving: list[int] = []
             for j, (index, problem) in enumerate(zip(group.members, active, strict=True)):
                 mine = x_k[j : j + 1]
-                verdict = problem.rule(step, mine, data_loss[j : j + 1].detach()) if problem.rule else Verdict(best=True)
+                loss_j = data_loss[j : j + 1].detach()
+                verdict = problem.rule(step, mine, loss_j) if problem.rule else Verdict(best=True)
                 if verdict.best:
                     chosen[index] = (mine, step)
                 keep_going = problem.callback(step, mine) if problem.callback is not None else True

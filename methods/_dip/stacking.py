@@ -16,7 +16,8 @@ not listed here is refused rather than silently shared between problems.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -43,8 +44,9 @@ def _grouped_conv(convs: Sequence[nn.Conv2d]) -> nn.Conv2d:
     first = convs[0]
     b = len(convs)
     grouped = nn.Conv2d(
-        first.in_channels * b, first.out_channels * b, first.kernel_size, stride=first.stride,
-        padding=first.padding, dilation=first.dilation, groups=first.groups * b, bias=first.bias is not None,
+        first.in_channels * b, first.out_channels * b, cast("tuple[int, int]", first.kernel_size),
+        stride=cast("tuple[int, int]", first.stride), padding=cast("str | tuple[int, int]", first.padding),
+        dilation=cast("tuple[int, int]", first.dilation), groups=first.groups * b, bias=first.bias is not None,
         padding_mode=first.padding_mode, device=first.weight.device, dtype=first.weight.dtype,
     )
     with torch.no_grad():
@@ -66,7 +68,8 @@ def _grouped_norm(norms: Sequence[nn.BatchNorm2d]) -> nn.BatchNorm2d:
     return grouped
 
 
-_GROUPERS = {nn.Conv2d: _grouped_conv, nn.BatchNorm2d: _grouped_norm}
+_GROUPERS: dict[type[nn.Module], Callable[[Any], nn.Module]] = {nn.Conv2d: _grouped_conv,
+                                                                 nn.BatchNorm2d: _grouped_norm}
 
 
 def group(networks: Sequence[nn.Module]) -> nn.Module:

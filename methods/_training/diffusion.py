@@ -65,7 +65,7 @@ class EMA:
     def update(self) -> None:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for shadow, live in zip(self.shadow.state_dict().values(), self.net.state_dict().values()):
+        for shadow, live in zip(self.shadow.state_dict().values(), self.net.state_dict().values(), strict=True):
             if shadow.dtype.is_floating_point:
                 shadow.mul_(decay).add_(live.detach(), alpha=1 - decay)
             else:

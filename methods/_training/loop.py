@@ -195,8 +195,9 @@ def load_or_train(
 def _training_seconds(meta: dict[str, Any], fallback: float) -> float:
     """The training time a checkpoint recorded (``meta["seconds"]``), else ``fallback``."""
     seconds = meta.get("seconds")
-    valid = isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
-    return float(seconds) if valid and math.isfinite(seconds) and seconds >= 0 else fallback
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds) and seconds >= 0:
+        return float(seconds)
+    return fallback
 
 
 def images_fingerprint(images: list[torch.Tensor]) -> str:

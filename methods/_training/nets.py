@@ -87,7 +87,8 @@ class UNet(nn.Module):
         # Start as the identity map of the residual formulation (output 0), which makes the
         # first steps of training harmless and the loss curve start at the input's error.
         nn.init.zeros_(self.tail.weight)
-        nn.init.zeros_(self.tail.bias)
+        if self.tail.bias is not None:
+            nn.init.zeros_(self.tail.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         h_in, w_in = x.shape[-2:]
@@ -103,11 +104,11 @@ class UNet(nn.Module):
             emb = self.time_mlp(timestep_features(t.expand(x.shape[0]), self.channels))
         h = self.head(x)
         skips = []
-        for block, down in zip(self.down_blocks, self.downs):
+        for block, down in zip(self.down_blocks, self.downs, strict=True):
             h = block(h, emb)
             skips.append(h)
             h = down(h)
         h = self.middle(h, emb)
-        for up, block in zip(self.ups, self.up_blocks):
+        for up, block in zip(self.ups, self.up_blocks, strict=True):
             h = block(torch.cat([up(h), skips.pop()], dim=1), emb)
         return self.tail(F.silu(h))[..., :h_in, :w_in]
