@@ -21,6 +21,10 @@ from benchmark.errors import UserError, unknown
 #: iterate they would return if stopped now; the harness decides when to measure it.
 Callback = Callable[[int, torch.Tensor], bool]
 
+#: ``Reconstruction.info`` key naming the stream of iterates the callback gets (e.g. "EMA 0.99 of
+#: outputs" or "raw outputs"): the oracle, the best of them in hindsight, is over that stream.
+ORACLE_STREAM = "oracle_stream"
+
 
 @dataclass
 class Reconstruction:

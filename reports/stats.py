@@ -199,6 +199,12 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{**c.__dict__, "half_width": c.half_width} for c in out], columns=columns)
 
 
+def _oracle_streams(infos: pd.Series) -> str:
+    """The streams of iterates the rows' oracles are over, as the methods name them."""
+    names = sorted({str(i["oracle_stream"]) for i in infos if isinstance(i, dict) and i.get("oracle_stream")})
+    return ", ".join(names) or "not stated"
+
+
 def es_gap_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Early-stopping cost and benefit per method with a stopping rule (its declaration) and
     (task, dataset): the PSNR the rule gave away against the oracle iterate, and the iterations
@@ -219,6 +225,7 @@ def es_gap_summary(frame: pd.DataFrame) -> pd.DataFrame:
                 "oracle_iteration": g["oracle_iteration"].mean(),
                 "iterations": g["iterations"].mean(), "budget": g["budget"].mean(),
                 "iterations_saved": g["iterations_saved"].mean(),
+                "oracle_stream": _oracle_streams(g["info"]),
             }
         )
     order = {m: i for i, m in enumerate(method_order(df))}

@@ -99,6 +99,7 @@ def _dip_fields(rec: Record, rng: np.random.Generator, *, early: bool) -> None:
     rec.metrics["psnr"] = own["psnr"]
     rec.oracle_psnr, rec.oracle_iteration = best["psnr"], int(best["step"])
     rec.es_gap_db = best["psnr"] - own["psnr"]
+    rec.info["oracle_stream"] = "raw outputs" if early else "EMA 0.99 of outputs"
 
 
 def _save(path: Path, img: np.ndarray) -> None:

@@ -52,7 +52,9 @@ def test_iterative_methods_have_trajectories_and_oracle(smoke_run) -> None:  # t
     for _, row in dip.iterrows():
         steps = [p["step"] for p in row.trajectory]
         assert steps == sorted(steps) and len(steps) >= 2
-        assert row.oracle_psnr == pytest.approx(max([p["psnr"] for p in row.trajectory] + [row.psnr]))
+        # The oracle is over every iterate, so at least the best sampled one and the returned one.
+        assert row.oracle_psnr >= max([p["psnr"] for p in row.trajectory] + [row.psnr]) - 1e-9
+        assert row["info"]["oracle_stream"] in ("raw outputs", "EMA 0.99 of outputs")
         assert row.es_gap_db == pytest.approx(row.oracle_psnr - row.psnr) and row.es_gap_db >= 0
         # DIP fits the smoke profile's images of one task together; each cell gets its share of the time
         assert row["info"]["batch_size"] == 2

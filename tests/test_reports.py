@@ -187,6 +187,10 @@ def test_es_gap_table_matches_the_rows(frame: pd.DataFrame) -> None:
     assert fixed.iterations_saved == 0 and early.iterations_saved > 0
     md = tables.to_markdown(tables.es_gap(frame))
     assert f"{early.es_gap_db:.2f} ± {early.es_gap_half:.2f}" in md
+    # Each method says which stream of iterates its oracle is over.
+    assert early.oracle_stream == "raw outputs" and fixed.oracle_stream == "EMA 0.99 of outputs"
+    assert "oracle over" in md and "raw outputs" in md
+    assert stats.es_gap_summary(frame.assign(info=[{}] * len(frame))).oracle_stream.eq("not stated").all()
 
 
 class _TableRows(HTMLParser):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from benchmark import seeding
-from benchmark.api import Callback, Method, Problem, Reconstruction
+from benchmark.api import ORACLE_STREAM, Callback, Method, Problem, Reconstruction
 from benchmark.errors import UserError
 from methods._dip import loop
 from methods._dip.networks import DeepDecoder, SkipNet, padded_shape, parameter_count
@@ -194,6 +194,11 @@ class DipMethod(Method):
         return run_many(plans, self.params, [p.callback for p in problems])
 
 
+def stream_name(config: loop.LoopSettings) -> str:
+    """The iterates the callback gets, hence the stream the harness's oracle is over."""
+    return f"EMA {config.ema:g} of outputs" if config.ema > 0 else "raw outputs"
+
+
 def run_many(
     plans: Sequence[FitPlan], params: Mapping[str, Any], callbacks: Sequence[Callback | None]
 ) -> list[Reconstruction]:
@@ -218,6 +223,7 @@ def run_many(
                 "final_loss": result.final_loss,
                 "network_parameters": parameter_count(plan.setup.network),
                 "input_shape": "x".join(str(s) for s in plan.setup.z.shape[1:]),
+                ORACLE_STREAM: stream_name(config),
                 **plan.info,
             },
         )
