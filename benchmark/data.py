@@ -43,7 +43,7 @@ EMBEDDED_TRAIN = (
 @dataclass(frozen=True)
 class Image:
     id: str
-    tensor: torch.Tensor  # C×H×W, float32, [0, 1]
+    tensor: torch.Tensor  # C×H×W, float32, [0, 1] (MRI: 2×H×W real/imaginary, magnitude ≤ 1)
     #: where the pixels came from, for provenance: the file's sha256 ("" for built-in images)
     sha256: str = ""
     file: str = ""
@@ -53,7 +53,7 @@ class Image:
 class Manifest:
     name: str
     description: str
-    mode: str  # "gray" | "rgb"
+    mode: str  # "gray" | "rgb" | "mri" (2×H×W real/imaginary) | "ct" (1×H×W, fixed HU window)
     role: str  # "test" | "train"
     url: str | None
     files: dict[str, str]  # file name → sha256
@@ -108,8 +108,9 @@ def _manifest(path: Path) -> Manifest:
         raise UserError(f"{where}: the name {EMBEDDED!r} is the built-in dataset's")
     if not isinstance(doc["description"], str):
         raise UserError(f"{where}: description must be text")
-    if doc["mode"] not in imagefiles.MODES or doc["role"] not in ("test", "train"):
-        raise UserError(f"{where}: mode must be one of {', '.join(imagefiles.MODES)} and role test or train")
+    modes = imagefiles.MODES + imagefiles.MEDICAL_MODES
+    if doc["mode"] not in modes or doc["role"] not in ("test", "train"):
+        raise UserError(f"{where}: mode must be one of {', '.join(modes)} and role test or train")
     url = doc.get("url")
     if url is not None:
         try:
@@ -319,11 +320,18 @@ def load(
             raise unknown("dataset", name, available())
         manifest = known[name]
         files = sorted(manifest.files)[: limit if limit else None]
-        images = [
-            Image(Path(f).stem, imagefiles.read_image(_resolve_file(manifest, f), mode or manifest.mode),
-                  manifest.files[f], f)
-            for f in files
-        ]
+        if manifest.mode in imagefiles.MEDICAL_MODES:
+            if (mode and mode != manifest.mode) or resize:
+                raise UserError(f"dataset {name!r}: its {manifest.mode.upper()} slices are read as they are "
+                                "(no mode or resize option applies)")
+            images = [Image(Path(f).stem, imagefiles.read_medical(_resolve_file(manifest, f), manifest.mode),
+                            manifest.files[f], f) for f in files]
+        else:
+            images = [
+                Image(Path(f).stem, imagefiles.read_image(_resolve_file(manifest, f), mode or manifest.mode),
+                      manifest.files[f], f)
+                for f in files
+            ]
     images = images[: limit if limit else None]
     return [dataclasses.replace(img, tensor=center_crop(resize_short_side(img.tensor, resize), crop, multiple))
             for img in images]

@@ -18,11 +18,21 @@ import torch
 from PIL import Image as PILImage
 from PIL import ImageOps
 
-from benchmark.errors import UserError
+from benchmark.errors import UserError, one_line
 
 #: File types a folder dataset may hold (case-insensitive).
 SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy")
 MODES = ("gray", "rgb")
+#: Modes of the medical sets' manifests, read by :func:`read_medical` (not for folders of photos).
+MEDICAL_MODES = ("mri", "ct")
+
+#: CT: Hounsfield units in this fixed window map linearly to [0, 1] (air -1000 HU lands at 0.012,
+#: water at 0.5, dense bone and contrast clip at 1); the same for every slice, so that PSNR is
+#: comparable between slices (a per-slice range would make it depend on each slice's extremes).
+CT_WINDOW_HU = (-1024.0, 1024.0)
+#: MRI: the SIAT ``Img`` arrays are 270×256; the usual recipe keeps rows 7-262 (0-based, inclusive).
+MRI_SHAPE = (270, 256)
+MRI_ROWS = slice(7, 263)
 
 #: Pillow refuses images over this many pixels (decompression bombs); so do we, with a message.
 MAX_PIXELS = 1 << 28
@@ -145,3 +155,60 @@ def read_image(path: Path, mode: str) -> torch.Tensor:
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise UserError(f"cannot read image file {path}: {exc}") from exc
     return to_mode(read(path), mode)
+
+
+def read_mri(path: Path) -> torch.Tensor:
+    """A SIAT ``.mat`` slice as 2×256×256 float32: real and imaginary parts (deepinv's MRI layout).
+
+    ``Img`` (complex, 270×256) is cropped to rows 7-262 and divided by its largest magnitude, so
+    the magnitude lies in [0, 1] and the phase is kept (the raw values are ~1e-6, in scanner units).
+    """
+    import scipy.io
+
+    try:
+        doc = scipy.io.loadmat(path)
+    except (OSError, ValueError, TypeError, NotImplementedError, scipy.io.matlab.MatReadError) as exc:
+        raise UserError(f"cannot read MRI file {path}: not a readable MATLAB .mat file ({exc})") from exc
+    if "Img" not in doc:
+        found = ", ".join(sorted(k for k in doc if not k.startswith("__"))) or "none"
+        raise UserError(f"cannot read MRI file {path}: no variable 'Img' (variables found: {found})")
+    img = np.asarray(doc["Img"])
+    if not np.iscomplexobj(img) or img.shape != MRI_SHAPE:
+        raise UserError(f"cannot read MRI file {path}: 'Img' must be a complex {MRI_SHAPE[0]}×{MRI_SHAPE[1]} "
+                        f"array, got {img.dtype} of shape {tuple(img.shape)}")
+    crop = img[MRI_ROWS].astype(np.complex128)
+    peak = float(np.abs(crop).max()) if np.isfinite(crop).all() else 0.0
+    if not peak > 0.0:
+        raise UserError(f"cannot read MRI file {path}: 'Img' is all zero or not finite")
+    crop = crop / peak
+    return torch.from_numpy(np.stack([crop.real, crop.imag]).astype(np.float32))
+
+
+def read_ct(path: Path) -> torch.Tensor:
+    """A square DICOM CT slice as 1×H×W float32: HU = stored value × RescaleSlope + RescaleIntercept,
+    then the fixed window :data:`CT_WINDOW_HU` mapped to [0, 1] (values outside it clipped)."""
+    import pydicom
+    import pydicom.errors
+
+    try:
+        ds = pydicom.dcmread(path)
+    except (OSError, ValueError, TypeError, pydicom.errors.InvalidDicomError) as exc:
+        raise UserError(f"cannot read CT file {path}: not a readable DICOM file ({one_line(exc)})") from exc
+    missing = [tag for tag in ("RescaleSlope", "RescaleIntercept") if tag not in ds]
+    if missing:
+        raise UserError(f"cannot read CT file {path}: no {' or '.join(missing)} tag, so its values cannot be "
+                        "converted to Hounsfield units")
+    try:
+        stored = np.asarray(ds.pixel_array, dtype=np.float64)
+    except (AttributeError, ValueError, TypeError, RuntimeError, NotImplementedError) as exc:
+        raise UserError(f"cannot read CT file {path}: no readable pixel data ({one_line(exc)})") from exc
+    if stored.ndim != 2 or stored.shape[0] != stored.shape[1] or stored.size == 0:
+        raise UserError(f"cannot read CT file {path}: expected one square slice, got shape {tuple(stored.shape)}")
+    hu = stored * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    low, high = CT_WINDOW_HU
+    return torch.from_numpy(np.clip((hu - low) / (high - low), 0.0, 1.0).astype(np.float32)[None])
+
+
+def read_medical(path: Path, mode: str) -> torch.Tensor:
+    """A file of a medical set in its manifest's ``mode`` ("mri" or "ct")."""
+    return read_mri(path) if mode == "mri" else read_ct(path)
