@@ -194,3 +194,55 @@ def lpips_distance(x_hat: torch.Tensor, x: torch.Tensor, ctx: MetricContext = _U
 register(Metric("psnr", psnr, higher_is_better=True, label="PSNR", unit="dB", trajectory=True, decimals=2))
 register(Metric("ssim", ssim, higher_is_better=True, label="SSIM", trajectory=True))
 register(Metric("lpips", lpips_distance, higher_is_better=False, label="LPIPS"))
+
+
+#: MATLAB ``rgb2ycbcr``'s luma row for inputs in [0, 1] (ITU-R BT.601, output in [16, 235]/255)
+_LUMA = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
+
+
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """The Y channel (1×1×H×W, float64) of an RGB image in [0, 1]; a one-channel image is its own
+    Y, as in the SR literature's evaluation scripts (they convert only 3-channel images)."""
+    a = _as_batch(x).double()
+    if a.shape[1] == 1:
+        return a
+    if a.shape[1] != 3:
+        raise ValueError(f"luma needs 1 or 3 channels, got {a.shape[1]}")
+    weights = torch.tensor(_LUMA, dtype=torch.float64, device=a.device).view(1, 3, 1, 1)
+    return 16.0 / 255.0 + (a * weights).sum(dim=1, keepdim=True)
+
+
+def shave(x: torch.Tensor, border: int) -> torch.Tensor:
+    """``x`` without a border of ``border`` pixels on each side."""
+    if border <= 0:
+        return x
+    if min(x.shape[-2:]) <= 2 * border:
+        raise ValueError(f"an image of {tuple(x.shape[-2:])} pixels has nothing left inside a {border}-pixel border")
+    return x[..., border:-border, border:-border]
+
+
+def _is_super_resolution(task: Any) -> bool:
+    return getattr(task, "family", None) == "super-resolution"
+
+
+def _sr_border(ctx: MetricContext) -> int:
+    """The SR literature shaves as many pixels as the scale factor."""
+    return int(ctx.task.params.get("factor", 0)) if ctx.task is not None else 0
+
+
+def psnr_y(x_hat: torch.Tensor, x: torch.Tensor, ctx: MetricContext = _UNIT) -> float:
+    """PSNR on the BT.601 luma (data range 1, i.e. 255 on 8-bit Y), ``factor`` pixels shaved
+    (Timofte et al. 2014; Kim et al. 2016)."""
+    border = _sr_border(ctx)
+    return psnr(shave(luma(x_hat), border), shave(luma(x), border))
+
+
+def ssim_y(x_hat: torch.Tensor, x: torch.Tensor, ctx: MetricContext = _UNIT) -> float:
+    """SSIM on the BT.601 luma, ``factor`` pixels shaved (MATLAB ``ssim``'s Gaussian window)."""
+    border = _sr_border(ctx)
+    return ssim(shave(luma(x_hat), border), shave(luma(x), border))
+
+
+register(Metric("psnr_y", psnr_y, higher_is_better=True, label="PSNR-Y", unit="dB", decimals=2,
+                applies=_is_super_resolution))
+register(Metric("ssim_y", ssim_y, higher_is_better=True, label="SSIM-Y", applies=_is_super_resolution))
