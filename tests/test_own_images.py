@@ -66,6 +66,15 @@ def test_a_folder_of_5_pngs_runs_on_two_tasks_with_provenance(tmp_path: Path,
                                                                  tracking_uri=f"sqlite:///{tmp_path / 'ml.db'}",
                                                                  dst_path=str(tmp_path / "dl"))).read_text())
     assert logged["my_images"] == provenance
+    # the export for pandas: 5 images x 2 tasks x 2 methods rows per metric
+    assert main(["export", "--format", "csv", "--results", str(tmp_path / "res"), "--out", str(tmp_path / "x")]) == 0
+    import pandas as pd
+
+    long = pd.read_csv(tmp_path / "x" / "results.csv")
+    per_metric = long.groupby("metric").size()
+    for name in ("psnr", "ssim", "runtime_s"):
+        assert per_metric[name] == 5 * 2 * 2, per_metric
+    assert set(long[long.metric == "psnr"].image_id) == {f"photo_{i}" for i in range(5)}
 
 
 def test_gray_or_colour_is_detected_or_forced(tmp_path: Path) -> None:
