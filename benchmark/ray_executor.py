@@ -9,7 +9,9 @@ dispatching).
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,40 @@ from benchmark.harness import CellOutcome, MethodPool, failed_outcome
 from benchmark.plan import Cell
 
 _WORKER_POOLS: dict[str, MethodPool] = {}
+
+
+class _StderrNow(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is when it emits."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def follow_stderr() -> None:
+    """Make the driver's Ray console handlers write to the ``sys.stderr`` of the moment.
+
+    Ray's driver handler (``PlainRayHandler``) means to, but ``StreamHandler.__init__`` binds it
+    to the ``sys.stderr`` of the moment ``ray`` is first imported. Imported inside a pytest test,
+    that is pytest's capture file, which pytest closes when the session ends: Ray's messages at
+    interpreter exit then print "--- Logging error ---" tracebacks (ValueError: I/O operation
+    on closed file). Each such handler is replaced by one with the same level, format and
+    filters that looks ``sys.stderr`` up when it writes.
+    """
+    ray_logger = logging.getLogger("ray")
+    for old in list(ray_logger.handlers):
+        if isinstance(old, logging.StreamHandler) and not isinstance(old, (logging.FileHandler, _StderrNow)):
+            new = _StderrNow()
+            new.setLevel(old.level)
+            new.setFormatter(old.formatter)
+            for log_filter in old.filters:
+                new.addFilter(log_filter)
+            ray_logger.removeHandler(old)
+            ray_logger.addHandler(new)
 
 
 def _run_batch(work: Any, batch: list[Cell]) -> list[CellOutcome]:
@@ -48,6 +84,7 @@ class RayExecutor:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         import ray
 
+        follow_stderr()
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
             if self.address:
@@ -57,6 +94,7 @@ class RayExecutor:
                 if self.temp_dir:
                     kwargs["_temp_dir"] = str(self.temp_dir)
             ray.init(**kwargs)
+            follow_stderr()  # and the handlers ray.init may have set up
         return ray
 
     def run(self, batches: list[list[Cell]], work: Any) -> Iterator[CellOutcome]:

@@ -42,10 +42,11 @@ class Task:
         return physics.to(device)
 
     def measure(self, x: torch.Tensor, physics: Any, generator: torch.Generator) -> torch.Tensor:
-        """y = A x + σ n, with n drawn from ``generator`` (x is 1×C×H×W)."""
+        """y = A x + σ n, with n drawn from ``generator`` (x is 1×C×H×W); n is drawn in float32
+        whatever the dtype of x, so that a float64 check sees the same noise."""
         y = physics.A(x)
         if self.noise_sigma > 0:
-            noise = torch.randn(y.shape, generator=generator, device=generator.device, dtype=y.dtype)
+            noise = torch.randn(y.shape, generator=generator, device=generator.device, dtype=torch.float32).to(y.dtype)
             y = y + self.noise_sigma * noise.to(y.device)
         if self.quantise_bits is not None:
             levels = float(2**self.quantise_bits - 1)

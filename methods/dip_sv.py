@@ -68,4 +68,4 @@ class DipSelfValidation(common.DipMethod):
 
 def holdout_masks(y: torch.Tensor, physics: Any, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(fit, held-out) float masks over the entries of ``y``, disjoint, drawn from ``seed``."""
-    return split_measurements(measured_entries(physics, y), fraction, seeding.generator(seed, "holdout"))
+    return split_measurements(measured_entries(physics, y), fraction, seeding.generator(seed, "holdout"), y.dtype)

@@ -107,10 +107,10 @@ def settings(params: Mapping[str, Any]) -> loop.LoopSettings:
         raise UserError(str(exc)) from exc
 
 
-def _fixed_input(channels: int, height: int, width: int, seed: int, device: torch.device) -> torch.Tensor:
-    # Drawn on the CPU so that the input does not depend on the device.
+def _fixed_input(channels: int, height: int, width: int, seed: int, like: torch.Tensor) -> torch.Tensor:
+    # Drawn on the CPU in float32 so that the input depends neither on the device nor on the dtype.
     z = torch.rand((1, channels, height, width), generator=seeding.generator(seed, "input"))
-    return (z * INPUT_SCALE).to(device)
+    return (z * INPUT_SCALE).to(device=like.device, dtype=like.dtype)
 
 
 def _noise(params: Mapping[str, Any], seed: int, device: torch.device) -> torch.Generator | None:
@@ -124,9 +124,9 @@ def skip_setup(params: Mapping[str, Any], y: torch.Tensor, physics: Any, seed: i
     width = positive_int(params, "channels")
     skip = positive_int(params, "skip_channels", minimum=0)
     depth = positive_int(params, "input_channels")
-    net = seeding.seeded_build(lambda: SkipNet(depth, c, width, skip, scales), seed, "network").to(y.device)
+    net = seeding.seeded_build(lambda: SkipNet(depth, c, width, skip, scales), seed, "network").to(device=y.device, dtype=y.dtype)
     ph, pw = padded_shape(h, w, scales)
-    return Setup(net, _fixed_input(depth, ph, pw, seed, y.device), (h, w), _noise(params, seed, y.device))
+    return Setup(net, _fixed_input(depth, ph, pw, seed, y), (h, w), _noise(params, seed, y.device))
 
 
 def decoder_setup(params: Mapping[str, Any], y: torch.Tensor, physics: Any, seed: int) -> Setup:
@@ -134,9 +134,9 @@ def decoder_setup(params: Mapping[str, Any], y: torch.Tensor, physics: Any, seed
     c, h, w = image_shape(y, physics)
     scales = positive_int(params, "scales")
     width = positive_int(params, "channels")
-    net = seeding.seeded_build(lambda: DeepDecoder(c, width, scales), seed, "network").to(y.device)
+    net = seeding.seeded_build(lambda: DeepDecoder(c, width, scales), seed, "network").to(device=y.device, dtype=y.dtype)
     ph, pw = padded_shape(h, w, scales)
-    z = _fixed_input(width, ph >> scales, pw >> scales, seed, y.device)
+    z = _fixed_input(width, ph >> scales, pw >> scales, seed, y)
     return Setup(net, z, (h, w), _noise(params, seed, y.device))
 
 

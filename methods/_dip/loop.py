@@ -152,7 +152,7 @@ def fit_many(problems: Sequence[FitProblem], settings: LoopSettings) -> list[Fit
         total = data_loss
         if any(p.regulariser is not None for p in active):
             total = total + torch.cat([
-                p.regulariser(out[j : j + 1]) if p.regulariser is not None else torch.zeros(1, device=out.device)
+                p.regulariser(out[j : j + 1]) if p.regulariser is not None else out.new_zeros(1)
                 for j, p in enumerate(active)
             ])
         group.step(total.sum())
@@ -215,12 +215,15 @@ class Group:
         """The members' outputs, B×C×H'×W', from inputs perturbed by each member's own stream."""
         net_input = self.z
         if reg_noise_std > 0:
-            # Each draw has the layout of a solo run, so a problem sees the same numbers either way.
+            # Each draw has the layout of a solo run, so a problem sees the same numbers either way,
+            # and is drawn in float32, so that a float64 run sees them too (up to rounding).
             # Drawn into a plain contiguous tensor: on a CPU, normal_ on a channels-last one takes
             # a per-element path ~10× slower (a fifth of the quick network's step at 64²).
             shape, z = self._inputs[0].shape, self._inputs[0]
-            draws = [torch.empty(shape, device=z.device, dtype=z.dtype).normal_(generator=self._noise[i])
-                     for i in self.members]
+            draws = [
+                torch.empty(shape, device=z.device, dtype=torch.float32).normal_(generator=self._noise[i]).to(z.dtype)
+                for i in self.members
+            ]
             noise = draws[0] if len(draws) == 1 else torch.cat(draws)
             net_input = self.z + reg_noise_std * stacking.to_grouped(noise)
         with self._autocast:

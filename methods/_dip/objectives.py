@@ -58,10 +58,10 @@ def measured_entries(physics: Any, y: torch.Tensor) -> torch.Tensor:
 
 
 def split_measurements(
-    measured: torch.Tensor, fraction: float, generator: torch.Generator
+    measured: torch.Tensor, fraction: float, generator: torch.Generator, dtype: torch.dtype = torch.float32
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hold out a random ``fraction`` of the measured entries (at least one, and at least one
-    kept): returns float masks ``(fit, held_out)``, disjoint, whose union is ``measured``."""
+    kept): returns masks ``(fit, held_out)`` of ``dtype``, disjoint, whose union is ``measured``."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}")
     flat = measured.flatten().cpu()
@@ -74,7 +74,7 @@ def split_measurements(
     held[index[order[:count]]] = True
     held = held.view_as(measured).to(measured.device)
     fit = measured & ~held
-    return fit.to(torch.float32), held.to(torch.float32)
+    return fit.to(dtype), held.to(dtype)
 
 
 def held_out_error(physics: Any, y: torch.Tensor, held_out: torch.Tensor) -> Objective:
