@@ -10,12 +10,8 @@ Files are read from ``$DIPBENCH_DATA/<name>/`` when present, otherwise from a do
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import http.client
 import os
 import re
-import tempfile
-import urllib.request
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -27,6 +23,8 @@ import yaml
 
 from benchmark import imagefiles, resources
 from benchmark.errors import UserError, one_line, unknown
+from benchmark.pinned import Unavailable, locate, sha256_of
+from benchmark.pinned import download as download  # re-exported: data.download is the public name
 
 MANIFEST_DIR = Path(__file__).resolve().parents[1] / "datasets"
 EMBEDDED = "embedded"
@@ -154,37 +152,6 @@ def available() -> dict[str, str]:
     return names
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def download(url: str, dest: Path, sha256: str, timeout: float = 60.0) -> Path:
-    """Fetch ``url`` into ``dest`` atomically, refusing content whose sha256 differs."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-        actual = sha256_of(tmp)
-        if actual != sha256:
-            raise UserError(
-                f"checksum mismatch for {url}: expected sha256 {sha256}, got {actual}; "
-                "the file was not kept"
-            )
-        os.replace(tmp, dest)
-    except (OSError, ValueError, http.client.HTTPException) as exc:
-        raise UserError(f"could not download {url}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
-
-
 def _resolve_file(manifest: Manifest, file_name: str) -> Path:
     """A verified local path for one file of a standard set (local folder, cache or download).
 
@@ -197,22 +164,15 @@ def _resolve_file(manifest: Manifest, file_name: str) -> Path:
     for path in candidates:
         if path.is_file():
             inside(path, path.parent, f"dataset {manifest.name!r}")
-            actual = sha256_of(path)
-            if actual != expected:
-                raise UserError(
-                    f"checksum mismatch for {path}: expected sha256 {expected}, got {actual} "
-                    "(corrupt or different file)"
-                )
-            return path
-    if manifest.url is None:
+    url = manifest.url.format(name=file_name, stem=Path(file_name).stem) if manifest.url else None
+    try:
+        return locate(f"image file {file_name} of dataset {manifest.name!r}", expected, candidates, url)
+    except Unavailable as exc:
+        if url is not None:
+            raise
         where = f"{root / manifest.name}" if root else "$DIPBENCH_DATA/" + manifest.name
-        raise UserError(
-            f"dataset {manifest.name!r}: missing image file {file_name} and no public download; "
-            f"place the files in {where}"
-        )
-    stem = Path(file_name).stem
-    url = manifest.url.format(name=file_name, stem=stem)
-    return download(url, candidates[-1], expected)
+        raise UserError(f"dataset {manifest.name!r}: missing image file {file_name} and no public download; "
+                        f"place the files in {where}") from exc
 
 
 def folder_images(folder: str | Path, mode: str | None = None) -> tuple[str, list[Image]]:

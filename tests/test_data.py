@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -83,7 +84,7 @@ def test_checksum_mismatch_is_refused(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_corrupt_image_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     payload = b"garbage, not a PNG"
-    _fake_set(tmp_path, monkeypatch, payload, data.hashlib.sha256(payload).hexdigest())
+    _fake_set(tmp_path, monkeypatch, payload, hashlib.sha256(payload).hexdigest())
     with pytest.raises(UserError, match="cannot read image file .*a.png"):
         data.load("tiny")
 
@@ -135,7 +136,7 @@ def test_a_manifest_file_name_with_a_path_is_refused(tmp_path: Path, monkeypatch
 def test_a_symlink_out_of_the_data_folder_is_refused_even_with_the_right_checksum(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     payload = b"the pinned content"
-    _fake_set(tmp_path, monkeypatch, payload, data.hashlib.sha256(payload).hexdigest())
+    _fake_set(tmp_path, monkeypatch, payload, hashlib.sha256(payload).hexdigest())
     outside = tmp_path / "outside.png"
     outside.write_bytes(payload)
     link = tmp_path / "data" / "tiny" / "a.png"

@@ -120,7 +120,7 @@ def test_applies_to_gray_denoising_at_the_released_levels_only() -> None:
 
 
 def test_bad_parameters_are_refused() -> None:
-    with pytest.raises(UserError, match="model_sigma must be"):
+    with pytest.raises(UserError, match="model_sigma' must be"):
         DnCNN(model_sigma=30)
     with pytest.raises(UserError, match="no parameter 'depth'"):
         DnCNN(depth=20)

@@ -95,7 +95,7 @@ def test_full_sets_reproduce_the_published_psnr(dataset: str) -> None:
 
 def test_bad_parameters_and_tasks_are_refused() -> None:
     for bad in (0, -5, 300, "high", True):
-        with pytest.raises(UserError, match="model_sigma must be"):
+        with pytest.raises(UserError, match="model_sigma' must be"):
             FFDNet(model_sigma=bad)
     reason = FFDNet().skip_reason(tasks.get("inpainting_random50"))
     assert reason is not None and "pnp_ffdnet" in reason
