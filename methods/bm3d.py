@@ -25,6 +25,7 @@ import torch
 from benchmark.api import Callback, Method, Reconstruction
 from benchmark.errors import UserError
 from benchmark.registry import register
+from methods._noise import noise_sigma
 
 #: the package's parameter sets by name ("np" is the paper's "normal profile")
 PROFILES = {
@@ -40,20 +41,6 @@ def package_profile(name: str) -> bm3d_profiles.BM3DProfile:
     profile = PROFILES[name]()
     profile.num_threads = 1
     return profile
-
-
-def noise_sigma(physics: Any) -> float:
-    """The one Gaussian noise level of ``physics`` on the [0, 1] scale (0 for noiseless physics)."""
-    model = getattr(physics, "noise_model", None)
-    sigma = getattr(model, "sigma", None)
-    if sigma is None:
-        if isinstance(model, dinv.physics.ZeroNoise):
-            return 0.0
-        raise UserError("bm3d needs physics with Gaussian noise (physics.noise_model.sigma)")
-    values = torch.as_tensor(sigma, dtype=torch.float64).ravel()
-    if values.numel() == 0 or not torch.all(values == values[0]):
-        raise UserError(f"bm3d needs one noise level per measurement, got σ = {values.tolist()}")
-    return float(values[0])
 
 
 def point_spread_function(physics: Any, shape: tuple[int, int, int]) -> np.ndarray:
@@ -111,7 +98,7 @@ class BM3D(Method):
     ) -> Reconstruction:
         if y.dim() != 4 or y.shape[0] != 1:
             raise UserError(f"bm3d reconstructs one image at a time (1×C×H×W), got {tuple(y.shape)}")
-        sigma = noise_sigma(physics)
+        sigma = noise_sigma(physics, "bm3d", noiseless_ok=True)
         channels = int(y.shape[1])
         z = y[0].detach().to(torch.float64).cpu().permute(1, 2, 0).numpy()
         profile = package_profile(self.params["profile"])

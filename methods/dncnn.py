@@ -32,6 +32,7 @@ from torch import nn
 from benchmark.api import Callback, Method, Reconstruction, TrainingContext, TrainingReport
 from benchmark.errors import UserError
 from benchmark.registry import register
+from methods._noise import noise_sigma
 from methods._weights import WeightFile, locate
 
 #: The cszn/DnCNN commit the weights are downloaded from (master at the time of pinning).
@@ -190,17 +191,6 @@ def load_network(sigma255: int, channels: int) -> DnCNNNet:
     return net.eval().requires_grad_(False)
 
 
-def noise_sigma(physics: Any) -> float:
-    """The Gaussian noise level of ``physics`` on the [0, 1] scale."""
-    sigma = getattr(getattr(physics, "noise_model", None), "sigma", None)
-    if sigma is None:
-        raise UserError("DnCNN-S needs physics with Gaussian noise (physics.noise_model.sigma)")
-    values = torch.as_tensor(sigma, dtype=torch.float64).ravel()
-    if values.numel() == 0 or not torch.all(values == values[0]):
-        raise UserError(f"DnCNN-S needs one noise level per measurement, got σ = {values.tolist()}")
-    return float(values[0])
-
-
 @register
 class DnCNN(Method):
     name = "dncnn"
@@ -265,7 +255,7 @@ class DnCNN(Method):
         if not isinstance(physics, dinv.physics.Denoising):
             raise UserError(f"DnCNN-S only denoises; got {type(physics).__name__} physics")
         channels = int(y.shape[1])
-        sigma255, reason = self._pick(noise_sigma(physics), channels)
+        sigma255, reason = self._pick(noise_sigma(physics, "DnCNN-S"), channels)
         if sigma255 is None:
             raise UserError(f"dncnn: {reason}")
         net = self._network(sigma255, channels, y.device)

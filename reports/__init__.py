@@ -49,7 +49,7 @@ def _meta(df: pd.DataFrame) -> str:
 
 
 def _figure(anchor: str, title: str, caption: str, fig: object | None) -> tuple[_html.Figure, ...]:
-    return () if fig is None else (_html.Figure(anchor, title, caption, plots.to_png(fig)),)  # type: ignore[arg-type]
+    return () if fig is None else (_html.Figure(anchor, title, caption, plots.figure_png(fig)),)  # type: ignore[arg-type]
 
 
 def build_report(frame: pd.DataFrame, out_dir: Path, *, title: str, recon_root: Path | None = None) -> Path:
@@ -89,7 +89,7 @@ def build_report(frame: pd.DataFrame, out_dir: Path, *, title: str, recon_root: 
         examples = tuple(
             _html.Figure(f"fig-examples-{i}", f"examples {name}",
                          f"{name}: ground truth, the measurement as A⁺y, and every method's reconstruction "
-                         "for the first images (lowest seed).", plots.to_png(fig))
+                         "for the first images (lowest seed).", plots.figure_png(fig))
             for i, (name, fig) in enumerate(plots.examples(df, palette, Path(recon_root)))
         )
 

@@ -38,7 +38,7 @@ def method_palette(methods: list[str] | pd.Series) -> Palette:
     return {name: tuple(colours[i]) for i, name in enumerate(names)}
 
 
-def to_png(fig: Figure) -> bytes:
+def figure_png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
