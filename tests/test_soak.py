@@ -42,8 +42,10 @@ def test_a_benchmark_killed_five_times_loses_and_duplicates_nothing(tmp_path: Pa
                                                                      request: pytest.FixtureRequest) -> None:
     profile = tmp_path / "soak.yaml"
     profile.write_text(
-        f"name: soak\nmethods: [trivial]\ntasks: [denoising_s25]\n"
-        f"datasets: [{{name: embedded, crop: 16, limit: {IMAGES}}}]\nseeds: {list(range(SEEDS))}\n"
+        # TV (tens of ms a cell) rather than the instant trivial baseline: the watcher below must
+        # see the count rise cell by cell, or a fast machine finishes before the kill
+        f"name: soak\nmethods: [tv]\ntasks: [denoising_s25]\n"
+        f"datasets: [{{name: embedded, crop: 32, limit: {IMAGES}}}]\nseeds: {list(range(SEEDS))}\n"
         "lpips: false\nsave_reconstructions: false\n")
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     command = [sys.executable, "-m", "benchmark", "run", "--profile", str(profile), "--no-progress", "--no-report",
@@ -54,13 +56,14 @@ def test_a_benchmark_killed_five_times_loses_and_duplicates_nothing(tmp_path: Pa
     committed: dict[str, float] = {}
     kills = recomputed = 0
     while kills < KILLS:
-        # a random moment: once 1 to 30 more cells are in, plus up to 0.2 s (mid-cell or mid-commit)
-        target = len(committed) + rng.randint(1, 30)
-        pause = rng.uniform(0.0, 0.2)
+        # a random moment: once 1 to 20 more cells are in, plus up to 20 ms (mid-cell or mid-commit);
+        # 5 kills take at most 100 of the 200 cells, so even a fast machine is still running then
+        target = len(committed) + rng.randint(1, 20)
+        pause = rng.uniform(0.0, 0.02)
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 300
         while len(_cells(db)) < target and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.01)
         time.sleep(pause)
         assert proc.poll() is None, f"the run ended before its kill: {proc.stderr.read().decode()[-2000:]}"  # type: ignore[union-attr]
         os.kill(proc.pid, signal.SIGKILL)
