@@ -15,10 +15,11 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmark import metrics as registry
 from benchmark.api import TrainingReport
+from benchmark.data import cache_root
 from benchmark.errors import UserError
 from benchmark.leaderboard import EXPERIMENT_KIND
 
@@ -77,14 +79,18 @@ def _experiment_id(client: MlflowClient, artifact_root: Path | None) -> str:
     return client.create_experiment(EXPERIMENT, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
 
 
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):] or "mlruns.db") if uri.startswith("sqlite:///") else None
+
+
 @contextmanager
 def store_lock(uri: str) -> Iterator[None]:
     """Serialise writers of one SQLite store across processes (MLflow's first-use migration
     and concurrent writes are not safe on their own); other stores need no lock."""
-    if not uri.startswith("sqlite:///"):
+    path = _sqlite_path(uri)
+    if path is None:
         yield
         return
-    path = Path(uri[len("sqlite:///"):] or "mlruns.db")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(f"{path}.lock", "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -92,6 +98,43 @@ def store_lock(uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def empty_store_template() -> Path:
+    """An empty SQLite store migrated by this MLflow version, made once per machine and cached.
+
+    MLflow builds a new store by running its ~70 schema migrations (about 9 s on a 2-core CPU:
+    most of a small run's tracking cost, and paid by every test that opens a fresh store); a
+    copy of a store it has just built is the same file, less its "Default" experiment, whose
+    artifact folder and time MLflow sets from where and when it opens the copy (it recreates
+    a missing one). ``make install`` makes it.
+    """
+    folder = cache_root() / "mlflow"
+    template = folder / f"empty-store-mlflow-{mlflow.__version__}-sqlalchemy-{sqlalchemy.__version__}.db"
+    if template.exists():
+        return template
+    folder.mkdir(parents=True, exist_ok=True)
+    with store_lock(f"sqlite:///{template}"):
+        if not template.exists():
+            with tempfile.TemporaryDirectory(dir=folder) as scratch:
+                built = Path(scratch) / "store.db"
+                MlflowClient(f"sqlite:///{built}").search_experiments()
+                with closing(sqlite3.connect(built)) as db, db:
+                    db.execute("DELETE FROM experiments WHERE experiment_id = 0 AND name = 'Default'")
+                os.replace(built, template)
+    return template
+
+
+def _start_from_template(uri: str) -> None:
+    """A store that does not exist yet starts as a copy of the migrated empty one."""
+    path = _sqlite_path(uri)
+    if path is None or (path.exists() and path.stat().st_size > 0):
+        return
+    template = empty_store_template()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    shutil.copyfile(template, partial)
+    os.replace(partial, path)
 
 
 class TrackingWriteError(UserError):
@@ -148,6 +191,7 @@ class Tracker:
         self.uri = tracking_uri(uri)
         mlflow.set_tracking_uri(self.uri)
         with _writing(self.uri):
+            _start_from_template(self.uri)
             self.client = MlflowClient(self.uri)
             self.experiment_id = _experiment_id(self.client, artifact_root)
         self.parent_id: str | None = None
