@@ -57,14 +57,16 @@ class TrajectoryRecorder:
     oracle_psnr: float = -math.inf
     oracle_step: int | None = None
     _queued: list[tuple[int, torch.Tensor]] = field(default_factory=list, repr=False)
-    _truth64: torch.Tensor | None = field(default=None, repr=False)
+    _truth_cast: torch.Tensor | None = field(default=None, repr=False)
 
     def __call__(self, step: int, x_k: torch.Tensor) -> bool:
         self.last_step = step
         with torch.no_grad():
-            if self._truth64 is None:
-                self._truth64 = self.truth.detach().double()
-            self._queued.append((step, (x_k.detach().clamp(0, 1).double() - self._truth64).square().mean()))
+            # in x_k's own dtype (float32: PSNR within ~1e-5 dB of float64, 5× cheaper; this runs
+            # with the clock on, every step: ~30 µs at 96², next to TV's ~0.5 ms step)
+            if self._truth_cast is None or self._truth_cast.dtype != x_k.dtype:
+                self._truth_cast = self.truth.detach().to(x_k.dtype)
+            self._queued.append((step, (x_k.detach().clamp(0, 1) - self._truth_cast).square_().mean()))
         if step % self.every == 0:
             started = time.perf_counter()
             with self.clock.paused(), torch.inference_mode():
@@ -82,7 +84,7 @@ class TrajectoryRecorder:
         if not self._queued:
             return []
         steps = [step for step, _ in self._queued]
-        errors = torch.stack([error for _, error in self._queued]).cpu().tolist()
+        errors = torch.stack([error for _, error in self._queued]).double().cpu().tolist()
         self._queued.clear()
         peak = self.context.data_range**2
         values = [math.inf if mse == 0 else 10.0 * math.log10(peak / mse) for mse in errors]

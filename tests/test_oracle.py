@@ -82,8 +82,9 @@ def test_the_record_has_the_oracle_over_every_iterate(peak_method: None, tmp_pat
     assert record.oracle_iteration == PEAK
     psnr = record.metrics["psnr"]
     assert record.oracle_psnr is not None and record.measurement_psnr is not None
-    # Iterate PEAK is y itself: its PSNR is the measurement's (A† y = y for inpainting).
-    assert record.oracle_psnr == pytest.approx(record.measurement_psnr, abs=1e-9)
+    # Iterate PEAK is y itself: its PSNR is the measurement's (A† y = y for inpainting); the
+    # per-step error runs in the iterate's float32, the measurement's PSNR in float64.
+    assert record.oracle_psnr == pytest.approx(record.measurement_psnr, abs=1e-5)
     assert record.oracle_psnr > max(p["psnr"] for p in record.trajectory) + 0.01
     assert record.es_gap_db is not None and record.es_gap_db > 0
     assert record.es_gap_db == pytest.approx(record.oracle_psnr - psnr)
