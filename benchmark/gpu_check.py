@@ -144,14 +144,15 @@ def environment(device: torch.device) -> dict[str, Any]:
     return env
 
 
-def _measure(images: list[tuple[str, str, torch.Tensor]], device: torch.device) -> list[tuple[Any, torch.Tensor]]:
-    """(physics, y) per image, drawn as the harness draws them (task, image id, seed 0)."""
+def _measure(images: list[tuple[str, str, torch.Tensor]], device: torch.device,
+             dataset: str) -> list[tuple[Any, torch.Tensor]]:
+    """(physics, y) per image, drawn as the harness draws them (dataset, task, image id, seed 0)."""
     from benchmark import tasks
 
     task = tasks.get(SIGMA_TASK)
     out = []
     for name, _, image in images:
-        generator = tasks.measurement_generator(task.name, name, 0)
+        generator = tasks.measurement_generator(task.name, name, 0, dataset=dataset)
         c, h, w = image.shape
         physics = task.physics((int(c), int(h), int(w)), device, generator)
         out.append((physics, task.measure(image.to(device)[None], physics, generator)))
@@ -215,7 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     images = _images(args.images, args.count, crop)
     check.doc["images"] = [{"name": n, "sha256": s, "shape": list(t.shape)} for n, s, t in images]
     truths = [t.to(device)[None] for _, _, t in images]
-    data = _measure(images, device)
+    data = _measure(images, device, args.images.name)
     params = dip_params(args.quick)
     check.doc["dip_params"] = params
     mixed = "bf16" if device.type == "cpu" or torch.cuda.is_bf16_supported() else "fp16"

@@ -1,6 +1,6 @@
 """run_cells: the only place that sees the ground truth.
 
-It makes each measurement from a generator seeded by (task, image, seed), calls the method on a
+It makes each measurement from a generator seeded by (dataset, task, image, seed), calls the method on a
 batch of cells (one task and image size) with the clock running, and measures everything with
 the clock paused: every applicable metric of the registry (``benchmark.metrics``), the
 trajectory of iterative methods (through the callback), the oracle (the best PSNR over every
@@ -187,10 +187,10 @@ def artifact_stem(cell: Cell) -> str:
 
 
 def measurement(cell: Cell, image: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    """(x, y, physics) of ``cell``: the measurement drawn from (task, image, seed)."""
+    """(x, y, physics) of ``cell``: the measurement drawn from (dataset, task, image, seed)."""
     task = tasks.get(cell.task)
     x = image.to(device).unsqueeze(0)
-    generator = tasks.measurement_generator(cell.task, cell.image_id, cell.seed)
+    generator = tasks.measurement_generator(cell.task, cell.image_id, cell.seed, dataset=cell.dataset)
     channels, height, width = image.shape
     physics = task.physics((int(channels), int(height), int(width)), device, generator)
     return x, task.measure(x, physics, generator), physics

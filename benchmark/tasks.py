@@ -1,6 +1,6 @@
 """Tasks: the inverse problems, declared in one place on deepinv physics.
 
-Each measurement is made once per (task, image, seed) from a generator seeded by those three,
+Each measurement is made once per (dataset, task, image, seed) from a generator seeded by those,
 so every method sees the same ``y`` and the same operator (random masks included).
 """
 
@@ -54,9 +54,10 @@ class Task:
         return y
 
 
-def measurement_generator(task: str, image_id: str, seed: int) -> torch.Generator:
-    """A CPU generator seeded by (task, image, seed): the same y for every method and run."""
-    return seeding.generator(task, image_id, seed)
+def measurement_generator(task: str, image_id: str, seed: int, *, dataset: str) -> torch.Generator:
+    """A CPU generator seeded by (dataset, task, image, seed): the same y for every method and
+    run, and another one for each dataset (Set5 and Set14 share image ids such as "baby")."""
+    return seeding.generator(dataset, task, image_id, seed)
 
 
 def _denoising(shape: tuple[int, int, int], device: torch.device, g: torch.Generator) -> Any:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from benchmark.api import Callback, Method, Reconstruction, TrainingContext, TrainingReport
-from benchmark.errors import UserError
+from benchmark.errors import UserError, WeightsUnavailable
 from benchmark.registry import register
 from methods._noise import noise_sigma
 from methods._weights import WeightFile, locate
@@ -238,15 +238,27 @@ class DnCNN(Method):
         return self._nets[key]
 
     def prepare(self, ctx: TrainingContext) -> TrainingReport:
-        """Nothing to train: fetch and convert the task's released weights before any timing."""
+        """Nothing to train: fetch and convert, before any timing, the released weights of every
+        image kind (gray and colour) the task's noise level has a model for, so that the first
+        colour cell of a run does not pay for loading the colour model inside its runtime."""
         start = time.perf_counter()
         channels = int(ctx.images[0].shape[0]) if ctx.images else 1
-        sigma255, reason = self._pick(float(ctx.task.noise_sigma), channels)
-        if sigma255 is None:
-            raise UserError(f"dncnn: {reason}")
-        self._network(sigma255, channels, ctx.device)
-        release = RELEASES[(sigma255, channels)]
-        return TrainingReport(seconds=time.perf_counter() - start, cached=True, checkpoint=release.file.describe(),
+        loaded: list[str] = []
+        missing: list[UserError] = []
+        for kind in (1, 3):
+            sigma255, reason = self._pick(float(ctx.task.noise_sigma), kind)
+            if sigma255 is None:
+                missing.append(UserError(f"dncnn: {reason}"))
+                continue
+            try:
+                self._network(sigma255, kind, ctx.device)
+            except WeightsUnavailable as exc:  # the other kind's cells may still run
+                missing.append(exc)
+                continue
+            loaded.append(RELEASES[(sigma255, kind)].file.describe())
+        if not loaded:
+            raise next((e for e in missing if isinstance(e, WeightsUnavailable)), missing[0])
+        return TrainingReport(seconds=time.perf_counter() - start, cached=True, checkpoint=", ".join(loaded),
                               images=TRAINING_IMAGES[channels])
 
     def reconstruct(

@@ -45,7 +45,7 @@ def _method(name: str, task_name: str) -> Method:
 def _problem(task_name: str, seed: int = 0, dtype: torch.dtype = torch.float32):  # type: ignore[no-untyped-def]
     task = tasks.get(task_name)
     x = _image().to(dtype)
-    g = tasks.measurement_generator(task_name, "contract", seed)
+    g = tasks.measurement_generator(task_name, "contract", seed, dataset=SMOKE.datasets[0].name)
     physics = task.physics(tuple(x.shape), torch.device("cpu"), g).to(dtype)
     return task, x[None], physics, task.measure(x[None], physics, g)
 

@@ -131,7 +131,7 @@ def test_float32_rounding_moves_a_full_fit_by_less_than_the_stated_bound() -> No
         out = []
         for seed, image in enumerate(images):
             x = image.to(dtype)[None]
-            g = tasks.measurement_generator(task.name, f"image{seed}", 0)
+            g = tasks.measurement_generator(task.name, f"image{seed}", 0, dataset="embedded")
             c, h, w = image.shape
             physics = task.physics((c, h, w), torch.device("cpu"), g).to(dtype)
             out.append((x, Problem(task.measure(x, physics, g), physics, seed)))

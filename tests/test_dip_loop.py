@@ -23,7 +23,7 @@ TINY_DD = {"iterations": 4, "channels": 8, "scales": 3}
 
 def measurement(task_name: str, shape=(1, 24, 40), seed: int = 0):
     task = tasks.get(task_name)
-    g = tasks.measurement_generator(task_name, "synthetic", seed)
+    g = tasks.measurement_generator(task_name, "synthetic", seed, dataset="synthetic")
     x = torch.rand((1, *shape), generator=torch.Generator().manual_seed(seed))
     physics = task.physics(shape, torch.device("cpu"), g)
     return x, physics, task.measure(x, physics, g)

@@ -22,7 +22,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def camera_problem(task_name: str, crop: int = 64, seed: int = 0):
     image = data.load("embedded", crop=crop, limit=1)[0]  # "camera"
     task = tasks.get(task_name)
-    g = tasks.measurement_generator(task_name, image.id, seed)
+    g = tasks.measurement_generator(task_name, image.id, seed, dataset="embedded")
     physics = task.physics(tuple(image.tensor.shape), torch.device("cpu"), g)
     x = image.tensor[None]
     return x, physics, task.measure(x, physics, g)

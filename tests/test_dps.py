@@ -32,7 +32,7 @@ def _context(task_name: str, cache: Path) -> TrainingContext:
 def _measure(task_name: str, image: data.Image) -> tuple[torch.Tensor, object, torch.Tensor]:
     task = tasks.get(task_name)
     x = image.tensor[None]
-    generator = tasks.measurement_generator(task_name, image.id, 0)
+    generator = tasks.measurement_generator(task_name, image.id, 0, dataset="embedded")
     physics = task.physics(tuple(image.tensor.shape), torch.device("cpu"), generator)
     return task.measure(x, physics, generator), physics, x
 

@@ -57,7 +57,7 @@ def test_one_network_serves_every_sigma_and_the_level_matters() -> None:
     psnr = {}
     for s in (15, 50):
         task = tasks.get(f"denoising_s{s}")
-        g = tasks.measurement_generator(task.name, image.id, 0)
+        g = tasks.measurement_generator(task.name, image.id, 0, dataset="bsd68")
         physics = task.physics(tuple(x.shape[1:]), CPU, g)
         y = task.measure(x, physics, g)
         matched = FFDNet().reconstruct(y, physics, seed=0)

@@ -28,7 +28,7 @@ def _image(seed: int = 0, channels: int = 3, size: tuple[int, int] = (32, 40)) -
 
 
 def _measure(x: torch.Tensor) -> tuple[torch.Tensor, Any]:
-    g = tasks.measurement_generator(SR.name, "img", 0)
+    g = tasks.measurement_generator(SR.name, "img", 0, dataset="synthetic")
     physics = SR.physics((x.shape[1], x.shape[2], x.shape[3]), torch.device("cpu"), g)
     return SR.measure(x, physics, g), physics
 

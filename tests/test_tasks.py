@@ -8,10 +8,11 @@ import torch
 from benchmark import tasks
 
 
-def _measure(name: str, image_id: str = "img", seed: int = 0, shape: tuple[int, int, int] = (1, 32, 32)):  # type: ignore[no-untyped-def]
+def _measure(name: str, image_id: str = "img", seed: int = 0, shape: tuple[int, int, int] = (1, 32, 32),  # type: ignore[no-untyped-def]
+             dataset: str = "set5"):
     task = tasks.get(name)
     x = torch.linspace(0, 1, shape[1] * shape[2]).reshape(1, *shape[1:]).expand(*shape).clone()
-    g = tasks.measurement_generator(name, image_id, seed)
+    g = tasks.measurement_generator(name, image_id, seed, dataset=dataset)
     physics = task.physics(shape, torch.device("cpu"), g)
     return x[None], physics, task.measure(x[None], physics, g)
 
@@ -27,6 +28,16 @@ def test_other_seed_or_image_gives_other_noise() -> None:
     _, _, y = _measure("denoising_s25")
     assert not torch.equal(y, _measure("denoising_s25", seed=1)[2])
     assert not torch.equal(y, _measure("denoising_s25", image_id="other")[2])
+
+
+def test_an_image_id_shared_by_two_datasets_gets_its_own_noise_and_mask_in_each() -> None:
+    """Set5 and Set14 both hold the ids img_001 to img_005: the measurement is keyed by the dataset too."""
+    _, _, y5 = _measure("denoising_s25", image_id="img_001", dataset="set5")
+    _, _, y14 = _measure("denoising_s25", image_id="img_001", dataset="set14")
+    assert not torch.equal(y5, y14)
+    _, mask5, _ = _measure("inpainting_random50", image_id="img_001", dataset="set5")
+    _, mask14, _ = _measure("inpainting_random50", image_id="img_001", dataset="set14")
+    assert not torch.equal(mask5.mask, mask14.mask)
 
 
 @pytest.mark.parametrize(("name", "sigma"), [("denoising_s15", 15), ("denoising_s25", 25), ("denoising_s50", 50)])

@@ -55,7 +55,7 @@ def test_beats_the_pseudo_inverse_on_denoising(denoiser: Trained) -> None:
     gains = []
     for image in data.load("embedded", crop=64)[:2]:
         x = image.tensor[None]
-        generator = tasks.measurement_generator(task.name, image.id, 0)
+        generator = tasks.measurement_generator(task.name, image.id, 0, dataset="embedded")
         physics = task.physics(tuple(image.tensor.shape), torch.device("cpu"), generator)
         y = task.measure(x, physics, generator)
         x_hat = method.reconstruct(y, physics, seed=0).x

@@ -35,7 +35,7 @@ def _problems(side: int, count: int) -> list[Problem]:
     out = []
     for i in range(count):
         image = images[i % len(images)]
-        g = tasks.measurement_generator(task.name, image.id, i)
+        g = tasks.measurement_generator(task.name, image.id, i, dataset="embedded")
         physics = task.physics(tuple(image.tensor.shape), torch.device("cpu"), g)
         out.append(Problem(task.measure(image.tensor[None], physics, g), physics, i))
     return out

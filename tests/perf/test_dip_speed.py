@@ -29,7 +29,7 @@ INPUT_CHANNELS = 32
 def problem():
     image = data.load("embedded", crop=64, limit=1)[0]
     task = tasks.get("denoising_s25")
-    g = tasks.measurement_generator(task.name, image.id, 0)
+    g = tasks.measurement_generator(task.name, image.id, 0, dataset="embedded")
     physics = task.physics(tuple(image.tensor.shape), torch.device("cpu"), g)
     return physics, task.measure(image.tensor[None], physics, g)
 
