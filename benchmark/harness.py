@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from benchmark import metrics, registry, tasks
+from benchmark import metrics, registry, seeding, tasks
 from benchmark.api import Method, Problem, TrainingContext, TrainingReport, as_reconstruction
 from benchmark.calibration import Calibration, Calibrator, cache_key
 from benchmark.clock import PeakMemory, Stopwatch
@@ -186,6 +186,11 @@ def artifact_stem(cell: Cell) -> str:
     return f"{cell.dataset}/{cell.task}/{cell.image_id}_seed{cell.seed}"
 
 
+def method_seed(cell: Cell) -> int:
+    """The seed the method gets for ``cell``: the run seed mixed with the dataset and image."""
+    return seeding.method_seed(cell.dataset, cell.image_id, cell.seed)
+
+
 def measurement(cell: Cell, image: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """(x, y, physics) of ``cell``: the measurement drawn from (dataset, task, image, seed)."""
     task = tasks.get(cell.task)
@@ -202,7 +207,7 @@ def calibrate(cells: Sequence[Cell], images: Sequence[torch.Tensor], pool: Metho
     ``benchmark.calibration``), on B of these cells' own problems (repeated when too few)."""
     method, _ = pool.get(cells[0])
     made = [measurement(cell, image, pool.device) for cell, image in zip(cells, images, strict=True)]
-    problems = [Problem(y, physics, cell.seed) for cell, (_, y, physics) in zip(cells, made, strict=True)]
+    problems = [Problem(y, physics, method_seed(cell)) for cell, (_, y, physics) in zip(cells, made, strict=True)]
     key = cache_key(cells[0].method, cells[0].params_json, cells[0].task, tuple(images[0].shape), pool.device)
     return pool.calibrator.measure(key, method, lambda b: [problems[i % len(problems)] for i in range(b)], sizes)
 
@@ -306,7 +311,7 @@ def _reconstruct(ready: list[_Prepared], pool: MethodPool, *, profile: str, traj
     context = metrics.MetricContext(task=tasks.get(ready[0].cell.task))
     measured = [m for m in metrics.applicable(context.task, skip_metrics) if m.trajectory]
     recorders = [TrajectoryRecorder(r.x, clock, max(1, trajectory_every), context, measured) for r in ready]
-    problems = [Problem(r.y, r.physics, r.cell.seed, recorder) for r, recorder in zip(ready, recorders, strict=True)]
+    problems = [Problem(r.y, r.physics, method_seed(r.cell), recorder) for r, recorder in zip(ready, recorders, strict=True)]
     with PeakMemory(device) as memory:
         clock.start()
         results = [as_reconstruction(r) for r in method.reconstruct_batch(problems)]

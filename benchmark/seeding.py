@@ -24,6 +24,13 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
+def method_seed(dataset: str, image_id: str, seed: int) -> int:
+    """The seed a method gets for one cell: the run's ``seed`` mixed with the image and its
+    dataset, so that each image of a run gets its own network initialisation, input noise and
+    sampling noise, and each run seed another one for the same image (issue #12 item 3)."""
+    return derive_seed("method", dataset, image_id, seed)
+
+
 def generator(*parts: object, device: torch.device | str = "cpu") -> torch.Generator:
     """A generator seeded by ``derive_seed(*parts)``."""
     return torch.Generator(device=device).manual_seed(derive_seed(*parts))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark import tasks
+from benchmark import seeding, tasks
 
 
 def _measure(name: str, image_id: str = "img", seed: int = 0, shape: tuple[int, int, int] = (1, 32, 32),  # type: ignore[no-untyped-def]
@@ -73,3 +73,21 @@ def test_deblurring_blurs_with_a_little_noise() -> None:
     x, physics, y = _measure("deblurring_gaussian", shape=(1, 64, 64))
     assert 0 < float(physics.noise_model.sigma) < 0.02
     assert float((physics.A(x) - x).abs().mean()) > 0
+
+
+def test_each_image_and_each_seed_gets_its_own_dip_initialisation() -> None:
+    """Same image, two seeds: different DIP initialisations; two images, one seed: different ones."""
+    from methods._dip import common
+
+    params = {**common.SKIP_DEFAULTS, "channels": 8, "scales": 2}
+    x, physics, y = _measure("denoising_s25")
+
+    def setup(image_id: str, seed: int, dataset: str = "set5") -> tuple[torch.Tensor, torch.Tensor]:
+        s = common.skip_setup(params, y, physics, seeding.method_seed(dataset, image_id, seed))
+        return torch.cat([p.detach().flatten() for p in s.network.parameters()]), s.z
+
+    first, z_first = setup("img_001", 0)
+    again, z_again = setup("img_001", 0)
+    assert torch.equal(first, again) and torch.equal(z_first, z_again)  # a rerun starts where it did
+    for other, z_other in (setup("img_001", 1), setup("img_002", 0), setup("img_001", 0, dataset="set14")):
+        assert not torch.equal(first, other) and not torch.equal(z_first, z_other)
