@@ -19,7 +19,7 @@ CPU = torch.device("cpu")
 
 def measured(task_name: str, x: torch.Tensor) -> tuple[torch.Tensor, object]:
     task = tasks.get(task_name)
-    g = tasks.measurement_generator(task_name, "bm3d-test", 0)
+    g = tasks.measurement_generator(task_name, "bm3d-test", 0, dataset="synthetic")
     physics = task.physics(tuple(x.shape), CPU, g)
     return task.measure(x[None], physics, g), physics
 
