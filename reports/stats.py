@@ -205,6 +205,23 @@ def _oracle_streams(infos: pd.Series) -> str:
     return ", ".join(names) or "not stated"
 
 
+def seed_spread(frame: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame:
+    """How much a method's result moves from one run seed to another on the same image (DIP's
+    run-to-run variance): per (method, task, dataset), over the images run with at least two
+    seeds, the mean and the largest across-seed standard deviation of ``metric``."""
+    columns = ["method", "task", "dataset", "images", "seeds", "mean_sd", "max_sd"]
+    df = normalize(frame)
+    ok = df[(df["status"] == "ok")].dropna(subset=[metric]) if len(df) else df
+    rows = []
+    for (method, task, dataset), g in ok.groupby(["method", "task", "dataset"], sort=True):
+        per_image = g.groupby(["image_id", "seed"])[metric].mean().groupby(level="image_id")
+        sd = per_image.std(ddof=1)[per_image.size() >= 2].dropna()
+        if len(sd):
+            rows.append((method, task, dataset, len(sd), int(per_image.size().max()), float(sd.mean()),
+                         float(sd.max())))
+    return pd.DataFrame(rows, columns=columns)
+
+
 def es_gap_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Early-stopping cost and benefit per method with a stopping rule (its declaration) and
     (task, dataset): the PSNR the rule gave away against the oracle iterate, and the iterations

@@ -139,6 +139,23 @@ def es_gap(frame: pd.DataFrame) -> Table:
     return table
 
 
+def seed_spread(frame: pd.DataFrame) -> Table:
+    """The run-to-run table: how far a method's PSNR moves between run seeds on one image."""
+    s = stats.seed_spread(frame)
+    caption = (
+        "Seed-to-seed spread: the standard deviation of an image's PSNR across the run seeds, mean "
+        "and largest over images. Each seed draws another measurement noise and, for a randomised "
+        "method, another initialisation and noise stream: a deterministic method's spread is the "
+        "measurement noise's share."
+    )
+    table = Table("seed-spread", caption, "method", ["task", "dataset", "images", "seeds", "mean s.d. [dB]",
+                                                     "max s.d. [dB]"], [], text_columns={0, 1})
+    for r in s.itertuples(index=False):
+        table.rows.append((r.method, [Entry(r.task), Entry(r.dataset), Entry(str(r.images)), Entry(str(r.seeds)),
+                                      Entry(f"{r.mean_sd:.2f}"), Entry(f"{r.max_sd:.2f}")]))
+    return table
+
+
 def failed(frame: pd.DataFrame) -> Table:
     f = stats.failures(frame)
     table = Table("failed", "Failed cells (rerunning the benchmark retries them).", "method",

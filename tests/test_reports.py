@@ -193,6 +193,18 @@ def test_es_gap_table_matches_the_rows(frame: pd.DataFrame) -> None:
     assert stats.es_gap_summary(frame.assign(info=[{}] * len(frame))).oracle_stream.eq("not stated").all()
 
 
+def test_seed_spread_is_the_across_seed_sd_per_image(frame: pd.DataFrame) -> None:
+    spread = stats.seed_spread(frame)
+    row = spread[(spread.method == "dip") & (spread.task == DEN)].iloc[0]
+    ok = frame[(frame.method == "dip") & (frame.task == DEN) & (frame.status == "ok")]
+    per_image = ok.groupby("image_id").psnr.std(ddof=1)
+    assert (row.images, row.seeds) == (len(per_image), ok.seed.nunique())
+    assert row.mean_sd == pytest.approx(per_image.mean()) and row.max_sd == pytest.approx(per_image.max())
+    one_seed = frame[frame.seed == frame.seed.min()]
+    assert stats.seed_spread(one_seed).empty  # a single seed has no spread to show
+    assert f"{row.mean_sd:.2f}" in tables.to_markdown(tables.seed_spread(frame))
+
+
 class _TableRows(HTMLParser):
     """Counts body rows per <table> and collects <img> sources."""
 
@@ -221,7 +233,7 @@ def test_html_report_is_self_contained_with_no_empty_table(built: Path) -> None:
     text = built.read_text(encoding="utf-8")
     parser = _TableRows()
     parser.feed(text)
-    assert len(parser.tables) == 3  # comparison, ES gap, failed cells
+    assert len(parser.tables) == 4  # comparison, ES gap, seed spread, failed cells
     assert all(n > 0 for n in parser.tables)
     # runtime, trajectories, distributions, and one example grid per task
     assert len(parser.images) == 3 + len(TASKS)
