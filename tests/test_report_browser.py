@@ -45,7 +45,7 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
             browser.close()
     assert len(images) == 3 + len(TASKS)
     assert all(complete and width > 0 for _, complete, width in images), images
-    assert [t for t, _ in rows] == ["comparison", "es-gap", "failed"]
+    assert [t for t, _ in rows] == ["comparison", "es-gap", "seed-spread", "failed"]
     assert all(n > 0 for _, n in rows), rows
     assert tooltip == "skipped: DnCNN is trained for denoising only"
     assert shot.stat().st_size > 10_000
