@@ -311,7 +311,8 @@ def _reconstruct(ready: list[_Prepared], pool: MethodPool, *, profile: str, traj
     context = metrics.MetricContext(task=tasks.get(ready[0].cell.task))
     measured = [m for m in metrics.applicable(context.task, skip_metrics) if m.trajectory]
     recorders = [TrajectoryRecorder(r.x, clock, max(1, trajectory_every), context, measured) for r in ready]
-    problems = [Problem(r.y, r.physics, method_seed(r.cell), recorder) for r, recorder in zip(ready, recorders, strict=True)]
+    problems = [Problem(r.y, r.physics, method_seed(r.cell), recorder)
+                for r, recorder in zip(ready, recorders, strict=True)]
     with PeakMemory(device) as memory:
         clock.start()
         results = [as_reconstruction(r) for r in method.reconstruct_batch(problems)]
