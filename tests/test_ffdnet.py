@@ -68,8 +68,9 @@ def test_one_network_serves_every_sigma_and_the_level_matters() -> None:
     assert psnr[15] > psnr[50] + 3
 
 
-#: BSD68's first four images at σ = 25, seed 0, through the harness: 29.2371 dB when measured.
-FOUR_BSD68_S25 = 29.2371
+#: BSD68's first four images at σ = 25, seed 0, through the harness: 29.2256 dB when measured with
+#: the noise keyed by the dataset too (29.2371 dB with the noise before that).
+FOUR_BSD68_S25 = 29.2256
 
 
 def test_four_bsd68_images_reproduce_their_psnr() -> None:
