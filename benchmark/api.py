@@ -111,9 +111,11 @@ class Method:
     """Base class of every registered method. Subclass it in one file under ``methods/``.
 
     Class attributes declare the method; ``defaults`` lists every accepted parameter with its
-    default value (the papers' settings), ``task_defaults`` overrides them per task family
-    (e.g. DIP's per-task iteration budgets from the paper), and ``test_params`` /
-    ``quick_params`` are the budgets of the tests and of the CPU-sized quick profile.
+    default value (the papers' settings), ``task_defaults`` overrides them per task: a table
+    keyed by task family and by task name (the name's entry wins, e.g. DIP's input perturbation
+    at σ = 50); defaults computed from the task (``task.params``, ``task.noise_sigma``) override
+    :meth:`defaults_for`. ``test_params`` / ``quick_params`` are the budgets of the tests and of
+    the CPU-sized quick profile.
     """
 
     name: ClassVar[str] = ""
@@ -183,9 +185,17 @@ class Method:
         return dict({"test": cls.test_params, "quick": cls.quick_params}.get(budget, {}))
 
     @classmethod
-    def resolve_params(cls, task_family: str, overrides: Mapping[str, Any], budget: str = "paper") -> dict[str, Any]:
-        """Defaults, then the per-task-family defaults, then the budget's, then the overrides."""
-        return {**cls.defaults, **cls.task_defaults.get(task_family, {}), **cls.budget_params(budget), **overrides}
+    def defaults_for(cls, task: Any) -> dict[str, Any]:
+        """The per-task defaults for ``task`` (a ``benchmark.tasks.Task``): the ``task_defaults``
+        entry of its family, updated by the entry of its name."""
+        return {**cls.task_defaults.get(task.family, {}), **cls.task_defaults.get(task.name, {})}
+
+    @classmethod
+    def resolve_params(cls, task: Any, overrides: Mapping[str, Any], budget: str = "paper") -> dict[str, Any]:
+        """Defaults, then the per-task defaults, then the budget's, then the overrides. ``task`` is a
+        ``benchmark.tasks.Task``, or a family name for tools that have none (family entries only)."""
+        per_task = cls.task_defaults.get(task, {}) if isinstance(task, str) else cls.defaults_for(task)
+        return {**cls.defaults, **per_task, **cls.budget_params(budget), **overrides}
 
     def skip_reason(self, task: Any, channels: int | None = None) -> str | None:
         """Why this method does not apply to ``task`` (on images of ``channels`` channels, when

@@ -114,9 +114,9 @@ def selected_methods(profile: Profile) -> list[str]:
 
 
 def resolved_params(profile: Profile, instance: MethodInstance, task: tasks.Task) -> dict[str, Any]:
-    """Method defaults ← per-task-family defaults ← the budget ← the instance's; validated now."""
+    """Method defaults ← per-task defaults ← the budget ← the instance's; validated now."""
     cls = registry.get(instance.name)
-    params = cls.resolve_params(task.family, instance.overrides, profile.budget)
+    params = cls.resolve_params(task, instance.overrides, profile.budget)
     cls.validate(params)  # a bad value is a UserError before any work
     return params
 

@@ -1,9 +1,10 @@
 """Deep Image Prior (Ulyanov, Vedaldi, Lempitsky, CVPR 2018).
 
 Fits the paper's skip encoder-decoder ``f_θ`` so that ``A f_θ(z)`` matches ``y`` (MSE, Adam),
-with a fixed random input ``z`` perturbed at every step; the exponential moving average of the
-outputs is the reconstruction. The iteration budget per task is the paper's: DIP has no stopping
-rule of its own, so the budget plays that role.
+with a fixed random input ``z`` perturbed at every step. Each task gets its official notebook's
+network, learning rate, perturbation, budget and output (the exponential moving average of the
+outputs for denoising, the raw output for inpainting and super-resolution); see
+``methods/_dip/common.py``. DIP has no stopping rule of its own: the budget plays that role.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from methods._dip.objectives import measurement_loss
 @register
 class DeepImagePrior(common.DipMethod):
     name = "dip"
-    summary = "Deep Image Prior: skip encoder-decoder fitted to y, EMA output, paper's budget per task."
+    summary = "Deep Image Prior: skip encoder-decoder fitted to y, the notebooks' settings and budget per task."
     defaults = dict(common.SKIP_DEFAULTS)
     task_defaults = common.PAPER_TASK_DEFAULTS
     stopping_rule = "fixed budget (the paper's, per task)"
-    test_params = common.TEST_PARAMS
-    quick_params = common.QUICK_PARAMS
+    test_params = common.SKIP_TEST_PARAMS
+    quick_params = common.SKIP_QUICK_PARAMS
 
     def plan(self, y: torch.Tensor, physics: Any, seed: int) -> common.FitPlan:
         return common.FitPlan(common.skip_setup(self.params, y, physics, seed), measurement_loss(physics, y))

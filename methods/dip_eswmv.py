@@ -29,8 +29,8 @@ class DipESWMV(common.DipMethod):
     task_defaults = common.EARLY_STOPPING_TASK_DEFAULTS
     stopping_rule = "windowed moving variance of the iterates (ES-WMV)"
     #: a larger cap than DIP's, so that the stopping rule decides where the run ends
-    test_params = {**common.TEST_PARAMS, "window": 10, "patience": 20}
-    quick_params = {**common.QUICK_PARAMS, "iterations": 600, "patience": 200}
+    test_params = {**common.SKIP_TEST_PARAMS, "window": 10, "patience": 20}
+    quick_params = {**common.SKIP_QUICK_PARAMS, "iterations": 600, "patience": 200}
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:

@@ -35,8 +35,8 @@ class DipSelfValidation(common.DipMethod):
     task_defaults = common.EARLY_STOPPING_TASK_DEFAULTS
     stopping_rule = "held-out measurement loss (self-validation)"
     #: a larger cap than DIP's, so that the stopping rule decides where the run ends
-    test_params = {**common.TEST_PARAMS, "patience": 20}
-    quick_params = {**common.QUICK_PARAMS, "iterations": 1000, "patience": 200}
+    test_params = {**common.SKIP_TEST_PARAMS, "patience": 20}
+    quick_params = {**common.SKIP_QUICK_PARAMS, "iterations": 1000, "patience": 200}
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:

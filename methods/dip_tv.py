@@ -25,8 +25,8 @@ class DipTV(common.DipMethod):
     defaults = {**common.SKIP_DEFAULTS, "tv_weight": 0.01}
     task_defaults = common.PAPER_TASK_DEFAULTS
     stopping_rule = "fixed budget (DIP's, per task)"
-    test_params = common.TEST_PARAMS
-    quick_params = common.QUICK_PARAMS
+    test_params = common.SKIP_TEST_PARAMS
+    quick_params = common.SKIP_QUICK_PARAMS
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:

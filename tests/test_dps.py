@@ -48,7 +48,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def inpainter(cache: Path) -> DPS:
-    method = DPS(**DPS.resolve_params("inpainting", TINY))
+    method = DPS(**DPS.resolve_params(tasks.get("inpainting_random50"), TINY))
     report = method.prepare(_context("inpainting_random50", cache))
     assert not report.cached
     assert report.losses[-1] < 0.6 * report.losses[0], f"prior loss {report.losses[0]:.3g} → {report.losses[-1]:.3g}"

@@ -34,15 +34,23 @@ def _conv_bn_act(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> nn.Se
     return nn.Sequential(_conv(in_ch, out_ch, kernel, stride), nn.BatchNorm2d(out_ch), nn.LeakyReLU(0.2))
 
 
-def _upsample(x: torch.Tensor) -> torch.Tensor:
+#: up-sampling modes of the skip network (the notebooks use bilinear, and nearest for text inpainting)
+UPSAMPLE_MODES = ("bilinear", "nearest")
+
+
+def _upsample(x: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    if mode == "nearest":
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
     return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
 class _Level(nn.Module):
     """One scale of the skip network; ``inner`` is the next (coarser) scale, or None at the bottom."""
 
-    def __init__(self, in_ch: int, channels: int, skip_channels: int, inner: _Level | None) -> None:
+    def __init__(self, in_ch: int, channels: int, skip_channels: int, inner: _Level | None,
+                 upsample: str = "bilinear") -> None:
         super().__init__()
+        self.upsample = upsample
         self.skip = _conv_bn_act(in_ch, skip_channels, 1) if skip_channels else None
         self.down = nn.Sequential(_conv_bn_act(in_ch, channels, 3, stride=2), _conv_bn_act(channels, channels, 3))
         self.inner = inner
@@ -55,7 +63,7 @@ class _Level(nn.Module):
         deep = self.down(x)
         if self.inner is not None:
             deep = self.inner(deep)
-        deep = _upsample(deep)
+        deep = _upsample(deep, self.upsample)
         merged = deep if self.skip is None else self.concat(self.skip(x), deep)
         return self.up(self.merge_norm(merged))
 
@@ -70,14 +78,17 @@ class SkipNet(nn.Module):
         channels: int = 128,
         skip_channels: int = 4,
         scales: int = 5,
+        upsample: str = "bilinear",
     ) -> None:
         super().__init__()
         if scales < 1:
             raise ValueError(f"scales must be >= 1, got {scales}")
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}, got {upsample!r}")
         self.scales = scales
         level: _Level | None = None
         for depth in reversed(range(scales)):
-            level = _Level(in_channels if depth == 0 else channels, channels, skip_channels, level)
+            level = _Level(in_channels if depth == 0 else channels, channels, skip_channels, level, upsample)
         assert level is not None
         self.body = level
         self.head = nn.Conv2d(channels, out_channels, 1)
