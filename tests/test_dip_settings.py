@@ -11,6 +11,9 @@ from benchmark import tasks
 from benchmark.api import Method
 from benchmark.errors import UserError
 from methods._dip import common
+from methods._dip.loop import LoopSettings
+from methods._dip.networks import DeepDecoder, decoder_parameter_count, decoder_width_for, parameter_count
+from methods.deep_decoder import DENOISING_RATIO, INPAINTING_RATIO, DeepDecoderMethod
 from methods.dip import DeepImagePrior
 from methods.dip_eswmv import DipESWMV
 
@@ -70,3 +73,44 @@ def test_nearest_upsampling_network_fits_and_a_bad_mode_is_refused() -> None:
     assert setup.network(setup.z).shape[-2:] == (32, 32)
     with pytest.raises(UserError, match="upsample"):
         common.skip_setup({**params, "upsample": "cubic"}, y, physics, seed=0)
+
+
+@pytest.mark.parametrize("side", [64, 256])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_deep_decoder_is_sized_under_the_stated_ratio(side: int, channels: int) -> None:
+    ratio = DENOISING_RATIO
+    k = decoder_width_for(ratio, channels, side, side, scales=5)
+    values = channels * side * side
+    net = DeepDecoder(channels, k, scales=5)
+    assert parameter_count(net) == decoder_parameter_count(k, 5, channels)
+    assert parameter_count(net) / values <= ratio  # under-parameterised as stated
+    assert decoder_parameter_count(k + 1, 5, channels) / values > ratio  # and as wide as the ratio allows
+    assert parameter_count(net) / values > 0.7 * ratio
+
+
+def test_deep_decoder_ratios_are_the_authors_configurations() -> None:
+    assert DENOISING_RATIO == pytest.approx(100224 / 786432)  # k=128 on a 512x512 RGB image
+    assert DENOISING_RATIO == pytest.approx(0.127, abs=5e-4)
+    assert INPAINTING_RATIO == pytest.approx(397312 / 1048576)  # k=256 on the 512x512 RGBA poster
+    params = DeepDecoderMethod.resolve_params(tasks.get("inpainting_random50"), {})
+    assert (params["lr"], params["iterations"], params["reg_noise_std"], params["reg_noise_decay_every"]) == (
+        0.0025, 40000, 0.005, 500)
+
+
+def test_deep_decoder_records_its_width_and_ratio() -> None:
+    task = tasks.get("denoising_s25")
+    x = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    physics = task.physics((1, 64, 64), torch.device("cpu"), torch.Generator().manual_seed(0))
+    method = DeepDecoderMethod(**{**DeepDecoderMethod.resolve_params(task, {}), "iterations": 3})
+    result = method.reconstruct(task.measure(x, physics, torch.Generator().manual_seed(1)), physics, seed=0)
+    assert result.info["channels_k"] == decoder_width_for(DENOISING_RATIO, 1, 64, 64, 5) == 8
+    assert result.info["parameters_per_value"] <= DENOISING_RATIO
+
+
+def test_input_perturbation_decays_as_the_authors_schedule() -> None:
+    settings = LoopSettings(iterations=1000, lr=0.01, reg_noise_std=0.005, reg_noise_decay=0.7,
+                            reg_noise_decay_every=500)
+    assert settings.noise_std(1) == pytest.approx(0.0035)  # decayed before the first step, as in their fit()
+    assert settings.noise_std(500) == pytest.approx(0.0035)
+    assert settings.noise_std(501) == pytest.approx(0.00245)
+    assert LoopSettings(iterations=10, lr=0.01, reg_noise_std=0.03).noise_std(9) == 0.03

@@ -34,7 +34,14 @@ from benchmark import seeding
 from benchmark.api import ORACLE_STREAM, Callback, Method, Problem, Reconstruction
 from benchmark.errors import UserError
 from methods._dip import loop
-from methods._dip.networks import UPSAMPLE_MODES, DeepDecoder, SkipNet, padded_shape, parameter_count
+from methods._dip.networks import (
+    UPSAMPLE_MODES,
+    DeepDecoder,
+    SkipNet,
+    decoder_width_for,
+    padded_shape,
+    parameter_count,
+)
 
 #: Parameters of the paper's skip network and fitting loop (the denoising notebook's values).
 SKIP_DEFAULTS: dict[str, Any] = {
@@ -123,6 +130,9 @@ def settings(params: Mapping[str, Any]) -> loop.LoopSettings:
             reg_noise_std=float(params["reg_noise_std"]),
             ema=float(params["ema"]),
             precision=str(params.get("precision", "fp32")),
+            reg_noise_decay=float(params.get("reg_noise_decay", 1.0)),
+            reg_noise_decay_every=positive_int(params, "reg_noise_decay_every", minimum=0)
+            if "reg_noise_decay_every" in params else 0,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from exc
@@ -155,10 +165,17 @@ def skip_setup(params: Mapping[str, Any], y: torch.Tensor, physics: Any, seed: i
 
 
 def decoder_setup(params: Mapping[str, Any], y: torch.Tensor, physics: Any, seed: int) -> Setup:
-    """The deep decoder, input of ``channels`` at the padded image size / 2**scales."""
+    """The deep decoder, input of ``channels`` at the padded image size / 2**scales; ``channels``
+    0 sizes it from the image so that its parameters are at most ``param_ratio`` per image value."""
     c, h, w = image_shape(y, physics)
     scales = positive_int(params, "scales")
-    width = positive_int(params, "channels")
+    if params["channels"] == 0:
+        ratio = params["param_ratio"]
+        if not isinstance(ratio, (int, float)) or ratio <= 0:
+            raise UserError(f"parameter 'param_ratio' must be a number > 0, got {ratio!r}")
+        width = decoder_width_for(float(ratio), c, h, w, scales)
+    else:
+        width = positive_int(params, "channels")
     net = seeding.seeded_build(lambda: DeepDecoder(c, width, scales), seed, "network")
     net = net.to(device=y.device, dtype=y.dtype)
     ph, pw = padded_shape(h, w, scales)

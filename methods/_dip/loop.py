@@ -56,6 +56,10 @@ class LoopSettings:
     #: the network's forward pass in "fp32", or under autocast in "bf16" or "fp16" (mixed
     #: precision: weights, Adam and the objective stay in float32; fp16 scales the loss)
     precision: str = "fp32"
+    #: the perturbation is multiplied by ``reg_noise_decay`` every ``reg_noise_decay_every`` steps,
+    #: from the first step on (0: never), as the deep decoder's inpainting code does
+    reg_noise_decay: float = 1.0
+    reg_noise_decay_every: int = 0
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
@@ -68,6 +72,14 @@ class LoopSettings:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not 0.0 < self.reg_noise_decay <= 1.0 or self.reg_noise_decay_every < 0:
+            raise ValueError("reg_noise_decay must be in (0, 1] and reg_noise_decay_every >= 0")
+
+    def noise_std(self, step: int) -> float:
+        """The perturbation's std at ``step`` (1-based)."""
+        if self.reg_noise_decay_every <= 0:
+            return self.reg_noise_std
+        return self.reg_noise_std * self.reg_noise_decay ** ((step - 1) // self.reg_noise_decay_every + 1)
 
 
 @dataclass
@@ -146,7 +158,7 @@ def fit_many(problems: Sequence[FitProblem], settings: LoopSettings) -> list[Fit
     chosen: list[tuple[torch.Tensor, int] | None] = [None] * len(problems)
     x_k: torch.Tensor | None = None
     for step in range(1, settings.iterations + 1):
-        out = crop_output(group.forward(settings.reg_noise_std), height, width)
+        out = crop_output(group.forward(settings.noise_std(step)), height, width)
         active = [problems[i] for i in group.members]
         data_loss = torch.cat([p.objective(out[j : j + 1]) for j, p in enumerate(active)])
         total = data_loss

@@ -124,6 +124,22 @@ class DeepDecoder(nn.Module):
         return torch.sigmoid(self.head(h))
 
 
+def decoder_parameter_count(channels: int, scales: int, out_channels: int) -> int:
+    """Weights of :class:`DeepDecoder`: ``scales + 1`` k×k 1×1 convolutions, as many affine
+    BatchNorms (2k each) and the k×C head: ``(scales+1)(k² + 2k) + kC``."""
+    return (scales + 1) * (channels**2 + 2 * channels) + channels * out_channels
+
+
+def decoder_width_for(ratio: float, channels: int, height: int, width: int, scales: int) -> int:
+    """The largest k (at least 1) whose deep decoder has at most ``ratio`` weights per image value
+    (H·W·C): Heckel & Hand's under-parameterisation, whatever the image size."""
+    budget = ratio * channels * height * width
+    k = 1
+    while decoder_parameter_count(k + 1, scales, channels) <= budget:
+        k += 1
+    return k
+
+
 def padded_side(side: int, scales: int) -> int:
     """Smallest side >= ``side`` that survives ``scales`` halvings with at least 2 pixels left.
 
