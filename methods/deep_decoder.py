@@ -19,6 +19,7 @@ Other tasks use the denoising settings.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -61,6 +62,15 @@ class DeepDecoderMethod(common.DipMethod):
     #: quick budget keeps the width sized from the image.
     test_params = {**common.TEST_PARAMS, "lr": 0.01}
     quick_params = {"iterations": 500, "lr": 0.01}
+    counts = ("iterations", "scales")  # channels 0: sized from the image
+
+    @classmethod
+    def validate(cls, params: Mapping[str, Any]) -> None:
+        super().validate(params)
+        cls.require(params, "channels", params["channels"] >= 0, "an integer >= 0 (0: sized from the image)")
+        cls.require(params, "param_ratio", params["param_ratio"] > 0, "a number > 0")
+        cls.require(params, "reg_noise_decay", 0 < params["reg_noise_decay"] <= 1, "a number in (0, 1]")
+        cls.require(params, "reg_noise_decay_every", params["reg_noise_decay_every"] >= 0, "an integer >= 0")
 
     def plan(self, y: torch.Tensor, physics: Any, seed: int) -> common.FitPlan:
         best = PatientMinimum(patience=None, min_delta=IMPROVEMENT)

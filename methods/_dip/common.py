@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -202,11 +202,13 @@ class DipMethod(Method):
 
     family = "dip"
     max_batch = 64
+    #: the integer parameters that must be >= 1 (a method whose 0 means something drops its key)
+    counts: ClassVar[tuple[str, ...]] = ("iterations", "channels", "scales", "input_channels")
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:
         super().validate(params)
-        for key in ("iterations", "channels", "scales", "input_channels"):
+        for key in cls.counts:
             if key in params:
                 cls.require(params, key, params[key] >= 1, "an integer >= 1")
         if "skip_channels" in params:
