@@ -169,7 +169,9 @@ def dip_params(quick: bool) -> dict[str, Any]:
     overrides = dict((profile.get("method_params") or {}).get("dip", {}))
     if quick:
         overrides.update(iterations=6, channels=8, scales=3)
-    return DIP.resolve_params("denoising", overrides)
+    from benchmark import tasks
+
+    return DIP.resolve_params(tasks.get(SIGMA_TASK), overrides)
 
 
 def fit_dip(params: dict[str, Any], data: list[tuple[Any, torch.Tensor]], truths: list[torch.Tensor],

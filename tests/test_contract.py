@@ -33,7 +33,7 @@ def _image() -> torch.Tensor:
 def _method(name: str, task_name: str) -> Method:
     task = tasks.get(task_name)
     cls = registry.get(name)
-    method = cls(**cls.resolve_params(task.family, {}, budget="test"))
+    method = cls(**cls.resolve_params(task, {}, budget="test"))
     if method.needs_training and method.skip_reason(task) is None:
         train = data.load(SMOKE.training.dataset, split="train", crop=SMOKE.training.crop,
                           resize=SMOKE.training.resize)
@@ -85,7 +85,7 @@ def test_budgets_are_declared_on_the_method_and_valid(name: str) -> None:
     cls = registry.get(name)
     for budget in ("test", "quick", "paper"):
         for task in tasks.TASKS.values():
-            cls.validate(cls.resolve_params(task.family, {}, budget=budget))
+            cls.validate(cls.resolve_params(task, {}, budget=budget))
 
 
 @pytest.mark.parametrize("name", METHODS)
