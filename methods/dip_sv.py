@@ -1,15 +1,18 @@
-"""DIP with self-validation early stopping (after Li, Zhuang, Mao, Dong, BMVC 2021).
+"""DIP with self-validation early stopping (Li, Zhuang, Liang, Peng, Wang, Sun, BMVC 2021,
+"Self-Validation: Early Stopping for Single-Instance Deep Generative Priors").
 
-A random, seeded ``holdout`` fraction of the measured entries of ``y`` is kept out of the fit;
-the network is fitted to the rest, and the loss on the held-out entries, which the network
-never fits, tracks the reconstruction error: it falls while the image is being learned and
-rises once the noise is. The run stops when that loss (averaged over ``window`` steps) has not
-reached a new minimum for ``patience`` steps, and returns the iterate at the minimum.
+DIP as in the authors' code (sun-umn/Self-Validation, ``DIP+AE``: the skip net 128/128/4, lr
+0.01, input perturbation 1/30, raw outputs), watched by an autoencoder trained online on the
+last ``ae_window`` iterates (256): its reconstruction error of the newest iterate falls while
+the DIP output gains image structure and turns up once it fits the noise. The run stops when the
+error has not reached a new minimum for ``patience`` steps (500) and returns the iterate at the
+minimum. See ``methods/_dip/autoencoder.py`` for the autoencoder and its training.
 
-Li et al. validate with an autoencoder trained online on the iterates; validating on held-out
-measurements, as here, is the simpler hold-out form of the same idea (the issue's
-specification). The output is the averaged iterate, as in vanilla DIP: on raw iterates the
-held-out loss is noisier and the selection lands about 1 dB lower in our 64×64 runs.
+Where this departs from the authors: the budget caps the run (they run up to 100,000 steps);
+the returned iterate is the raw output of the best step, where they re-run the network in eval
+mode on the unperturbed input; images that are not 512×512 are resized to a power-of-two side for
+the autoencoder; and ``ae_every`` > 1 (check and train every few steps) and smaller
+``ae_window`` / ``ae_batch`` are CPU budgets the quick and smoke profiles use.
 """
 
 from __future__ import annotations
@@ -19,53 +22,50 @@ from typing import Any
 
 import torch
 
-from benchmark import seeding
 from benchmark.api import Reconstruction
 from benchmark.registry import register
 from methods._dip import common
-from methods._dip.objectives import held_out_error, measured_entries, measurement_loss, split_measurements
-from methods._dip.stopping import HeldOutLoss, Verdict
+from methods._dip.autoencoder import AutoencoderValidation
+from methods._dip.objectives import measurement_loss
+from methods._dip.stopping import Verdict
 
 
 @register
 class DipSelfValidation(common.DipMethod):
     name = "dip_sv"
-    summary = "DIP stopped by the loss on held-out measurements (self-validation), best held-out iterate."
-    defaults = {**common.SKIP_DEFAULTS, "iterations": 5000, "holdout": 0.1, "patience": 300, "window": 1}
+    summary = "DIP stopped by an online autoencoder's error on its iterates (Li et al.'s self-validation)."
+    defaults = {**common.SKIP_DEFAULTS, "iterations": 5000, "ema": 0.0, "patience": 500, "ae_window": 256,
+                "ae_batch": 32, "ae_lr": 1e-3, "ae_every": 1}
     task_defaults = common.EARLY_STOPPING_TASK_DEFAULTS
-    stopping_rule = "held-out measurement loss (self-validation)"
-    #: a larger cap than DIP's, so that the stopping rule decides where the run ends
-    test_params = {**common.SKIP_TEST_PARAMS, "patience": 20}
-    quick_params = {**common.SKIP_QUICK_PARAMS, "iterations": 1000, "patience": 200}
+    stopping_rule = "online autoencoder's error on the iterates (self-validation)"
+    #: a larger cap than DIP's, so that the stopping rule decides where the run ends; the
+    #: autoencoder checks every few steps on a short window of iterates (a CPU budget)
+    test_params = {**common.SKIP_TEST_PARAMS, "patience": 20, "ae_window": 8, "ae_batch": 8, "ae_every": 5}
+    quick_params = {**common.SKIP_QUICK_PARAMS, "iterations": 1000, "patience": 200, "ae_window": 32,
+                    "ae_batch": 16, "ae_every": 20}
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:
         super().validate(params)
-        cls.require(params, "holdout", 0.0 < params["holdout"] < 1.0, "a fraction in (0, 1)")
-        for key in ("patience", "window"):
+        for key in ("patience", "ae_window", "ae_batch", "ae_every"):
             cls.require(params, key, params[key] >= 1, "an integer >= 1")
+        cls.require(params, "ae_lr", params["ae_lr"] > 0, "a number > 0")
 
     def plan(self, y: torch.Tensor, physics: Any, seed: int) -> common.FitPlan:
-        fraction = self.params["holdout"]
-        patience = common.positive_int(self.params, "patience")
-        window = common.positive_int(self.params, "window")
-        fit_mask, held_mask = holdout_masks(y, physics, float(fraction), seed)
-        error = held_out_error(physics, y, held_mask)
-        rule = HeldOutLoss(patience=patience, window=window)
+        c, h, w = common.image_shape(y, physics)
+        validator = AutoencoderValidation(
+            channels=c, height=h, width=w, seed=seed, window=common.positive_int(self.params, "ae_window"),
+            batch=common.positive_int(self.params, "ae_batch"), lr=float(self.params["ae_lr"]),
+            patience=common.positive_int(self.params, "patience"), every=common.positive_int(self.params, "ae_every"),
+            device=y.device)
 
         def observe(step: int, x: torch.Tensor, _fit_loss: torch.Tensor) -> Verdict:
-            with torch.inference_mode():
-                value = float(error(x).sum())
-            return rule.update(step, value)
+            return validator.update(step, x)
 
         def finish(result: Reconstruction) -> None:
-            result.info["best_held_out_mse"] = common.finite_or_none(rule.tracker.best_value)
+            result.info["best_ae_error"] = common.finite_or_none(validator.tracker.best_value)
+            result.info["ae_checks"] = len(validator.history)
 
         setup = common.skip_setup(self.params, y, physics, seed)
-        return common.FitPlan(setup, measurement_loss(physics, y, fit_mask), rule=observe, finish=finish,
-                              info={"held_out_entries": int(held_mask.sum())})
-
-
-def holdout_masks(y: torch.Tensor, physics: Any, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fit, held-out) float masks over the entries of ``y``, disjoint, drawn from ``seed``."""
-    return split_measurements(measured_entries(physics, y), fraction, seeding.generator(seed, "holdout"), y.dtype)
+        return common.FitPlan(setup, measurement_loss(physics, y), rule=observe, finish=finish,
+                              info={"ae_side": validator.side})

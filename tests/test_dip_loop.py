@@ -14,6 +14,7 @@ from methods._dip.stopping import Verdict
 from methods.deep_decoder import DeepDecoderMethod
 from methods.dip import DeepImagePrior
 from methods.dip_eswmv import DipESWMV
+from methods.dip_holdout import DipHoldout
 from methods.dip_sv import DipSelfValidation
 from methods.dip_tv import DipTV
 
@@ -37,7 +38,8 @@ def trajectory(method, y, physics, seed):
 
 @pytest.mark.parametrize(
     "cls,params",
-    [(DeepImagePrior, TINY), (DipTV, TINY), (DipSelfValidation, TINY), (DipESWMV, {**TINY, "window": 2}),
+    [(DeepImagePrior, TINY), (DipTV, TINY), (DipSelfValidation, {**TINY, "ae_window": 2, "ae_batch": 2}),
+     (DipHoldout, TINY), (DipESWMV, {**TINY, "window": 2}),
      (DeepDecoderMethod, TINY_DD)],
 )
 def test_same_seed_same_trajectory_other_seed_other_result(cls, params):

@@ -1,4 +1,4 @@
-"""What the DIP methods reach on small cases, and self-validation's measurement split."""
+"""What the DIP methods reach on small cases, and the hold-out rule's pixel split."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from methods._dip.objectives import measurement_loss
 from methods.deep_decoder import DeepDecoderMethod
 from methods.dip import DeepImagePrior
 from methods.dip_eswmv import DipESWMV
-from methods.dip_sv import DipSelfValidation, holdout_masks
+from methods.dip_holdout import DipHoldout, holdout_masks
+from methods.dip_sv import DipSelfValidation
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -55,7 +56,7 @@ def test_deep_decoder_beats_the_noisy_image_on_a_small_denoising_case():
 
 
 @pytest.mark.parametrize("task_name", ["denoising_s25", "inpainting_random50"])
-def test_self_validation_holds_out_measured_entries_disjoint_from_the_fit(task_name):
+def test_holdout_holds_out_measured_pixels_disjoint_from_the_fit(task_name):
     _, physics, y = camera_problem(task_name, crop=32)
     fit, held = holdout_masks(y, physics, 0.1, seed=5)
     measured = physics.A(torch.ones_like(y)) != 0
@@ -65,6 +66,22 @@ def test_self_validation_holds_out_measured_entries_disjoint_from_the_fit(task_n
     again, held_again = holdout_masks(y, physics, 0.1, seed=5)
     assert torch.equal(held, held_again) and torch.equal(fit, again)
     assert not torch.equal(held, holdout_masks(y, physics, 0.1, seed=6)[1])
+
+
+@pytest.mark.parametrize("task_name", ["denoising_s25", "inpainting_random50", "sr_x4"])
+def test_holdout_holds_out_whole_pixels_of_a_colour_image(task_name):
+    task = tasks.get(task_name)
+    g = tasks.measurement_generator(task_name, "colour", 0, dataset="synthetic")
+    physics = task.physics((3, 32, 32), torch.device("cpu"), g)
+    y = task.measure(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)), physics, g)
+    fit, held = holdout_masks(y, physics, 0.2, seed=1)
+    assert held.shape == y.shape
+    assert torch.equal(held[:, 0], held[:, 1]) and torch.equal(held[:, 0], held[:, 2])  # all channels together
+    assert torch.equal(fit[:, 0], fit[:, 1]) and torch.equal(fit[:, 0], fit[:, 2])
+    pixels = int((physics.A(torch.ones(1, 3, 32, 32)) != 0).all(dim=1).sum())
+    assert int(held[:, 0].sum()) == round(0.2 * pixels)
+    result = DipHoldout(iterations=3, channels=8, scales=3, holdout=0.2).reconstruct(y, physics, seed=1)
+    assert result.info["held_out_pixels"] == round(0.2 * pixels)
 
 
 def test_the_fit_never_sees_the_held_out_measurements():
@@ -79,10 +96,11 @@ def test_the_fit_never_sees_the_held_out_measurements():
 @pytest.mark.parametrize(
     "method",
     [
-        DipSelfValidation(iterations=900, channels=16, patience=150),
+        DipHoldout(iterations=900, channels=16, patience=150),
+        DipSelfValidation(iterations=900, channels=16, patience=150, ae_window=32, ae_batch=16, ae_every=10),
         DipESWMV(iterations=900, channels=16, window=50, patience=150),
     ],
-    ids=["self-validation", "es-wmv"],
+    ids=["holdout", "self-validation", "es-wmv"],
 )
 def test_early_stopping_lands_near_the_best_iterate(method):
     x, physics, y = camera_problem("denoising_s25")

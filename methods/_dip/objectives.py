@@ -1,4 +1,4 @@
-"""Objectives the DIP loop minimises, and the measurement split of self-validation.
+"""Objectives the DIP loop minimises, and the pixel split of the hold-out rule.
 
 Losses are means over entries per problem (shape (B,)), so a weight such as DIP-TV's does not
 depend on the image size, and the plain DIP loss equals the paper's ``MSE(A f(z), y)``.
@@ -57,23 +57,26 @@ def measured_entries(physics: Any, y: torch.Tensor) -> torch.Tensor:
     return response.abs() > 1e-6
 
 
-def split_measurements(
+def split_pixels(
     measured: torch.Tensor, fraction: float, generator: torch.Generator, dtype: torch.dtype = torch.float32
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hold out a random ``fraction`` of the measured entries (at least one, and at least one
-    kept): returns masks ``(fit, held_out)`` of ``dtype``, disjoint, whose union is ``measured``."""
+    """Hold out a random ``fraction`` of the measured pixels of ``measured`` (1×C×H×W), all C
+    channels of a pixel together (at least one pixel, and at least one kept); a pixel counts as
+    measured when all its channels are. Returns masks ``(fit, held_out)`` of ``dtype`` over the
+    entries, disjoint; their union is the measured pixels' entries."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}")
-    flat = measured.flatten().cpu()
+    pixels = measured.all(dim=1, keepdim=True)
+    flat = pixels.flatten().cpu()
     index = flat.nonzero().squeeze(1)
     if index.numel() < 2:
-        raise ValueError("self-validation needs at least two measured entries")
+        raise ValueError("a hold-out needs at least two measured pixels")
     count = min(max(1, round(fraction * index.numel())), index.numel() - 1)
     order = torch.randperm(index.numel(), generator=generator)
     held = torch.zeros_like(flat)
     held[index[order[:count]]] = True
-    held = held.view_as(measured).to(measured.device)
-    fit = measured & ~held
+    held = held.view_as(pixels).to(measured.device).expand_as(measured)
+    fit = pixels.expand_as(measured) & ~held
     return fit.to(dtype), held.to(dtype)
 
 
