@@ -41,8 +41,8 @@ class DipSelfValidation(common.DipMethod):
     #: a larger cap than DIP's, so that the stopping rule decides where the run ends; the
     #: autoencoder checks every few steps on a short window of iterates (a CPU budget)
     test_params = {**common.SKIP_TEST_PARAMS, "patience": 20, "ae_window": 8, "ae_batch": 8, "ae_every": 5}
-    quick_params = {**common.SKIP_QUICK_PARAMS, "iterations": 1000, "patience": 200, "ae_window": 32,
-                    "ae_batch": 16, "ae_every": 20}
+    quick_params = {**common.SKIP_QUICK_PARAMS, "iterations": 1000, "patience": 300, "ae_window": 16,
+                    "ae_batch": 16, "ae_every": 50}
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:
