@@ -26,7 +26,7 @@ from benchmark.ray_executor import RayExecutor
 pytestmark = pytest.mark.perf
 
 ROOT = Path(__file__).resolve().parents[2]
-UNTRAINED = ["trivial", "tv", "dip", "dip_tv", "deep_decoder", "dip_sv", "dip_eswmv", "dncnn"]
+UNTRAINED = ["trivial", "tv", "dip", "dip_tv", "deep_decoder", "dip_sv", "dip_holdout", "dip_eswmv", "dncnn"]
 
 
 @pytest.mark.parametrize("threads", [1, 2])
