@@ -57,7 +57,7 @@ class DipSelfValidation(common.DipMethod):
             channels=c, height=h, width=w, seed=seed, window=common.positive_int(self.params, "ae_window"),
             batch=common.positive_int(self.params, "ae_batch"), lr=float(self.params["ae_lr"]),
             patience=common.positive_int(self.params, "patience"), every=common.positive_int(self.params, "ae_every"),
-            device=y.device)
+            device=y.device, dtype=y.dtype)
 
         def observe(step: int, x: torch.Tensor, _fit_loss: torch.Tensor) -> Verdict:
             return validator.update(step, x)

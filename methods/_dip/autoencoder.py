@@ -79,7 +79,8 @@ class AutoencoderValidation:
     """Self-validation as a stopping rule of the DIP loop: feed it every iterate (``update``)."""
 
     def __init__(self, *, channels: int, height: int, width: int, seed: int, window: int = 256, batch: int = 32,
-                 lr: float = 1e-3, patience: int = 500, every: int = 1, device: torch.device | str = "cpu") -> None:
+                 lr: float = 1e-3, patience: int = 500, every: int = 1, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
         if min(window, batch, every, patience) < 1:
             raise ValueError("window, batch, every and patience must be >= 1")
         if lr <= 0:
@@ -87,7 +88,7 @@ class AutoencoderValidation:
         self.side = side_for(height, width)
         self.window, self.batch, self.lr, self.every = window, batch, lr, every
         self.network = seeding.seeded_build(lambda: ValidationAutoencoder(channels, self.side), seed, "autoencoder")
-        self.network.to(device)
+        self.network.to(device=device, dtype=dtype)  # the iterates' dtype (float64 in the exactness tests)
         self._shuffle = seeding.generator(seed, "autoencoder-shuffle")
         #: ``patience`` is in DIP steps: ceil(patience / every) checks
         self.tracker = PatientMinimum(-(-patience // every))
