@@ -137,6 +137,14 @@ class Method:
     #: than 1 only where solving them together is faster than one by one (e.g. DIP fits B
     #: networks in one step)
     max_batch: ClassVar[int] = 1
+    #: parameters ``benchmark tune`` may choose on validation images drawn from the training
+    #: split (never test images), each with its default grid (``benchmark.tuning``)
+    tunable: ClassVar[Mapping[str, Sequence[Any]]] = {}
+    #: one tuned choice per ``"task"`` (e.g. per noise level) or per task ``"family"``
+    tune_by: ClassVar[str] = "task"
+    #: a tunable that only says when to stop (the iterate at step k is what a budget of k
+    #: returns): its grid is read off one run's PSNR trajectory instead of one run per value
+    budget_parameter: ClassVar[str | None] = None
 
     def __init__(self, **params: Any) -> None:
         self.check_names(params)

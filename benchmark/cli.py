@@ -1,6 +1,7 @@
 """Command line: ``python -m benchmark`` (or ``dipbench``).
 
     run         run (or resume) a profile, or any selection of methods × tasks × datasets
+    tune        choose tunable hyperparameters on validation images from the training split
     list        list registered methods, tasks, datasets and profiles
     report      rebuild the HTML/Markdown/LaTeX report from a results store
     export      write the results as long tables (CSV or Parquet) for pandas
@@ -74,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strict", action="store_true", help="exit 1 when any cell failed")
     run.add_argument("--no-report", action="store_true", help="skip the HTML report")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    tune = sub.add_parser("tune", help="choose tunable hyperparameters on validation images from the training split")
+    tune.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
+    tune.add_argument("--methods", type=_csv, help="comma-separated methods (default: the profile's tune.methods)")
+    tune.add_argument("--tasks", type=_csv, help="comma-separated tasks (default: the profile's)")
+    tune.add_argument("--out", type=Path, help="tuned-values file (default: the one the profile names)")
+    tune.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns.db)")
+    tune.add_argument("--device", help="device (default: the profile's)")
 
     lst = sub.add_parser("list", help="list what is registered")
     lst.add_argument("what", nargs="?", choices=["methods", "tasks", "datasets", "profiles", "all"], default="all")
@@ -211,6 +220,27 @@ def _print_summary(summary: Summary) -> None:
         print(f"report: {summary.report}")
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from benchmark import profiles, tuning
+    from benchmark.tracking import Tracker
+
+    profile = profiles.load(args.profile)
+    if args.tasks:
+        unknown = [t for t in args.tasks if t not in profile.tasks]
+        if unknown:
+            raise UserError(f"--tasks: {unknown[0]!r} is not among the profile's tasks: {', '.join(profile.tasks)}")
+    out = args.out or tuning.default_path(profile)
+    command = " ".join(["python -m benchmark", *sys.argv[1:]]) if sys.argv[1:2] == ["tune"] else ""
+    records = tuning.tune(profile, methods=args.methods, task_names=args.tasks, device=args.device,
+                          command=command or f"python -m benchmark tune --profile {args.profile}")
+    path = tuning.write(Path(out), profile, records)
+    Tracker(args.tracking_uri).log_tuning(profile.name, records, path)
+    print(f"tuned values: {path}")
+    if tuning.tuned_path(profile) != Path(out):
+        print(f"(profile {profile.name!r} does not read this file; `tuned: {path}` in it makes the benchmark use it)")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from benchmark import data, profiles, registry, tasks
 
@@ -235,7 +265,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     import reports
-    from benchmark import profiles, runner
+    from benchmark import profiles, runner, tuning
     from benchmark.store import ResultsStore
 
     profile = profiles.load(args.profile)
@@ -248,7 +278,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     cells, _ = make_plan(profile)
     frame = ResultsStore.open_existing(db).frame([c.key for c in cells])
     path = reports.build_report(frame, Path(results) / "report", title=f"dipbench · {profile.name}",
-                                recon_root=Path(results) / "recons")
+                                recon_root=Path(results) / "recons", tuning=tuning.report_rows(profile))
     print(f"report: {path}")
     return 0
 
@@ -314,7 +344,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "export": cmd_export,
+    commands = {"run": cmd_run, "tune": cmd_tune, "list": cmd_list, "report": cmd_report, "export": cmd_export,
                 "leaderboard": cmd_leaderboard}
     try:
         return commands[args.command](args)

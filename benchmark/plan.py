@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from benchmark import data, grid, registry, tasks
+from benchmark import data, grid, registry, tasks, tuning
 from benchmark.api import TRAIN_IMAGES
 from benchmark.errors import UserError
 from benchmark.profiles import DatasetSpec, Profile
@@ -93,6 +93,8 @@ def method_instances(profile: Profile) -> list[MethodInstance]:
             raise UserError(f"--set names method {name!r}, which this run does not include; "
                             f"methods: {', '.join(dict.fromkeys(s.name for s in specs))}")
     instances: dict[str, MethodInstance] = {}
+    tuned = tuning.load(profile)
+    task_list = [tasks.get(t) for t in profile.tasks]
     for spec in specs:
         cls = known[spec.name]
         sweep = {**spec.grid, **profile.settings.get(spec.name, {})}
@@ -103,6 +105,8 @@ def method_instances(profile: Profile) -> list[MethodInstance]:
             given = {**profile.method_params.get(spec.name, {}), **combination}
             shown = {k: v for k, v in given.items()
                      if len(sweep.get(k, ())) > 1 or k not in base or canonical_json(v) != canonical_json(base[k])}
+            # a value the profile's tuned file chooses (per task): the label says so
+            shown.update({k: tuning.TUNED for k in tuned.names(spec.name, task_list) - set(given)})
             label = grid.label(spec.name, shown)
             instances.setdefault(label, MethodInstance(spec.name, tuple(sorted(given.items())), label))
     return list(instances.values())
@@ -113,10 +117,13 @@ def selected_methods(profile: Profile) -> list[str]:
     return list(dict.fromkeys(i.name for i in method_instances(profile)))
 
 
-def resolved_params(profile: Profile, instance: MethodInstance, task: tasks.Task) -> dict[str, Any]:
-    """Method defaults ← per-task defaults ← the budget ← the instance's; validated now."""
+def resolved_params(profile: Profile, instance: MethodInstance, task: tasks.Task, *,
+                    tuned: bool = True) -> dict[str, Any]:
+    """Method defaults ← per-task defaults ← the budget ← the profile's tuned values
+    (``benchmark.tuning``; not with ``tuned=False``) ← the instance's; validated now."""
     cls = registry.get(instance.name)
-    params = cls.resolve_params(task, instance.overrides, profile.budget)
+    chosen = tuning.load(profile).params_for(instance.name, task) if tuned else {}
+    params = cls.resolve_params(task, {**chosen, **instance.overrides}, profile.budget)
     cls.validate(params)  # a bad value is a UserError before any work
     return params
 

@@ -41,6 +41,22 @@ class TrainingSpec:
 
 
 @dataclass(frozen=True)
+class TuneSpec:
+    """How ``benchmark tune`` chooses hyperparameters: on ``images`` validation images drawn
+    (seeded) from the training split of ``training.dataset``, prepared with ``resize``/``crop``;
+    never on test images. ``grids``: method → {parameter: values}, replacing the method's
+    declared grid (only declared tunables); ``methods``: which to tune (None: every selected
+    method that declares tunables and needs no training)."""
+
+    images: int = 4
+    resize: int | None = None
+    crop: int | None = None
+    seed: int = 0
+    methods: list[str] | None = None
+    grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -64,6 +80,10 @@ class Profile:
     budget: str = "paper"
     #: ``--set METHOD.PARAM=VALUE[,VALUE...]`` from the command line: method → param → values
     settings: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    tune: TuneSpec = field(default_factory=TuneSpec)
+    #: the tuned-values file ``benchmark tune`` writes and the plan applies (relative to the
+    #: profile's folder); None: no tuned values
+    tuned: str | None = None
     source: str = ""
 
 
@@ -195,6 +215,33 @@ def batch_size(where: str, value: Any) -> int | str:
     return "auto" if value == "auto" else positive(where, value)
 
 
+def tune_spec(where: str, value: Any) -> TuneSpec:
+    """The ``tune:`` section; a bad key, count, list or grid is a one-line ``UserError``."""
+    doc = _mapping(where, value)
+    _check_keys(where, doc, set(TuneSpec.__dataclass_fields__))
+    seed = doc.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise UserError(f"{where}: seed: expected an integer in [0, 2**63), got {seed!r}")
+    methods = doc.get("methods")
+    grids = _mapping(f"{where}: grids", doc.get("grids"))
+    for method, table in grids.items():
+        if not isinstance(method, str) or not isinstance(table, dict) or not table:
+            raise UserError(f"{where}: grids: expected method: {{parameter: [values]}}, got {method!r}: {table!r}")
+        for key, values in table.items():
+            if not isinstance(key, str) or not isinstance(values, list) or not values:
+                raise UserError(f"{where}: grids: {method}.{key}: expected a non-empty list of values, got {values!r}")
+            if len({repr(v) for v in values}) != len(values):
+                raise UserError(f"{where}: grids: {method}.{key}: a value is listed twice")
+    return TuneSpec(
+        images=positive(f"{where}: images", doc.get("images", 4)),
+        resize=_optional_positive(f"{where}: resize", doc.get("resize")),
+        crop=_optional_positive(f"{where}: crop", doc.get("crop")),
+        seed=seed,
+        methods=None if methods is None else _names(f"{where}: methods", methods),
+        grids=grids,
+    )
+
+
 def parse(doc: Any, source: str = "<profile>") -> Profile:
     """Validate a profile document (already parsed YAML) into a ``Profile``."""
     if not isinstance(doc, dict):
@@ -240,6 +287,8 @@ def parse(doc: Any, source: str = "<profile>") -> Profile:
         save_reconstructions=_flag(f"{where}: save_reconstructions", doc.get("save_reconstructions", True)),
         batch_size=batch_size(f"{where}: batch_size", doc.get("batch_size", "auto")),
         budget=budget,
+        tune=tune_spec(f"{where}: tune", doc.get("tune")),
+        tuned=None if doc.get("tuned") is None else _text(f"{where}: tuned", doc["tuned"]),
         source=source,
     )
 

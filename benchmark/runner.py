@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from benchmark import calibration, data, registry, resources, tasks
+from benchmark import calibration, data, registry, resources, tasks, tuning
 from benchmark.harness import CellOutcome, MethodPool, calibrate, pick_device, run_cells
 from benchmark.plan import Cell, batch_group, batches, make_plan
 from benchmark.profiles import Profile
@@ -175,6 +175,9 @@ def run_benchmark(
         tracker.close_orphans()
         tracker.start(profile, str(device), len(cells), len(todo))
         tracker.log_dict("provenance.json", _provenance(results_dir, images))
+        tuned = tuning.load(profile)
+        if tuned.records:  # the tune records behind the values this run uses, under its parent run
+            tracker.log_tuning(profile.name, list(tuned.records), tuned.path)
     summary = Summary(planned=len(cells), already_done=len(cells) - len(todo), ran=0, results_dir=results_dir,
                       parent_run_id=tracker.parent_id or "", keys=[c.key for c in cells], parts=parts)
     status = "FAILED"
@@ -311,7 +314,7 @@ def _build_report(frame: Any, results_dir: Path, profile: Profile) -> Path | Non
     import reports
 
     return reports.build_report(frame, results_dir / "report", title=f"dipbench · {profile.name}",
-                                recon_root=results_dir / "recons")
+                                recon_root=results_dir / "recons", tuning=tuning.report_rows(profile))
 
 
 def _provenance(results_dir: Path, images: dict[tuple[str, int], list[data.Image]]) -> dict[str, Any]:

@@ -266,6 +266,35 @@ class Tracker:
         self.client.set_terminated(rid)
 
     @_locked
+    def log_tuning(self, profile: str, records: list[dict[str, Any]], path: Path | None = None) -> list[str]:
+        """One run per tune record (kind "tune"): the chosen values as parameters, every grid
+        point's validation PSNR as a stepped metric (step = its index in the record), the tuned
+        file as an artifact; under the benchmark's parent run when one is open (the values it used)."""
+        run_ids = []
+        for rec in records:
+            tags = {"dipbench.kind": "tune", "method": rec["method"], "profile": profile, "scope": rec["scope"],
+                    "applies_to": str(rec["applies_to"]), "tasks": ",".join(rec["tasks"]),
+                    "validation": json.dumps(rec["validation"])[:5000], "tuned_at_commit": str(rec.get("commit", "")),
+                    "tuned_on": str(rec.get("date", ""))}
+            if self.parent_id:
+                tags["mlflow.parentRunId"] = self.parent_id
+            run = self.client.create_run(self.experiment_id, tags=tags,
+                                         run_name=f"tune {rec['method']} · {rec['applies_to']}")
+            rid = run.info.run_id
+            params = [mlflow.entities.Param(f"chosen.{k}", json.dumps(v)) for k, v in rec["chosen"].items()]
+            params.append(mlflow.entities.Param("grid", json.dumps(rec["grid"])[:6000]))
+            metrics = [Metric("validation_psnr", float(p["psnr"]), 0, i) for i, p in enumerate(rec["scores"])]
+            metrics.append(Metric("chosen_validation_psnr", max(float(p["psnr"]) for p in rec["scores"]), 0, 0))
+            for start in range(0, len(metrics), 900):
+                self.client.log_batch(rid, params=params if start == 0 else [], metrics=metrics[start:start + 900])
+            self.client.log_dict(rid, rec, "tune_record.json")
+            if path is not None and path.is_file():
+                self.client.log_artifact(rid, str(path))
+            self.client.set_terminated(rid)
+            run_ids.append(rid)
+        return run_ids
+
+    @_locked
     def log_groups(self, frame: pd.DataFrame, profile: str, recon_root: Path | None = None) -> list[str]:
         """One child run per (method, task, dataset) of the per-image table, with its
         reconstructions (PNG) as artifacts when ``recon_root`` holds them."""

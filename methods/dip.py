@@ -18,6 +18,11 @@ from methods._dip import common
 from methods._dip.objectives import measurement_loss
 
 
+#: Iteration budgets ``benchmark tune`` tries where no paper gives one (other image sizes,
+#: e.g. the quick profile's 64×64 crops); all read off one run's PSNR trajectory.
+BUDGET_GRID: list[int] = [250, 500, 1000, 1500, 2000, 3000, 4000, 6000]
+
+
 @register
 class DeepImagePrior(common.DipMethod):
     name = "dip"
@@ -27,6 +32,10 @@ class DeepImagePrior(common.DipMethod):
     stopping_rule = "fixed budget (the paper's, per task)"
     test_params = common.SKIP_TEST_PARAMS
     quick_params = common.SKIP_QUICK_PARAMS
+    #: the budget per task, where no paper gives one, by ``benchmark tune`` (a profile's
+    #: ``tune.grids`` narrows the grid)
+    tunable = {"iterations": BUDGET_GRID}
+    budget_parameter = "iterations"
 
     def plan(self, y: torch.Tensor, physics: Any, seed: int) -> common.FitPlan:
         return common.FitPlan(common.skip_setup(self.params, y, physics, seed), measurement_loss(physics, y))

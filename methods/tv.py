@@ -56,6 +56,10 @@ class TotalVariation(Method):
         "deblurring": {"weight": 0.008},
     }
     test_params = {"iterations": 100}
+    #: the weight trades noise for detail, so it is chosen per task (per noise level) by
+    #: ``benchmark tune`` on validation images from the training split
+    tunable = {"weight": [0.001, 0.002, 0.004, 0.008, 0.015, 0.03, 0.05, 0.07, 0.1, 0.14, 0.2, 0.3]}
+    tune_by = "task"
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:

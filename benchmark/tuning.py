@@ -1,0 +1,350 @@
+"""Hyperparameters chosen on validation images from the training split, never on test images
+(issue 12, item 7).
+
+A method declares what may be tuned (``Method.tunable``: parameter → grid; ``tune_by``: one
+choice per task, e.g. per noise level, or per task family; ``budget_parameter``: an iteration
+budget, read off one run's PSNR trajectory instead of one run per value). ``benchmark tune``
+scores every grid point by the mean PSNR over validation images drawn (seeded) from the training
+split of the profile's training dataset, through the same harness as the benchmark, and writes
+each choice with its record (grid, every score, images, the other parameters, cost, date,
+commit, command) to the tuned-values file the profile names (``tuned:``). The plan applies the
+choices: defaults ← per-task defaults ← the budget ← tuned ← the profile's ``method_params``,
+grids and ``--set``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from benchmark import data, registry, tasks
+from benchmark.errors import UserError, one_line
+from benchmark.grid import MethodSpec
+from benchmark.profiles import PROFILE_DIR, Profile
+
+METRIC = "psnr"
+#: what a method instance's label shows for a parameter the tuned file chooses: ``tv[weight=tuned]``
+TUNED = "tuned"
+REQUIRED = ("method", "scope", "applies_to", "tasks", "chosen", "grid", "scores", "fixed", "validation")
+#: ``run(method, params, task, images, trajectory_every)`` → one harness record per image
+Runner = Callable[[str, dict[str, Any], tasks.Task, Sequence[data.Image], int], list[Any]]
+
+
+def tuned_path(profile: Profile) -> Path | None:
+    """The tuned-values file a profile names, relative to the profile's own folder."""
+    if profile.tuned is None:
+        return None
+    path = Path(profile.tuned)
+    source = Path(profile.source)
+    folder = source.parent if profile.source and source.is_file() else PROFILE_DIR
+    return path if path.is_absolute() else folder / path
+
+
+def default_path(profile: Profile) -> Path:
+    return tuned_path(profile) or PROFILE_DIR / "tuned" / f"{profile.name}.yaml"
+
+
+@dataclass(frozen=True)
+class TunedValues:
+    """The records of a tuned-values file; ``params_for`` is what the plan applies."""
+
+    records: tuple[dict[str, Any], ...] = ()
+    path: Path | None = None
+
+    def records_for(self, method: str, task: tasks.Task) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["method"] == method
+                and r["applies_to"] == (task.name if r["scope"] == "task" else task.family)]
+
+    def params_for(self, method: str, task: tasks.Task) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for rec in self.records_for(method, task):
+            out.update(rec["chosen"])
+        return out
+
+    def names(self, method: str, task_list: Sequence[tasks.Task]) -> set[str]:
+        """The parameters of ``method`` tuned for at least one of ``task_list``."""
+        return {name for task in task_list for name in self.params_for(method, task)}
+
+
+def _check_record(where: str, rec: Any) -> None:
+    if not isinstance(rec, dict):
+        raise UserError(f"{where}: expected a mapping")
+    missing = [k for k in REQUIRED if k not in rec]
+    if missing:
+        raise UserError(f"{where}: lacks {', '.join(missing)}")
+    if rec["scope"] not in ("task", "family"):
+        raise UserError(f"{where}: scope {rec['scope']!r} is not task or family")
+    cls = registry.get(rec["method"])  # an unknown method is a UserError naming the valid ones
+    if not isinstance(rec["chosen"], dict) or not rec["chosen"]:
+        raise UserError(f"{where}: chosen must map parameters to values")
+    cls.check_names(rec["chosen"])
+    if rec["validation"].get("split") != "train":
+        raise UserError(f"{where}: validation images must come from the training split")
+
+
+@lru_cache(maxsize=16)
+def _read(path: str, mtime: float) -> TunedValues:
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UserError(f"cannot read tuned values {path}: {one_line(exc)}") from exc
+    records = doc.get("records") if isinstance(doc, dict) else None
+    if not isinstance(records, list):
+        raise UserError(f"tuned values {path}: expected a mapping with a 'records' list")
+    for i, rec in enumerate(records):
+        _check_record(f"tuned values {path}: record {i}", rec)
+    return TunedValues(tuple(records), Path(path))
+
+
+def load(profile: Profile) -> TunedValues:
+    """The profile's tuned values (none when it names no file)."""
+    path = tuned_path(profile)
+    if path is None:
+        return TunedValues()
+    if not path.is_file():
+        raise UserError(f"profile {profile.name!r} names tuned values {path}, which does not exist; "
+                        f"run `python -m benchmark tune --profile {profile.name}`")
+    return _read(str(path), path.stat().st_mtime)
+
+
+def fixed_params(profile: Profile, method: str, task: tasks.Task) -> dict[str, Any]:
+    """The parameters a tuning run holds fixed: the plan's, without tuned values, grids or ``--set``."""
+    from benchmark.plan import MethodInstance, resolved_params
+
+    given = tuple(sorted(profile.method_params.get(method, {}).items()))
+    return resolved_params(profile, MethodInstance(method, given, method), task, tuned=False)
+
+
+def validation_images(profile: Profile, multiple: int = 1) -> list[data.Image]:
+    """``tune.images`` images drawn (seeded) from the training split, resized and cropped as
+    ``tune`` says: only ever the training split."""
+    spec = profile.tune
+    pool = data.load(profile.training.dataset, split="train", resize=spec.resize, crop=spec.crop, multiple=multiple)
+    if len(pool) < spec.images:
+        raise UserError(f"tune: {spec.images} validation images asked for; the training split of "
+                        f"{profile.training.dataset!r} has {len(pool)}")
+    chosen = sorted(random.Random(spec.seed).sample(range(len(pool)), spec.images))
+    return [pool[i] for i in chosen]
+
+
+def requests(profile: Profile, methods: Sequence[str] | None = None) -> dict[str, dict[str, list[Any]]]:
+    """method → grid to search, every name and value checked before any work."""
+    from benchmark.plan import selected_methods
+
+    for name in profile.tune.grids:
+        registry.get(name)
+    names = list(methods or profile.tune.methods or [])
+    if not names:
+        names = [m for m in selected_methods(profile)
+                 if registry.get(m).tunable and not registry.get(m).needs_training]
+    task_list = [tasks.get(t) for t in profile.tasks]
+    out: dict[str, dict[str, list[Any]]] = {}
+    for name in names:
+        cls = registry.get(name)
+        if not cls.tunable:
+            raise UserError(f"tune: method {name!r} declares no tunable parameter; tunable methods: "
+                            f"{', '.join(m for m, c in registry.available().items() if c.tunable) or '(none)'}")
+        if cls.needs_training:
+            raise UserError(f"tune: {name!r} learns from the training split, where the validation images come from")
+        grid = {k: list(v) for k, v in profile.tune.grids.get(name, cls.tunable).items()}
+        undeclared = sorted(set(grid) - set(cls.tunable))
+        if undeclared:
+            raise UserError(f"tune: {name}.{undeclared[0]} is not tunable; tunable: {', '.join(sorted(cls.tunable))}")
+        pinned = sorted(set(grid) & set(profile.method_params.get(name, {})))
+        if pinned:
+            raise UserError(f"tune: the profile's method_params set {name}.{pinned[0]}, which would override the "
+                            "tuned value; drop it from method_params or from the grid")
+        budget = cls.budget_parameter
+        for task in task_list:
+            base = fixed_params(profile, name, task)
+            for key, values in grid.items():
+                for value in values:
+                    cls.validate({**base, key: value})
+            if budget in grid and not all(isinstance(v, int) and not isinstance(v, bool) for v in grid[budget]):
+                raise UserError(f"tune: {name}.{budget} grid must hold integers, got {grid[budget]!r}")
+        out[name] = grid
+    if not out:
+        raise UserError("no method to tune: none of the selected methods declares tunable parameters")
+    return out
+
+
+def targets(method: str, task_list: Sequence[tasks.Task]) -> list[tuple[str, str, list[tasks.Task]]]:
+    """(scope, applies_to, tasks scored): each task, or each family with all its tasks."""
+    scope = registry.get(method).tune_by
+    out: dict[str, list[tasks.Task]] = {}
+    for task in task_list:
+        out.setdefault(task.name if scope == "task" else task.family, []).append(task)
+    return [(scope, key, group) for key, group in out.items()]
+
+
+def _points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    return list(MethodSpec("", {k: list(v) for k, v in grid.items()}).combinations())
+
+
+def _at_step(trajectory: Sequence[Mapping[str, float]], step: int) -> float:
+    for point in trajectory:
+        if int(point["step"]) == step:
+            return float(point[METRIC])
+    raise RuntimeError(f"no trajectory point at step {step} (the run stopped earlier?)")
+
+
+def score_grid(method: str, grid: Mapping[str, Sequence[Any]], fixed: Mapping[str, dict[str, Any]],
+               task_list: Sequence[tasks.Task], images: Mapping[str, Sequence[data.Image]],
+               run: Runner) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Score every point of ``grid`` (mean PSNR over ``task_list`` × their validation images);
+    return (the best point, every point with its scores). A budget parameter's values are read
+    off one run at the largest budget; ties go to the earlier grid point."""
+    from math import gcd
+
+    budget = registry.get(method).budget_parameter
+    budget = budget if budget in grid else None
+    budgets = sorted(int(b) for b in grid[budget]) if budget else []
+    every = gcd(*budgets) if budgets else 2**31  # without a budget, only the output is scored
+    scored: list[dict[str, Any]] = []
+    for point in _points({k: v for k, v in grid.items() if k != budget}):
+        per_task: dict[str, list[Any]] = {}
+        for task in task_list:
+            params = {**fixed[task.name], **point, **({budget: budgets[-1]} if budget else {})}
+            records = run(method, params, task, images[task.name], every)
+            failed = [r for r in records if r.status != "ok"]
+            if failed:
+                raise RuntimeError(f"tuning {method} on {task.name} failed: {failed[0].error or failed[0].status}")
+            per_task[task.name] = records
+        steps: list[int | None] = list(budgets) if budgets else [None]
+        for b in steps:
+            values = {t: [_at_step(r.trajectory, b) if b is not None else float(r.metrics[METRIC]) for r in recs]
+                      for t, recs in per_task.items()}
+            entry = {**point, **({budget: b} if budget else {})}
+            flat = [v for vs in values.values() for v in vs]
+            scored.append({"params": entry, METRIC: round(float(np.mean(flat)), 4),
+                           "per_image": {t: [round(v, 3) for v in vs] for t, vs in values.items()}})
+    best = max(scored, key=lambda s: s[METRIC])
+    return dict(best["params"]), scored
+
+
+def harness_runner(profile: Profile, device: torch.device) -> Runner:
+    """Validation runs through the benchmark's own harness (PSNR only, nothing saved)."""
+    from benchmark import metrics
+    from benchmark.harness import MethodPool, run_cells
+    from benchmark.plan import Cell, batches, canonical_json
+    from benchmark.runner import checkpoint_dir
+
+    pool = MethodPool(list, profile.training.dataset, checkpoint_dir(), device, progress=False)
+    skip = {m.name for m in metrics.registered()} - {METRIC}
+    prep = f"tune-resize{profile.tune.resize}-crop{profile.tune.crop}"
+
+    def run(method: str, params: dict[str, Any], task: tasks.Task, images: Sequence[data.Image],
+            every: int) -> list[Any]:
+        by_id = {img.id: img.tensor for img in images}
+        cells = [Cell(method, canonical_json(params), task.name, f"{profile.training.dataset}:train", img.id, prep,
+                      profile.tune.seed, method) for img in images]
+        out = {}
+        for batch in batches(cells, lambda c: tuple(by_id[c.image_id].shape), len(cells)):
+            for o in run_cells(batch, [by_id[c.image_id] for c in batch], pool, profile="tune",
+                               trajectory_every=every, with_lpips=False, save_reconstruction=False,
+                               skip_metrics=skip):
+                out[o.record.image_id] = o.record
+        return [out[img.id] for img in images]
+
+    return run
+
+
+def tune(profile: Profile, *, methods: Sequence[str] | None = None, task_names: Sequence[str] | None = None,
+         device: str | None = None, run: Runner | None = None, command: str = "",
+         log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run the grid searches of ``profile`` and return their records (not yet written)."""
+    from benchmark.harness import pick_device
+    from benchmark.tracking import git_commit
+
+    profile = dataclasses.replace(profile, tuned=None)  # tuning never reads earlier choices
+    task_list = [tasks.get(t) for t in (task_names or profile.tasks)]
+    grids = requests(profile, methods)
+    dev = pick_device(device or profile.device)
+    run = run or harness_runner(profile, dev)
+    images: dict[int, list[data.Image]] = {}
+    records: list[dict[str, Any]] = []
+    for method, grid in grids.items():
+        for scope, applies_to, group in targets(method, task_list):
+            for task in group:
+                if task.size_multiple not in images:
+                    images[task.size_multiple] = validation_images(profile, task.size_multiple)
+            by_task = {t.name: images[t.size_multiple] for t in group}
+            fixed = {t.name: fixed_params(profile, method, t) for t in group}
+            started = time.perf_counter()
+            chosen, scored = score_grid(method, grid, fixed, group, by_task, run)
+            cost = time.perf_counter() - started
+            edge = [k for k, v in chosen.items() if len(grid[k]) > 1 and v in (grid[k][0], grid[k][-1])]
+            log(f"{method} · {applies_to}: {chosen} ({len(scored)} grid points, {cost:.0f} s)"
+                + (f"; at the grid's edge: {', '.join(edge)}" if edge else ""))
+            held = {k: v for k, v in fixed[group[0].name].items() if k not in grid}
+            records.append({
+                "method": method, "scope": scope, "applies_to": applies_to, "tasks": [t.name for t in group],
+                "chosen": chosen, "metric": f"mean {METRIC} over the validation images (and tasks)",
+                "grid": {k: list(v) for k, v in grid.items()}, "scores": scored, "fixed": held,
+                "validation": {"dataset": profile.training.dataset, "split": "train",
+                               "images": [img.id for img in by_task[group[0].name]],
+                               "resize": profile.tune.resize, "crop": profile.tune.crop, "seed": profile.tune.seed},
+                "cost_s": round(cost, 1), "device": str(dev), "threads": torch.get_num_threads(),
+                "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"), "commit": git_commit(),
+                "command": command or f"python -m benchmark tune --profile {profile.name}",
+            })
+    return records
+
+
+def write(path: Path, profile: Profile, records: Sequence[dict[str, Any]]) -> Path:
+    """Merge ``records`` into the tuned-values file (a new record replaces the one it re-tunes)."""
+    old: list[dict[str, Any]] = []
+    if path.is_file():
+        old = list(_read(str(path), path.stat().st_mtime).records)
+    fresh = {(r["method"], r["scope"], r["applies_to"]) for r in records}
+    kept = [r for r in old if (r["method"], r["scope"], r["applies_to"]) not in fresh]
+    doc = {"profile": profile.name, "records": kept + list(records)}
+    header = (f"# Tuned hyperparameters of the {profile.name!r} profile, chosen on validation images drawn from the\n"
+              f"# training split (never test images). Written by `python -m benchmark tune --profile "
+              f"{profile.name}`\n# (each record: command, date, commit, images, grid and every score); "
+              "rerun it rather than editing values.\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=110), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def report_rows(profile: Profile) -> list[dict[str, Any]]:
+    """For the report: each tuned value the profile uses with its record (and the parameters
+    it was tuned with that differ now: stale), then each tunable a planned method uses untuned."""
+    from benchmark.plan import method_instances
+
+    values = load(profile)
+    task_list = [tasks.get(t) for t in profile.tasks]
+    names = list(dict.fromkeys(i.name for i in method_instances(profile)))
+    rows: list[dict[str, Any]] = []
+    for rec in values.records:
+        if rec["method"] not in names or not set(rec["tasks"]) & set(profile.tasks):
+            continue
+        now = {k: v for k, v in fixed_params(profile, rec["method"], tasks.get(rec["tasks"][0])).items()
+               if k not in rec["grid"]}
+        stale = sorted(k for k in set(now) | set(rec["fixed"]) if now.get(k) != rec["fixed"].get(k))
+        rows.append({**rec, "stale": stale})
+    for method in names:
+        cls = registry.get(method)
+        for task in task_list:
+            tuned = values.params_for(method, task)
+            for name in sorted(set(cls.tunable) - set(tuned)):
+                given = profile.method_params.get(method, {})
+                where = ("set in the profile" if name in given else f"budget {profile.budget}"
+                         if name in cls.budget_params(profile.budget) else "method default")
+                rows.append({"method": method, "applies_to": task.name, "untuned": name, "where": where,
+                             "value": fixed_params(profile, method, task)[name]})
+    return rows
