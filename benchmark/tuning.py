@@ -42,13 +42,16 @@ Runner = Callable[[str, dict[str, Any], tasks.Task, Sequence[data.Image], int], 
 
 
 def tuned_path(profile: Profile) -> Path | None:
-    """The tuned-values file a profile names, relative to the profile's own folder."""
+    """The tuned-values file a profile names: a path relative to the profile's own folder, which
+    it may not leave (``tuned: tuned/quick.yaml``)."""
     if profile.tuned is None:
         return None
-    path = Path(profile.tuned)
+    where = f"profile {profile.name!r}: tuned"
+    if not profile.tuned or "\x00" in profile.tuned or Path(profile.tuned).is_absolute():
+        raise UserError(f"{where}: expected a file path relative to the profile's folder, got {profile.tuned!r}")
     source = Path(profile.source)
     folder = source.parent if profile.source and source.is_file() else PROFILE_DIR
-    return path if path.is_absolute() else folder / path
+    return data.inside(folder / profile.tuned, folder, where)
 
 
 def default_path(profile: Profile) -> Path:
@@ -152,11 +155,11 @@ def requests(profile: Profile, methods: Sequence[str] | None = None) -> dict[str
     out: dict[str, dict[str, list[Any]]] = {}
     for name in names:
         cls = registry.get(name)
+        if cls.needs_training:
+            raise UserError(f"tune: {name!r} learns from the training split, where the validation images come from")
         if not cls.tunable:
             raise UserError(f"tune: method {name!r} declares no tunable parameter; tunable methods: "
                             f"{', '.join(m for m, c in registry.available().items() if c.tunable) or '(none)'}")
-        if cls.needs_training:
-            raise UserError(f"tune: {name!r} learns from the training split, where the validation images come from")
         grid = {k: list(v) for k, v in profile.tune.grids.get(name, cls.tunable).items()}
         undeclared = sorted(set(grid) - set(cls.tunable))
         if undeclared:

@@ -17,7 +17,6 @@ from benchmark.registry import register
 from methods._dip import common
 from methods._dip.objectives import measurement_loss
 
-
 #: Iteration budgets ``benchmark tune`` tries where no paper gives one (other image sizes,
 #: e.g. the quick profile's 64×64 crops); all read off one run's PSNR trajectory.
 BUDGET_GRID: list[int] = [250, 500, 1000, 1500, 2000, 3000, 4000, 6000]

@@ -16,8 +16,8 @@ import torch
 
 from benchmark.registry import register
 from methods._dip import common
-from methods.dip import BUDGET_GRID
 from methods._dip.objectives import measurement_loss, weighted_tv
+from methods.dip import BUDGET_GRID
 
 
 @register
