@@ -162,6 +162,22 @@ class ResultsStore:
         finally:
             conn.close()
 
+    @contextmanager
+    def _transaction(self, failure: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken before any read (two processes may race); rolled back on
+        any error. An error of the disk or the folder becomes ``failure`` (``{path}``, ``{exc}``)."""
+        try:
+            with self._open() as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.OperationalError as exc:
+            raise StoreError(failure.format(path=self.path, exc=exc)) from exc
+
     def _corrupt(self, exc: Exception | str) -> StoreError:
         return StoreError(f"the results store {self.path} is corrupt or truncated ({exc}); it was left as it "
                           "is: restore a copy, or move it away to start a new one")
@@ -189,28 +205,19 @@ class ResultsStore:
 
     def _upgrade(self) -> None:
         """Create the schema, or migrate an older one, in one transaction (two processes may race)."""
-        try:
-            with self._open() as conn:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    version = conn.execute("PRAGMA user_version").fetchone()[0]
-                    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-                    if "records" in tables and version < 2:
-                        _migrate_v1(conn)
-                    conn.execute(_records_ddl("records"))
-                    conn.execute(_METRICS_DDL)
-                    present = {r[1] for r in conn.execute("PRAGMA table_info(records)")}
-                    for column in _COLUMNS:  # a field added to Record later is added to older stores
-                        if column not in present:
-                            conn.execute(f"ALTER TABLE records ADD COLUMN {column} {_sql_type(column)}")
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"cannot write the results store {self.path} ({exc}): is the folder read-only or "
-                             "the disk full? Nothing was changed") from exc
+        with self._transaction("cannot write the results store {path} ({exc}): is the folder read-only or the "
+                               "disk full? Nothing was changed") as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "records" in tables and version < 2:
+                _migrate_v1(conn)
+            conn.execute(_records_ddl("records"))
+            conn.execute(_METRICS_DDL)
+            present = {r[1] for r in conn.execute("PRAGMA table_info(records)")}
+            for column in _COLUMNS:  # a field added to Record later is added to older stores
+                if column not in present:
+                    conn.execute(f"ALTER TABLE records ADD COLUMN {column} {_sql_type(column)}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # ------------------------------------------------------------------------------ writing
 
@@ -222,20 +229,11 @@ class ResultsStore:
         values = [json.dumps(row[c]) if c in _JSON_FIELDS else row[c] for c in _COLUMNS]
         marks = ", ".join("?" for _ in _COLUMNS)
         pairs = [(record.cell_key, k, _finite_or_none(v)) for k, v in record.metrics.items() if v is not None]
-        try:
-            with self._open() as conn:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.execute(f"INSERT OR REPLACE INTO records ({', '.join(_COLUMNS)}) VALUES ({marks})", values)
-                    conn.execute("DELETE FROM metrics WHERE cell_key = ?", (record.cell_key,))
-                    conn.executemany("INSERT INTO metrics (cell_key, metric, value) VALUES (?, ?, ?)", pairs)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"could not save a result to {self.path} ({exc}): is the disk full or the folder "
-                             "read-only? Every cell committed before is kept; fix it and rerun to resume") from exc
+        with self._transaction("could not save a result to {path} ({exc}): is the disk full or the folder "
+                               "read-only? Every cell committed before is kept; fix it and rerun to resume") as conn:
+            conn.execute(f"INSERT OR REPLACE INTO records ({', '.join(_COLUMNS)}) VALUES ({marks})", values)
+            conn.execute("DELETE FROM metrics WHERE cell_key = ?", (record.cell_key,))
+            conn.executemany("INSERT INTO metrics (cell_key, metric, value) VALUES (?, ?, ?)", pairs)
 
     # ------------------------------------------------------------------------------ reading
 
