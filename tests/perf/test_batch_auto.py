@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from perf_problems import denoising_problems
 
-from benchmark import data, tasks
+from benchmark import data
 from benchmark.api import Problem
 from benchmark.calibration import Calibrator, candidates
 from benchmark.harness import MethodPool, run_cells
@@ -27,18 +28,6 @@ pytestmark = pytest.mark.perf
 
 NETWORKS = {"paper": 128, "quick": 32}
 ITERATIONS = 12
-
-
-def _problems(side: int, count: int) -> list[Problem]:
-    images = data.load("embedded", resize=2 * side, crop=side, limit=4)
-    task = tasks.get("denoising_s25")
-    out = []
-    for i in range(count):
-        image = images[i % len(images)]
-        g = tasks.measurement_generator(task.name, image.id, i, dataset="embedded")
-        physics = task.physics(tuple(image.tensor.shape), torch.device("cpu"), g)
-        out.append(Problem(task.measure(image.tensor[None], physics, g), physics, i))
-    return out
 
 
 def _rate(method: DeepImagePrior, problems: list[Problem], batch: int) -> float:
@@ -53,7 +42,7 @@ def _rate(method: DeepImagePrior, problems: list[Problem], batch: int) -> float:
 def test_auto_is_never_slower_per_image_than_one_by_one(network: str, side: int, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     params = {**DeepImagePrior.defaults, "channels": NETWORKS[network], "iterations": ITERATIONS}
     method = DeepImagePrior(**params)
-    problems = _problems(side, 8)
+    problems = denoising_problems(side, 8)
     found = Calibrator(tmp_path, torch.device("cpu")).measure(
         "key", method, lambda b: problems[:b], candidates(8))
     chosen = found.best(8)

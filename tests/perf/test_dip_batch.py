@@ -15,8 +15,9 @@ import time
 import deepinv
 import pytest
 import torch
+from perf_problems import denoising_problems
 
-from benchmark import data, seeding, tasks
+from benchmark import seeding
 from methods._dip import loop
 from methods._dip.networks import SkipNet
 from methods._dip.objectives import measurement_loss
@@ -28,18 +29,6 @@ NETWORKS = {"paper": 128, "quick": 32}
 RATES: dict[tuple[str, int, str], float] = {}  # (network, side, impl) → image-iterations per second
 
 
-def _problems(side: int, count: int) -> list[tuple[object, torch.Tensor]]:
-    images = data.load("embedded", resize=2 * side, crop=side, limit=4)
-    task = tasks.get("denoising_s25")
-    out = []
-    for i in range(count):
-        image = images[i % len(images)]
-        g = tasks.measurement_generator(task.name, image.id, i, dataset="embedded")
-        physics = task.physics(tuple(image.tensor.shape), torch.device("cpu"), g)
-        out.append((physics, task.measure(image.tensor[None], physics, g)))
-    return out
-
-
 def _network(channels: int, seed: int) -> SkipNet:
     return seeding.seeded_build(lambda: SkipNet(INPUT_CHANNELS, 1, channels, 4, 5), seed, "network")
 
@@ -49,7 +38,7 @@ def _ours(channels: int, side: int, batch: int, iterations: int, bare: bool = Fa
         loop.FitProblem(_network(channels, b),
                         torch.rand((1, INPUT_CHANNELS, side, side), generator=seeding.generator(b, "input")) * 0.1,
                         measurement_loss(physics, y), (side, side), seeding.generator(b, "perturbation"))
-        for b, (physics, y) in enumerate(_problems(side, batch))
+        for b, (physics, y) in enumerate((p.physics, p.y) for p in denoising_problems(side, batch))
     ]
     settings = (loop.LoopSettings(iterations, 0.01) if bare
                 else loop.LoopSettings(iterations, 0.01, reg_noise_std=1.0 / 30.0, ema=0.99))
@@ -59,7 +48,8 @@ def _ours(channels: int, side: int, batch: int, iterations: int, bare: bool = Fa
 
 
 def _theirs(channels: int, side: int, iterations: int) -> float:
-    physics, y = _problems(side, 1)[0]
+    (problem,) = denoising_problems(side, 1)
+    physics, y = problem.physics, problem.y
     model = deepinv.models.DeepImagePrior(_network(channels, 0), img_size=(INPUT_CHANNELS, side, side),
                                           iterations=iterations, learning_rate=0.01)
     start = time.perf_counter()
