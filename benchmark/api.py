@@ -62,6 +62,9 @@ class TrainingContext:
     seed: int
     device: torch.device
     progress: bool = True
+    #: channels of the test images the method will restore (None: not known); a method whose
+    #: training images have other channels raises ``NotApplicable`` (its cells are skipped)
+    channels: int | None = None
 
 
 @dataclass

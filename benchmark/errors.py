@@ -17,6 +17,12 @@ class WeightsUnavailable(UserError):
     """
 
 
+class NotApplicable(UserError):
+    """A method cannot serve these cells as configured (e.g. its training images are gray and the
+    test images colour); the harness records them as skipped with this message, which says how
+    to make it apply."""
+
+
 def unknown(kind: str, name: str, choices: Iterable[str]) -> UserError:
     """An error naming the bad value and every valid choice, so the fix is obvious."""
     valid = ", ".join(sorted(choices)) or "(none)"

@@ -27,7 +27,7 @@ from benchmark import metrics, registry, seeding, tasks
 from benchmark.api import Method, Problem, TrainingContext, TrainingReport, as_reconstruction
 from benchmark.calibration import Calibration, Calibrator, cache_key
 from benchmark.clock import PeakMemory, Stopwatch
-from benchmark.errors import WeightsUnavailable
+from benchmark.errors import NotApplicable, WeightsUnavailable
 from benchmark.plan import Cell
 from benchmark.store import Record
 
@@ -132,15 +132,19 @@ class LazyImages(Sequence[torch.Tensor]):
 
 
 class MethodPool:
-    """Method instances per (method, params, task), prepared (trained or loaded) once each."""
+    """Method instances per (method, params, task), prepared (trained or loaded) once per
+    training set and test-image channel count."""
 
     def __init__(self, training_images: Callable[[], list[torch.Tensor]], training_name: str, cache_dir: Path,
-                 device: torch.device, progress: bool = True) -> None:
+                 device: torch.device, progress: bool = True,
+                 load_training: Callable[[str], list[torch.Tensor]] | None = None) -> None:
         self.training_images = LazyImages(training_images)
         self.training_name, self.cache_dir, self.device, self.progress = training_name, cache_dir, device, progress
+        self._load_training = load_training
+        self._training_sets: dict[str, LazyImages] = {training_name: self.training_images}
         self._instances: dict[tuple[str, str, str], Method] = {}
-        self._prepared: dict[tuple[str, str, str], TrainingReport | None] = {}
-        self._failures: dict[tuple[str, str, str], Exception] = {}
+        self._prepared: dict[tuple[str, str, str, str, int | None], TrainingReport | None] = {}
+        self._failures: dict[tuple[str, str, str, str, int | None], Exception] = {}
         self.calibrator = Calibrator(cache_dir / "calibration", device)
 
     def instance(self, cell: Cell) -> Method:
@@ -150,26 +154,40 @@ class MethodPool:
             self._instances[key] = registry.get(cell.method)(**cell.params)
         return self._instances[key]
 
-    def get(self, cell: Cell) -> tuple[Method, TrainingReport | None]:
-        """The prepared method for ``cell``; a failed preparation is remembered, not retried."""
-        key = (cell.method, cell.params_json, cell.task)
+    def training_for(self, cell: Cell) -> tuple[str, LazyImages]:
+        """The name and (lazily loaded) images of the training set ``cell`` learns from."""
+        name = cell.training or self.training_name
+        if name not in self._training_sets:
+            load = self._load_training
+            if load is None:
+                raise ValueError(f"this pool has no loader for training set {name!r}")
+            self._training_sets[name] = LazyImages(lambda: load(name))
+        return name, self._training_sets[name]
+
+    def get(self, cell: Cell, channels: int | None = None) -> tuple[Method, TrainingReport | None]:
+        """The prepared method for ``cell`` on test images of ``channels`` channels; a failed
+        preparation is remembered, not retried. One instance serves every preparation: cells of
+        one method, parameters and task share a training set and channel count in a plan."""
+        name, images = self.training_for(cell)
+        key = (cell.method, cell.params_json, cell.task, name, channels)
         if key in self._failures:
             raise self._failures[key]
         method = self.instance(cell)
         if key not in self._prepared:
             try:
-                self._prepared[key] = self._prepare(method, tasks.get(cell.task))
+                self._prepared[key] = self._prepare(method, tasks.get(cell.task), name, images, channels)
             except Exception as exc:
                 self._failures[key] = exc
                 raise
         return method, self._prepared[key]
 
-    def _prepare(self, method: Method, task: tasks.Task) -> TrainingReport | None:
+    def _prepare(self, method: Method, task: tasks.Task, name: str, images: LazyImages,
+                 channels: int | None) -> TrainingReport | None:
         if method.skip_reason(task) is not None:
             return None
         ctx = TrainingContext(
-            images=self.training_images, dataset=self.training_name, task=task,
-            cache_dir=self.cache_dir, seed=0, device=self.device, progress=self.progress,
+            images=images, dataset=name, task=task, cache_dir=self.cache_dir, seed=0, device=self.device,
+            progress=self.progress, channels=channels,
         )
         return method.prepare(ctx)
 
@@ -205,7 +223,7 @@ def calibrate(cells: Sequence[Cell], images: Sequence[torch.Tensor], pool: Metho
               sizes: Sequence[int]) -> Calibration:
     """Per-image rates of ``cells``' method at the batch sizes ``sizes`` (see
     ``benchmark.calibration``), on B of these cells' own problems (repeated when too few)."""
-    method, _ = pool.get(cells[0])
+    method, _ = pool.get(cells[0], int(images[0].shape[0]))
     made = [measurement(cell, image, pool.device) for cell, image in zip(cells, images, strict=True)]
     problems = [Problem(y, physics, method_seed(cell)) for cell, (_, y, physics) in zip(cells, made, strict=True)]
     key = cache_key(cells[0].method, cells[0].params_json, cells[0].task, tuple(images[0].shape), pool.device)
@@ -257,7 +275,7 @@ def run_cells(
                 record.finished_at = time.time()
                 outcomes[position] = CellOutcome(record)
                 continue
-            _, report = pool.get(cell)
+            _, report = pool.get(cell, int(image.shape[0]))
             if report is not None:
                 record.train_s = report.seconds
                 record.train_images = report.images
@@ -265,9 +283,10 @@ def run_cells(
             ready.append(_Prepared(position, cell, record, image, *measurement(cell, image, pool.device)))
         except Exception as exc:  # noqa: BLE001 - a failing cell must not stop the benchmark
             outcomes[position] = _failure(cell, profile, exc, record, pool.device)
-            if isinstance(exc, WeightsUnavailable):  # not an error of the method: skipped, with the fix
-                outcomes[position].record.status = "skipped"
-                outcomes[position].record.info["weights_unavailable"] = True
+            if isinstance(exc, (WeightsUnavailable, NotApplicable)):  # not an error of the method: skipped,
+                outcomes[position].record.status = "skipped"  # with the reason and the fix
+                if isinstance(exc, WeightsUnavailable):
+                    outcomes[position].record.info["weights_unavailable"] = True
     if len(ready) > 1 and len({(r.cell.method, r.cell.params_json, r.cell.task, r.x.shape) for r in ready}) > 1:
         raise ValueError("a batch must hold cells of one method, parameters, task and image size")
     skip = frozenset(skip_metrics) | (frozenset() if with_lpips else {"lpips"})
@@ -302,7 +321,7 @@ def _reconstruct(ready: list[_Prepared], pool: MethodPool, *, profile: str, traj
     if not ready:
         return {}
     device = pool.device
-    method, _ = pool.get(ready[0].cell)
+    method, _ = pool.get(ready[0].cell, int(ready[0].image.shape[0]))
     size = len(ready)
     calibration = (calibrate([r.cell for r in ready], [r.image for r in ready], pool, (1, size)) if size > 1
                    else pool.calibrator.known(cache_key(ready[0].cell.method, ready[0].cell.params_json,

@@ -38,10 +38,15 @@ class Cell:
     #: the method instance as reports show it, e.g. ``dip[iterations=500]`` (not part of the key:
     #: the resolved parameters already are)
     label: str = ""
+    #: the training set a trained method learns from for this cell ("" for untrained methods);
+    #: part of the key, so the same U-Net trained on Train400 or on CBSD432 are two results
+    training: str = ""
 
     @cached_property
     def key(self) -> str:
-        ident = [self.method, self.params_json, self.task, self.dataset, self.image_id, self.crop, self.seed]
+        ident: list[Any] = [self.method, self.params_json, self.task, self.dataset, self.image_id, self.crop, self.seed]
+        if self.training:
+            ident.append(self.training)
         return hashlib.sha256(canonical_json(ident).encode()).hexdigest()[:24]
 
     @property
@@ -139,15 +144,25 @@ def training_set_size(name: str) -> int:
     return len(data.load(name, split="train"))
 
 
-def check_training_sets(profile: Profile, requested: dict[str, dict[str, Any]]) -> None:
-    """The training set exists and holds every instance's ``train_images`` (label → params)."""
-    name = profile.training.dataset
-    if name not in data.available():
-        raise UserError(f"unknown training dataset {name!r}; valid choices: {', '.join(sorted(data.available()))}")
-    if not requested:
-        return
-    size = training_set_size(name)
-    for label, params in requested.items():
+def training_set(profile: Profile, channels: int) -> str:
+    """The training set of trained methods on test images with ``channels`` channels: the
+    profile's colour set (``training: {rgb: …}``) for colour images where it names one."""
+    spec = profile.training
+    return spec.rgb if channels == 3 and spec.rgb else spec.dataset
+
+
+def check_training_sets(profile: Profile, requested: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Each training set exists and holds every instance's ``train_images``
+    ((label, training set) → params)."""
+    names = {profile.training.dataset, *([profile.training.rgb] if profile.training.rgb else [])}
+    for name in sorted(names):
+        if name not in data.available():
+            raise UserError(f"unknown training dataset {name!r}; valid choices: {', '.join(sorted(data.available()))}")
+    sizes: dict[str, int] = {}
+    for (label, name), params in requested.items():
+        if params.get(TRAIN_IMAGES) is None:
+            continue
+        size = sizes[name] if name in sizes else sizes.setdefault(name, training_set_size(name))
         if params[TRAIN_IMAGES] > size:
             raise UserError(f"{label}: train_images = {params[TRAIN_IMAGES]} is more than the {size} images of "
                             f"the training set {name!r}")
@@ -170,8 +185,9 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
             raise UserError(f"unknown dataset {spec.name!r}; valid choices: {', '.join(sorted(data.available()))}; "
                             "or a folder of images (a path on the CLI, path: in a profile)")
     params_by = {(i.label, t.name): resolved_params(profile, i, t) for i in instances for t in task_objs}
-    check_training_sets(profile, {label: p for (label, _), p in params_by.items()
-                                  if TRAIN_IMAGES in p and p[TRAIN_IMAGES] is not None})
+    check_training_sets(profile, {})
+    trained = {i.label for i in instances if registry.get(i.name).needs_training}
+    requested: dict[tuple[str, str], dict[str, Any]] = {}
     images: dict[tuple[str, int], list[data.Image]] = {}
     cells: dict[str, Cell] = {}
     for spec in profile.datasets:
@@ -186,13 +202,19 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
             if key not in images:
                 images[key] = load_images(spec, task.size_multiple)
             prep = f"resize{spec.resize}-crop{spec.crop}" + (f"-{spec.mode}" if spec.mode else "")
+            train = training_set(profile, int(images[key][0].tensor.shape[0])) if images[key] else ""
             for instance in instances:
-                params_json = canonical_json(params_by[(instance.label, task.name)])
+                params = params_by[(instance.label, task.name)]
+                training = train if instance.label in trained else ""
+                if training:
+                    requested[(instance.label, training)] = params
+                params_json = canonical_json(params)
                 for image in images[key]:
                     for seed in profile.seeds:
                         cell = Cell(instance.name, params_json, task.name, spec.name, image.id, prep, seed,
-                                    instance.label)
+                                    instance.label, training)
                         cells.setdefault(cell.key, cell)  # two instances with equal parameters: one cell
+    check_training_sets(profile, requested)
     return list(cells.values()), images
 
 

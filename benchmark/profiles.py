@@ -36,6 +36,9 @@ class DatasetSpec:
 @dataclass(frozen=True)
 class TrainingSpec:
     dataset: str = "embedded"
+    #: the training set of trained methods on colour test sets (e.g. cbsd432); None: ``dataset``.
+    #: A method trained on gray images never restores colour ones channel by channel.
+    rgb: str | None = None
     crop: int | None = None
     resize: int | None = None
 
@@ -278,6 +281,8 @@ def parse(doc: Any, source: str = "<profile>") -> Profile:
         method_params=method_params,
         training=TrainingSpec(
             dataset=_text(f"{where}: training: dataset", training.get("dataset", "embedded"), plain=True),
+            rgb=(None if training.get("rgb") is None
+                 else _text(f"{where}: training: rgb", training.get("rgb"), plain=True)),
             crop=_optional_positive(f"{where}: training: crop", training.get("crop")),
             resize=_optional_positive(f"{where}: training: resize", training.get("resize")),
         ),

@@ -56,19 +56,19 @@ class Work:
     threads: int = field(default_factory=torch.get_num_threads)
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
-    def training_images(self) -> list[torch.Tensor]:
-        """The training split, loaded once per worker (checksums are verified on load)."""
-        cached = self.__dict__.get("_training_cache")
-        if cached is not None:
-            return cached
-        split = "train"
-        images = data.load(self.training_dataset, split=split, crop=self.training_crop, resize=self.training_resize)
-        self.__dict__["_training_cache"] = [img.tensor for img in images]
-        return self.__dict__["_training_cache"]
+    def training_images(self, name: str | None = None) -> list[torch.Tensor]:
+        """The training split of ``name`` (default: the profile's training set), loaded once per
+        worker (checksums are verified on load)."""
+        name = name or self.training_dataset
+        cache: dict[str, list[torch.Tensor]] = self.__dict__.setdefault("_training_cache", {})
+        if name not in cache:
+            images = data.load(name, split="train", crop=self.training_crop, resize=self.training_resize)
+            cache[name] = [img.tensor for img in images]
+        return cache[name]
 
     def pool(self) -> MethodPool:
         return MethodPool(self.training_images, self.training_dataset, Path(self.cache_dir), pick_device(self.device),
-                          self.progress)
+                          self.progress, load_training=self.training_images)
 
     def image(self, cell: Cell) -> torch.Tensor:
         return self.images[(cell.dataset, cell.task, cell.image_id)]
@@ -185,7 +185,7 @@ def run_benchmark(
         pool = work.pool()
         pool.progress = progress
         prepare_started = time.perf_counter()
-        _prepare_trained(todo, pool, tracker, profile)
+        _prepare_trained(todo, work, pool, tracker, profile)
         summary.prepare_s = time.perf_counter() - prepare_started
         size_of = _batch_sizes(todo, work, pool, profile.batch_size, tracker)
         summary.calibrate_s = pool.calibrator.measured_s
@@ -253,20 +253,22 @@ class BenchmarkFailed(Exception):
         self.summary = summary
 
 
-def _prepare_trained(todo: list[Cell], pool: MethodPool, tracker: Tracker, profile: Profile) -> None:
+def _prepare_trained(todo: list[Cell], work: Work, pool: MethodPool, tracker: Tracker, profile: Profile) -> None:
     """Train (or load) every trained method once per task, in the driver, before any cell runs."""
-    seen: set[tuple[str, str, str]] = set()
+    seen: set[tuple[str, str, str, str, int]] = set()
     for cell in todo:
-        key = (cell.method, cell.params_json, cell.task)
+        channels = int(work.image(cell).shape[0])
+        key = (cell.method, cell.params_json, cell.task, cell.training, channels)
         if key in seen:
             continue
         seen.add(key)
         try:
-            _, report = pool.get(cell)
-        except Exception:  # noqa: BLE001 - recorded as failed cells by run_cells
+            _, report = pool.get(cell, channels)
+        except Exception:  # noqa: BLE001 - recorded as failed (or skipped) cells by run_cells
             continue
         if report is not None:
-            tracker.log_training(cell.label or cell.method, cell.task, pool.training_name, report, profile.name)
+            tracker.log_training(cell.label or cell.method, cell.task, cell.training or pool.training_name, report,
+                                 profile.name)
 
 
 def _batch_sizes(todo: list[Cell], work: Work, pool: MethodPool, setting: int | str,

@@ -35,4 +35,9 @@ class Bicubic(Method):
         factor = getattr(physics, "factor", None)
         if not isinstance(factor, int) or factor < 1:
             raise ValueError(f"bicubic needs a down-sampling physics with an integer factor, got {factor!r}")
-        return imresize_matlab(y, scale=factor, kernel="cubic", padding_type="reflect", antialiasing=True)
+        return upsample(y, factor)
+
+
+def upsample(y: torch.Tensor, factor: int) -> torch.Tensor:
+    """MATLAB's ``imresize(y, factor)``: bicubic, reflect padding (the SR papers' bicubic)."""
+    return imresize_matlab(y, scale=factor, kernel="cubic", padding_type="reflect", antialiasing=True)

@@ -6,8 +6,10 @@ into the clean image (residual learning, MSE loss). Training pairs are made by a
 task's own physics and noise to random patches of the training split, a fresh random operator
 per patch where the task draws one (inpainting masks), so the net generalises to the test mask.
 ``train_images`` limits the training set to its first N images, to chart quality against the
-amount of training data. A net trained on gray images (Train400) restores colour images channel
-by channel.
+amount of training data. Gray test sets get a net trained on gray images (Train400), colour ones
+a net trained on colour images (the profile's ``training: {rgb: cbsd432}``); a gray net is never
+applied channel by channel to colour images (the harness skips such cells, saying why). For
+super-resolution the net refines the bicubic up-sampling of y, as SRCNN and VDSR do.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class SupervisedUNet(Method):
 
     def prepare(self, ctx: TrainingContext) -> TrainingReport:
         p = self.params
-        images = loop.training_images(ctx, p["train_images"])
+        images = loop.training_images(ctx, p["train_images"], self.name)
         channels = images[0].shape[0]
         patch, batch = int(p["train_patch"]), int(p["train_batch"])
         description = {
@@ -108,18 +110,11 @@ class SupervisedUNet(Method):
         net = self._net.to(y.device)
         with torch.no_grad():
             inputs = loop.net_input(physics, y)
-            x_dagger, coverage = inputs.chunk(2, dim=1)
-            b, c, h, w = x_dagger.shape
-            if c == self._channels:
-                x = x_dagger + net(inputs)
-            elif self._channels == 1:
-                # A net trained on gray images restores a colour image channel by channel
-                # (valid for operators that act on each channel alike, as every task here does).
-                folded = torch.stack([x_dagger, coverage], dim=2).reshape(b * c, 2, h, w)
-                x = x_dagger + net(folded).reshape(b, c, h, w)
-            else:
+            estimate = inputs[:, : inputs.shape[1] // 2]
+            c = estimate.shape[1]
+            if c != self._channels:
                 raise UserError(
                     f"unet was trained on {self._channels}-channel images but the measurement has {c} channels"
                 )
-            x = x.clamp(0, 1)
+            x = (estimate + net(inputs)).clamp(0, 1)
         return Reconstruction(x=x, info={"parameters": sum(q.numel() for q in net.parameters())})

@@ -10,27 +10,38 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import deepinv as dinv
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from benchmark.api import TrainingContext, TrainingReport
-from benchmark.errors import UserError
+from benchmark.errors import NotApplicable, UserError
 from methods._training import checkpoint as ckpt
+from methods.bicubic import upsample
 
 #: the loss curve kept in a checkpoint has at most this many points (means over equal chunks)
 MAX_LOSS_POINTS = 500
 
 
-def training_images(ctx: TrainingContext, limit: int | None) -> list[torch.Tensor]:
-    """The first ``limit`` training images (all when ``limit`` is None or 0)."""
+def training_images(ctx: TrainingContext, limit: int | None, method: str = "") -> list[torch.Tensor]:
+    """The first ``limit`` training images (all when ``limit`` is None or 0); ``NotApplicable``
+    when their channels are not the test images' (``ctx.channels``): a net learns the colour
+    statistics of what it is trained on, so a gray net never restores colour channel by channel."""
     if not ctx.images:
         raise UserError(f"training set {ctx.dataset!r} holds no images")
     if limit is not None and not 1 <= limit <= len(ctx.images):
         raise UserError(f"train_images must be between 1 and the {len(ctx.images)} images of training set "
                         f"{ctx.dataset!r} (or None for all), got {limit}")
-    return list(ctx.images[:limit])
+    images = list(ctx.images[:limit])
+    channels = int(images[0].shape[0])
+    if ctx.channels is not None and ctx.channels != channels:
+        kind = "colour" if ctx.channels == 3 else f"{ctx.channels}-channel"
+        raise NotApplicable(
+            f"{method or 'this method'} learns from {ctx.dataset!r}, whose images have {channels} channel(s), and the "
+            f"test images are {kind}: give the profile a {kind} training set (training: {{rgb: cbsd432}} for colour)")
+    return images
 
 
 class PatchSampler:
@@ -101,12 +112,22 @@ class MeasurementSimulator:
         return torch.cat(rows)
 
 
+def first_estimate(physics: Any, y: torch.Tensor) -> torch.Tensor:
+    """The estimate a restoration net refines: for super-resolution the bicubic up-sampling of
+    y (MATLAB's ``imresize``, the convention of SRCNN, Dong et al. 2014, and VDSR, Kim et al.
+    2016); otherwise the pseudo-inverse ``A⁺y``."""
+    factor = getattr(physics, "factor", None)
+    if isinstance(physics, dinv.physics.Downsampling) and isinstance(factor, int):
+        return upsample(y, factor)
+    return physics.A_dagger(y)
+
+
 def net_input(physics: Any, y: torch.Tensor) -> torch.Tensor:
-    """The fixed physics-aware estimate the restoration net refines: ``A⁺y`` plus the map
-    ``A*A 1`` that says where the operator sees the image (the mask, for inpainting)."""
-    x_dagger = physics.A_dagger(y)
-    coverage = physics.A_adjoint(physics.A(torch.ones_like(x_dagger)))
-    return torch.cat([x_dagger, coverage], dim=1)
+    """The fixed physics-aware estimate the restoration net refines (``first_estimate``) plus
+    the map ``A*A 1`` that says where the operator sees the image (the mask, for inpainting)."""
+    estimate = first_estimate(physics, y)
+    coverage = physics.A_adjoint(physics.A(torch.ones_like(estimate)))
+    return torch.cat([estimate, coverage], dim=1)
 
 
 def train_network(
