@@ -3,8 +3,9 @@
 The prior is a DDPM noise predictor. By default the suite trains a small fully convolutional
 one on random patches of the training split (once per training set: the prior does not depend
 on the task, so its cache key leaves the task out), which lets DPS run offline on a CPU at any
-image size. A gray prior (e.g. trained on Train400) treats each channel of a colour image as a
-gray image.
+image size. Colour images get a colour prior, trained on the profile's colour training set
+(``training: {rgb: cbsd432}``); a gray prior is never applied channel by channel (the harness
+skips such cells, saying why).
 
 Released deepinv ``DiffUNet`` weights replace the suite prior (nothing is then trained):
 ``pretrained="ffhq"`` (``diffusion_ffhq_10m.pt``, 374 MB, FFHQ faces, as in the DPS paper's
@@ -26,7 +27,6 @@ never the test split, for the small suite prior.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -59,12 +59,6 @@ PRETRAINED: dict[str, WeightFile] = {
 #: parameters that shape the trained prior (its cache key); the others only affect sampling
 PRIOR_PARAMS = ("prior_channels", "prior_depth", "prior_patch", "prior_batch", "prior_steps", "prior_lr",
                 "prior_ema", "train_images")
-
-
-def _per_channel(model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """A gray prior applied to each colour channel as a gray image (a channel-independent prior)."""
-    b, c, h, w = x.shape
-    return model(x.reshape(b * c, 1, h, w), t).reshape(b, c, h, w)
 
 
 @register
@@ -124,7 +118,7 @@ class DPS(Method):
         p = self.params
         if p["pretrained"] or p["pretrained_path"]:
             return self._load_pretrained(ctx)
-        images = loop.training_images(ctx, p["train_images"])
+        images = loop.training_images(ctx, p["train_images"], self.name)
         channels = images[0].shape[0]
         description = {
             "dataset": ctx.dataset,
@@ -166,14 +160,9 @@ class DPS(Method):
         if self._eps is None:
             raise UserError("dps: call prepare() (train or load the prior) before reconstruct()")
         shape = tuple(physics.A_adjoint(y).shape)
-        model = self._eps.to(y.device)
-        eps_model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = model
+        eps_model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = self._eps.to(y.device)
         if self._channels is not None and shape[1] != self._channels:
-            if self._channels != 1:
-                raise UserError(
-                    f"dps: the prior models {self._channels}-channel images, the measurement has {shape[1]}"
-                )
-            eps_model = functools.partial(_per_channel, model)
+            raise UserError(f"dps: the prior models {self._channels}-channel images, the measurement has {shape[1]}")
         result = diffusion.dps_sample(
             eps_model, y, physics, shape=shape, steps=int(self.params["sampling_steps"]),
             zeta=float(self.params["zeta"]), generator=torch.Generator().manual_seed(seed), callback=callback,

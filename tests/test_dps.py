@@ -3,6 +3,7 @@ the callback can stop it, it beats the pseudo-inverse, and foreign weight files 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,11 @@ import torch
 
 from benchmark import data, tasks
 from benchmark.api import TrainingContext
-from benchmark.errors import UserError
+from benchmark.errors import NotApplicable, UserError
 from methods._training import checkpoint as ckpt
 from methods._training import diffusion
 from methods.dps import DPS
+from tests.conftest import requires_shared
 
 #: a prior small enough for a unit test; sampling with few steps
 TINY = {"prior_channels": 8, "prior_depth": 2, "prior_patch": 32, "prior_batch": 8, "prior_steps": 150,
@@ -142,11 +144,22 @@ def test_weights_that_do_not_fit_diffunet_are_refused(tmp_path: Path) -> None:
         DPS(pretrained_path=str(partial)).prepare(_context("sr_x4", tmp_path))
 
 
-def test_gray_prior_samples_colour_images(inpainter: DPS) -> None:
-    gray = data.load("embedded", crop=32)[1].tensor
-    x = torch.cat([gray, gray.flip(-1), gray.flip(-2)])[None]
-    generator = torch.Generator().manual_seed(0)
-    task = tasks.get("inpainting_random50")
-    physics = task.physics((3, 32, 32), torch.device("cpu"), generator)
-    result = inpainter.reconstruct(task.measure(x, physics, generator), physics, seed=0)
-    assert result.x.shape == x.shape and _psnr(result.x, x) > _psnr(physics.A_dagger(physics.A(x)), x) + 5
+def test_a_gray_prior_is_not_applied_to_colour_images(tmp_path: Path) -> None:
+    """No per-channel application: a gray training set for colour test images is a skip, with the fix."""
+    ctx = dataclasses.replace(_context("inpainting_random50", tmp_path), channels=3)
+    with pytest.raises(NotApplicable, match=r"training: \{rgb: cbsd432\}"):
+        DPS(**{**TINY, "prior_steps": 1}).prepare(ctx)
+
+
+@requires_shared
+def test_colour_images_get_a_colour_prior(tmp_path: Path) -> None:
+    """A prior trained on cbsd432 crops models three channels jointly and samples colour images."""
+    train = [img.tensor for img in data.load("cbsd432", split="train", crop=96, limit=4)]
+    ctx = dataclasses.replace(_context("inpainting_random50", tmp_path), images=train, dataset="cbsd432", channels=3)
+    method = DPS(**DPS.resolve_params("inpainting", TINY))
+    method.prepare(ctx)
+    assert method._eps is not None and method._eps.head.in_channels == 3
+    image = data.load("cbsd68", crop=32, limit=1)[0]
+    y, physics, x = _measure("inpainting_random50", image)
+    result = method.reconstruct(y, physics, seed=0)
+    assert result.x.shape == x.shape and _psnr(result.x, x) > _psnr(physics.A_dagger(y), x) + 3
