@@ -77,6 +77,9 @@ class TrainingReport:
     losses: list[float] = field(default_factory=list)
     #: training images behind the weights (None when unknown, e.g. released weights)
     images: int | None = None
+    #: what the weights are, as tables label them: "suite prior, 13 images of embedded, 800
+    #: steps" or "ffhq weights" (empty: not said)
+    description: str = ""
 
 
 #: the parameter of every trained method that says how many training images it learns from

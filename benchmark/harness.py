@@ -280,6 +280,8 @@ def run_cells(
                 record.train_s = report.seconds
                 record.train_images = report.images
                 record.info["train_cached"] = report.cached
+                if report.description:
+                    record.info["trained_on"] = report.description
             ready.append(_Prepared(position, cell, record, image, *measurement(cell, image, pool.device)))
         except Exception as exc:  # noqa: BLE001 - a failing cell must not stop the benchmark
             outcomes[position] = _failure(cell, profile, exc, record, pool.device)

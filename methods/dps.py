@@ -143,6 +143,7 @@ class DPS(Method):
                                     net=net, train=train)
         self._eps, self._channels = net.requires_grad_(False), channels
         report.images = len(images)
+        report.description = f"suite prior, {len(images)} images of {ctx.dataset}, {int(p['prior_steps'])} steps"
         return report
 
     def _load_pretrained(self, ctx: TrainingContext) -> TrainingReport:
@@ -152,7 +153,8 @@ class DPS(Method):
         path = locate(PRETRAINED[name]) if name else Path(self.params["pretrained_path"])
         self._eps = diffusion.load_diffunet(path).to(ctx.device)
         self._channels = None  # DiffUNet is RGB; gray images are repeated to RGB per call
-        return TrainingReport(seconds=time.perf_counter() - start, cached=True, checkpoint=str(path))
+        return TrainingReport(seconds=time.perf_counter() - start, cached=True, checkpoint=str(path),
+                              description=f"{name} weights" if name else f"DiffUNet weights {path.name}")
 
     def reconstruct(
         self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None

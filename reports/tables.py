@@ -67,14 +67,16 @@ def comparison(frame: pd.DataFrame) -> Table:
         f"{'higher' if registry.higher_is_better(m) else 'lower'} {registry.header(m).split(' [')[0]}" for m in metrics
     )
     caption = CAPTION.format(n=stats.N_RESAMPLES, seed=stats.BOOTSTRAP_SEED, directions=directions)
-    table = Table("comparison", caption, "method", ["training images"], [], groups=[("training", 1)])
+    table = Table("comparison", caption, "method", ["training images", "trained on"], [],
+                  groups=[("training", 2)], text_columns={1})
     for task, dataset in blocks:
         table.groups.append((f"{task} · {dataset}", len(metrics)))
         table.columns.extend(registry.header(m) for m in metrics)
     reasons: dict[str, str] = {}
     index = {(r.method, r.task, r.dataset, r.metric): r for r in summary.itertuples(index=False)}
     for method in stats.method_order(df):
-        cells = [_training_images(df[df["method"] == method])]
+        rows = df[df["method"] == method]
+        cells = [_training_images(rows), _trained_on(rows)]
         for task, dataset in blocks:
             for metric in metrics:
                 r = index.get((method, task, dataset, metric))
@@ -91,6 +93,16 @@ def _training_images(rows: pd.DataFrame) -> Entry:
     if not counts:
         return Entry("n/a", tooltip="not recorded (released weights, or no finished cell)")
     return Entry(" / ".join(str(c) for c in counts), tooltip="images of the training split the method learnt from")
+
+
+def _trained_on(rows: pd.DataFrame) -> Entry:
+    """What a trained instance's weights are (``info.trained_on``: "suite prior, N images of
+    <set>, S steps", "ffhq weights"); a dash for untrained methods."""
+    infos = rows.loc[rows["status"] == "ok", "info"] if "info" in rows else pd.Series(dtype=object)
+    said = sorted({str(i["trained_on"]) for i in infos if isinstance(i, dict) and i.get("trained_on")})
+    if not said:
+        return Entry("—", tooltip="untrained, or released weights that do not say")
+    return Entry(" / ".join(said), tooltip="the weights behind these results")
 
 
 def _cell(r: object | None, metric: str, reasons: dict[str, str]) -> Entry:

@@ -9,7 +9,7 @@ steps, and sampling with fewer steps re-spaces the schedule evenly (``timestep_r
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,6 +177,7 @@ def dps_sample(
     zeta: float,
     generator: torch.Generator,
     callback: Callable[[int, torch.Tensor], bool] | None = None,
+    step_sizes: Sequence[float] | None = None,
 ) -> SampleResult:
     """Diffusion posterior sampling (Chung et al., ICLR 2023, Algorithm 1, Gaussian noise).
 
@@ -187,12 +188,18 @@ def dps_sample(
     same as in the paper. ``zeta`` is given for the paper's 1000 steps: a re-spaced chain of S
     steps covers 1000/S diffusion steps per step, so it takes ζ·1000/S per step and the guidance
     summed over the chain stays the same. ``callback(step, x̂0 in [0, 1])`` may stop the chain.
+
+    ``step_sizes`` (first step first) replaces that constant: deepinv's ``DPS`` discretises a
+    reverse SDE whose guidance step is the score step s_t s_t' (σ_t² − σ_t'²) times its
+    ``weight``; given those sizes this sampler computes deepinv's chain (``tests/test_dps.py``).
     """
     schedule = Schedule.respaced(steps)
     device = y.device
     x_t = torch.randn(shape, generator=generator).to(device)
     total = len(schedule.timesteps)
-    step_size = zeta * TRAIN_STEPS / total
+    sizes = list(step_sizes) if step_sizes is not None else [zeta * TRAIN_STEPS / total] * total
+    if len(sizes) != total:
+        raise ValueError(f"dps: {len(sizes)} step sizes for a chain of {total} steps")
     x0_01 = x_t
     residual = float("nan")
     for step, i in enumerate(reversed(range(total)), start=1):
@@ -208,7 +215,7 @@ def dps_sample(
         x_prev = coef_x0 * x0.detach() + coef_xt * x_t.detach()
         if i > 0:
             x_prev = x_prev + variance**0.5 * torch.randn(shape, generator=generator).to(device)
-        x_t = x_prev - step_size * grad
+        x_t = x_prev - sizes[step - 1] * grad
         residual = float(norm.detach())
         # The iterate returned if stopped now: x̂0 of this step, or the final sample at the end.
         x0_01 = ((x_t if i == 0 else x0).detach() + 1) / 2
