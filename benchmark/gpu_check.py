@@ -296,12 +296,15 @@ def data_driven(name: str, args: argparse.Namespace, check: Check, train: list[t
     if name == "unet":
         from methods.unet import SupervisedUNet
 
-        method: Any = SupervisedUNet(train_steps=args.train_steps, train_patch=32 if args.quick else 64)
+        budget = "test" if args.quick else "paper"  # --quick: the tests' tiny nets, for a CPU
+        method: Any = SupervisedUNet(**SupervisedUNet.resolve_params("denoising", {"train_steps": args.train_steps},
+                                                                     budget))
     else:
         from methods.dps import DPS
 
         method = DPS(**DPS.resolve_params("denoising", {"prior_steps": args.train_steps,
-                                                         "sampling_steps": 10 if args.quick else 1000}))
+                                                         "sampling_steps": 10 if args.quick else 1000},
+                                          "test" if args.quick else "paper"))
     ctx = TrainingContext(images=train, dataset=str(args.train), task=tasks.get(SIGMA_TASK),
                           cache_dir=args.out / "checkpoints", seed=0, device=device, progress=False)
     _sync(device)
@@ -356,8 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=Path, default=Path(os.environ.get("DIPBENCH_GPU_IMAGES", data_root / "dip9")),
                         help="folder of the test images (default: $DIPBENCH_GPU_IMAGES, else $DIPBENCH_DATA/dip9)")
     parser.add_argument("--train", type=Path,
-                        default=Path(os.environ.get("DIPBENCH_GPU_TRAIN", data_root / "train400")),
-                        help="training images for DPS and the U-Net (default: $DIPBENCH_GPU_TRAIN, else train400)")
+                        default=Path(os.environ.get("DIPBENCH_GPU_TRAIN", data_root / "cbsd432")),
+                        help="training images for DPS and the U-Net, read as RGB like the test images "
+                             "(default: $DIPBENCH_GPU_TRAIN, else cbsd432)")
     parser.add_argument("--out", type=Path, default=Path("results/gpu_check"))
     parser.add_argument("--count", type=int, default=4, help="first N test images")
     parser.add_argument("--budget-s", type=float, default=540.0, help="wall-clock budget of the whole check")

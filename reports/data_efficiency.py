@@ -15,6 +15,7 @@ size (released weights: DnCNN, FFDNet, PnP) are drawn as dotted bands: trained e
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,16 @@ from reports.plots import Palette, _grid, _method_legend
 from reports.tables import Entry, Table
 
 UNTRAINED_FAMILIES = ("baseline", "dip")
+
+
+_TRAIN_IMAGES = re.compile(r"(?<=[\[,])train_images=[^,\]]*(,|(?=\]))")
+
+
+def line_label(label: str) -> str:
+    """The line a method instance belongs to: its label without ``train_images``, so that
+    ``unet[train_images=1]``, ``unet[train_images=4]`` and ``unet`` (all images) are one line."""
+    stripped = _TRAIN_IMAGES.sub("", label).replace(",]", "]")
+    return stripped[:-2] if stripped.endswith("[]") else stripped
 
 
 def train_images(df: pd.DataFrame) -> pd.Series:
@@ -58,6 +69,8 @@ def _curves(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame, 
     ok = df[(df["status"] == "ok") & df[metric].notna()].copy()
     ok = ok[np.isfinite(ok[metric])]
     ok["n_train"] = train_images(ok)
+    learned_rows = ~ok["family"].isin(UNTRAINED_FAMILIES)
+    ok.loc[learned_rows, "method"] = ok.loc[learned_rows, "method"].map(line_label)
     rows = []
     for keys, part in ok.groupby(["task", "dataset", "method", "family", "n_train"]):
         mean, low, high = stats.bootstrap_ci(part[metric])
@@ -105,6 +118,9 @@ def figure(df: pd.DataFrame, palette: Palette, metric: str = "psnr") -> Figure |
     blocks = sorted({(t, d) for t, d in zip(trained["task"], trained["dataset"], strict=True)})
     fig, axes = _grid(len(blocks), w=5.2, h=3.8)
     found = {(c.task, c.dataset, c.method): c for c in crossings(df, metric)}
+    # a line gathers instances (unet[train_images=1], unet[train_images=4]): the colour of its first
+    colour_of_line = {line_label(str(m)): palette[str(m)] for m in sorted(set(df["method"]), reverse=True)
+                      if str(m) in palette}
     shown: list[str] = []
     for ax, (task, dataset) in zip(axes, blocks, strict=True):
         lines = trained[(trained["task"] == task) & (trained["dataset"] == dataset)]
@@ -117,7 +133,7 @@ def figure(df: pd.DataFrame, palette: Palette, metric: str = "psnr") -> Figure |
                 shown.append(r.method)
         for method, line in lines.groupby("method"):
             line = line.sort_values("n_train")
-            c = palette[str(method)]
+            c = palette.get(str(method)) or colour_of_line[str(method)]
             ax.plot(line["n_train"], line["mean"], color=c, marker="o", lw=2.2)
             ax.fill_between(line["n_train"], line["low"], line["high"], color=c, alpha=0.2, lw=0)
             shown.append(str(method))
@@ -134,14 +150,15 @@ def figure(df: pd.DataFrame, palette: Palette, metric: str = "psnr") -> Figure |
         ax.set_xlabel("training images (log scale)")
         ax.set_ylabel(registry.header(metric))
         ax.grid(alpha=0.3, which="both")
-    methods = [m for m in stats.method_order(df) if m in set(shown)]
+    order = [*stats.method_order(df), *shown]
+    methods = [m for m in dict.fromkeys(order) if m in set(shown)]
     extra = [
         Line2D([], [], color="grey", marker="o", lw=2.2, label="trained: mean, 95% CI"),
         Line2D([], [], color="grey", ls="--", label="untrained (0 images): mean, CI band"),
         Line2D([], [], color="grey", ls=":", label="released weights (external data)"),
         Line2D([], [], color="grey", marker="X", mec="black", ls="", ms=9, label="crossing of the best untrained"),
     ]
-    _method_legend(fig, palette, methods, extra)
+    _method_legend(fig, {**colour_of_line, **palette}, methods, extra)
     fig.suptitle("Quality against the amount of training data")
     fig.tight_layout()
     return fig

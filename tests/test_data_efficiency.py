@@ -55,3 +55,25 @@ def test_the_report_has_the_figure_and_the_table(tmp_path: Path) -> None:
     assert (tmp_path / "figures" / "data-efficiency.png").exists()
     empty = build_report(_frame(True).query("method != 'unet'"), tmp_path / "none", title="t").read_text()
     assert "No trained method with a training-set size" in empty
+
+
+@pytest.mark.parametrize(
+    ("label", "line"),
+    [("unet[train_images=4]", "unet"), ("unet[train_images=1,train_steps=2]", "unet[train_steps=2]"),
+     ("dps[prior_steps=5,train_images=16]", "dps[prior_steps=5]"), ("dps[train_images=16,zeta=0.1]", "dps[zeta=0.1]"),
+     ("unet", "unet")],
+)
+def test_instances_that_differ_only_in_train_images_are_one_line(label: str, line: str) -> None:
+    assert data_efficiency.line_label(label) == line
+
+
+def test_a_swept_method_is_one_line_through_its_sizes(tmp_path: Path) -> None:
+    """As a run stores it: labels unet[train_images=1], … and the whole set as plain ``unet``."""
+    df = _frame(True)
+    trained = df["method"] == "unet"
+    df["label"] = [f"unet[train_images={n}]" if t and n < 64 else m
+                   for t, n, m in zip(trained, df["train_images"], df["method"], strict=True)]
+    (hit,) = data_efficiency.crossings(df)
+    assert hit.method == "unet" and hit.n_images == pytest.approx(8.0, rel=0.05)
+    normal = stats.normalize(df)
+    assert data_efficiency.figure(normal, plots.method_palette(normal["method"])) is not None
