@@ -97,12 +97,16 @@ def _training_images(rows: pd.DataFrame) -> Entry:
 
 def _trained_on(rows: pd.DataFrame) -> Entry:
     """What a trained instance's weights are (``info.trained_on``: "suite prior, N images of
-    <set>, S steps", "ffhq weights"); a dash for untrained methods."""
-    infos = rows.loc[rows["status"] == "ok", "info"] if "info" in rows else pd.Series(dtype=object)
+    <set>, S steps", "ffhq weights"); "untrained" for the baselines and the DIP family."""
+    ok = rows[rows["status"] == "ok"]
+    infos = ok["info"] if "info" in ok else pd.Series(dtype=object)
     said = sorted({str(i["trained_on"]) for i in infos if isinstance(i, dict) and i.get("trained_on")})
-    if not said:
-        return Entry("—", tooltip="untrained, or released weights that do not say")
-    return Entry(" / ".join(said), tooltip="the weights behind these results")
+    if said:
+        return Entry(" / ".join(said), tooltip="the weights behind these results")
+    families = set(ok["family"]) if "family" in ok else set()
+    if families and families <= {"baseline", "dip"}:
+        return Entry("untrained", tooltip="learnt from no training image")
+    return Entry("n/a", tooltip="not recorded (released weights that do not say, or no finished cell)")
 
 
 def _cell(r: object | None, metric: str, reasons: dict[str, str]) -> Entry:
