@@ -231,10 +231,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
             raise UserError(f"--tasks: {unknown[0]!r} is not among the profile's tasks: {', '.join(profile.tasks)}")
     out = args.out or tuning.default_path(profile)
     command = " ".join(["python -m benchmark", *sys.argv[1:]]) if sys.argv[1:2] == ["tune"] else ""
-    records = tuning.tune(profile, methods=args.methods, task_names=args.tasks, device=args.device,
-                          command=command or f"python -m benchmark tune --profile {args.profile}")
-    path = tuning.write(Path(out), profile, records)
-    Tracker(args.tracking_uri).log_tuning(profile.name, records, path)
+    trackers: list[Tracker] = []  # opened with the first record: a refused request writes nothing
+
+    def keep(record: dict[str, Any]) -> None:  # written at once: an interrupted tune keeps its finished records
+        path = tuning.write(Path(out), profile, [record])
+        trackers[:] = trackers or [Tracker(args.tracking_uri)]
+        trackers[0].log_tuning(profile.name, [record], path)
+
+    tuning.tune(profile, methods=args.methods, task_names=args.tasks, device=args.device,
+                command=command or f"python -m benchmark tune --profile {args.profile}", on_record=keep)
+    path = Path(out)
     print(f"tuned values: {path}")
     if tuning.tuned_path(profile) != Path(out):
         print(f"(profile {profile.name!r} does not read this file; `tuned: {path}` in it makes the benchmark use it)")

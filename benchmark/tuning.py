@@ -265,8 +265,10 @@ def harness_runner(profile: Profile, device: torch.device) -> Runner:
 
 def tune(profile: Profile, *, methods: Sequence[str] | None = None, task_names: Sequence[str] | None = None,
          device: str | None = None, run: Runner | None = None, command: str = "",
-         log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Run the grid searches of ``profile`` and return their records (not yet written)."""
+         log: Callable[[str], None] = print,
+         on_record: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Run the grid searches of ``profile`` and return their records; ``on_record`` gets each
+    as soon as it is made (the CLI writes it then, so an interrupted tune keeps what it finished)."""
     from benchmark.harness import pick_device
     from benchmark.tracking import git_commit
 
@@ -302,6 +304,8 @@ def tune(profile: Profile, *, methods: Sequence[str] | None = None, task_names: 
                 "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"), "commit": git_commit(),
                 "command": command or f"python -m benchmark tune --profile {profile.name}",
             })
+            if on_record is not None:
+                on_record(records[-1])
     return records
 
 

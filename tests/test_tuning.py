@@ -244,3 +244,24 @@ def test_the_report_lists_every_tunable_used_untuned(name: str) -> None:
             chosen = values.params_for(method, tasks.get(task_name))
             for parameter in registry.get(method).tunable:
                 assert (parameter in chosen) != ((method, task_name, parameter) in untuned)
+
+
+def test_an_interrupted_tune_keeps_the_records_it_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = tuning.harness_runner
+
+    def interrupted(profile: profiles.Profile, device: Any) -> tuning.Runner:
+        run = real(profile, device)
+
+        def stop_on_inpainting(method: str, params: dict[str, Any], task: tasks.Task, images: Any,
+                               every: int) -> list[Any]:
+            if task.family == "inpainting":
+                raise KeyboardInterrupt
+            return run(method, params, task, images, every)
+
+        return stop_on_inpainting
+
+    monkeypatch.setattr(tuning, "harness_runner", interrupted)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    assert cli.main(["tune", "--profile", _write(tmp_path), "--tracking-uri", uri]) == 130
+    records = yaml.safe_load((tmp_path / "tiny_tuned.yaml").read_text())["records"]
+    assert [r["applies_to"] for r in records] == ["denoising_s25"]
