@@ -209,7 +209,7 @@ def _train_ids(name: str) -> set[str]:
     return {Path(f).stem for f in manifest.files}
 
 
-@pytest.mark.parametrize("name", ["quick"])
+@pytest.mark.parametrize("name", ["quick", "paper"])
 def test_shipped_tuned_values_trace_to_training_images(name: str) -> None:
     """Issue 12's bar: every tuned value of the quick and paper profiles has a tune record on
     training images, chose the grid's best, still fits the parameters it was tuned with, and
@@ -233,7 +233,7 @@ def test_shipped_tuned_values_trace_to_training_images(name: str) -> None:
     assert not re.search(r"(picked|chosen|tuned|selected) on (the )?(\w+ )?test", text, re.IGNORECASE)
 
 
-@pytest.mark.parametrize("name", ["quick"])
+@pytest.mark.parametrize("name", ["quick", "paper"])
 def test_the_report_lists_every_tunable_used_untuned(name: str) -> None:
     profile = profiles.load(name)
     values = tuning.load(profile)
