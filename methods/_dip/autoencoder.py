@@ -94,6 +94,7 @@ class AutoencoderValidation:
         self.tracker = PatientMinimum(-(-patience // every))
         self._buffer: torch.Tensor | None = None
         self._seen = 0
+        self._trained = False
         self.history: list[tuple[int, float]] = []
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,13 +128,19 @@ class AutoencoderValidation:
 
     def update(self, step: int, x: torch.Tensor) -> Verdict:
         """Add iterate ``x`` (1×C×H×W) to the window; every ``every`` steps once the window is full,
-        score it and, unless the rule stops, train the autoencoder for one epoch."""
+        score it and, unless the rule stops, train the autoencoder for one epoch. The first check
+        only trains: scored by an untrained autoencoder, the smoothest early iterate wins (the
+        authors' first check is untrained too, but one epoch per step soon beats it)."""
         sample = self._prepare(x)
         if self._buffer is None:
             self._buffer = torch.empty((self.window, *sample.shape[1:]), dtype=sample.dtype, device=sample.device)
         self._buffer[self._seen % self.window].copy_(sample[0])
         self._seen += 1
         if self._seen < self.window or step % self.every:
+            return Verdict()
+        if not self._trained:  # an untrained autoencoder validates nothing: the first check only trains
+            self.train_epoch()
+            self._trained = True
             return Verdict()
         value = self.error(sample)
         self.history.append((step, value))
