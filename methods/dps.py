@@ -146,7 +146,8 @@ class DPS(Method):
                                     net=net, train=train)
         self._eps, self._channels = net.requires_grad_(False), channels
         report.images = len(images)
-        report.description = f"suite prior, {len(images)} images of {ctx.dataset}, {int(p['prior_steps'])} steps"
+        used = loop.count(len(images), "image")
+        report.description = f"suite prior, {used} of {ctx.dataset}, {int(p['prior_steps'])} steps"
         return report
 
     def _load_pretrained(self, ctx: TrainingContext) -> TrainingReport:

@@ -103,7 +103,8 @@ class SupervisedUNet(Method):
                                     net=net, train=train)
         self._net, self._channels = net, channels
         report.images = len(images)
-        report.description = f"suite U-Net, {len(images)} images of {ctx.dataset}, {int(p['train_steps'])} steps"
+        used = loop.count(len(images), "image")
+        report.description = f"suite U-Net, {used} of {ctx.dataset}, {int(p['train_steps'])} steps"
         return report
 
     def reconstruct(

@@ -65,7 +65,8 @@ def test_prior_is_trained_once_per_training_set_not_per_task(inpainter: DPS, cac
         assert report.cached, f"{task_name} retrained the prior"
     # Sampling parameters are not training parameters: they reuse the prior too.
     assert DPS(**{**TINY, "sampling_steps": 7, "zeta": 0.1}).prepare(_context("sr_x4", cache)).cached
-    assert not DPS(**{**TINY, "prior_steps": 3}).prepare(_context("sr_x4", cache)).cached
+    fresh = DPS(**{**TINY, "prior_steps": 3, "train_images": 1}).prepare(_context("sr_x4", cache))
+    assert not fresh.cached and fresh.description == "suite prior, 1 image of embedded, 3 steps"
 
 
 def test_sampling_is_deterministic_for_a_seed(inpainter: DPS) -> None:

@@ -92,6 +92,7 @@ def test_fewer_training_images_is_a_different_checkpoint(tmp_path: Path) -> None
     all_images = SupervisedUNet(**budget).prepare(ctx)
     three = SupervisedUNet(**budget, train_images=3).prepare(ctx)
     assert not three.cached and three.checkpoint != all_images.checkpoint
+    assert three.description == "suite U-Net, 3 images of embedded, 2 steps"  # what tables label it
     assert SupervisedUNet(**budget, train_images=3).prepare(ctx).cached
 
 

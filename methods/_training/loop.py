@@ -226,6 +226,11 @@ def images_fingerprint(images: list[torch.Tensor]) -> str:
     return ckpt.state_digest({f"{i:06d}": img for i, img in enumerate(images)})
 
 
+def count(n: int, noun: str) -> str:
+    """"1 image", "13 images": for the labels tables show."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def task_description(task: Any) -> dict[str, Any]:
     """What identifies a task in a cache key (its name, parameters and noise level)."""
     return {"name": task.name, "params": dict(task.params), "noise_sigma": float(task.noise_sigma)}
