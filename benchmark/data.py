@@ -286,11 +286,15 @@ def load(
         manifest = known[name]
         files = sorted(manifest.files)[: limit if limit else None]
         if manifest.mode in imagefiles.MEDICAL_MODES:
-            if (mode and mode != manifest.mode) or resize:
+            if mode and mode != manifest.mode:
                 raise UserError(f"dataset {name!r}: its {manifest.mode.upper()} slices are read as they are "
-                                "(no mode or resize option applies)")
+                                "(no mode option applies)")
             images = [Image(Path(f).stem, imagefiles.read_medical(_resolve_file(manifest, f), manifest.mode),
                             manifest.files[f], f) for f in files]
+            if resize:  # medical slices are resampled in their own space, never clipped or quantised
+                images = [dataclasses.replace(img, tensor=imagefiles.resize_medical(img.tensor, manifest.mode, resize))
+                          for img in images]
+                resize = None
         else:
             images = [
                 Image(Path(f).stem, imagefiles.read_image(_resolve_file(manifest, f), mode or manifest.mode),

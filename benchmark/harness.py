@@ -14,7 +14,7 @@ import io
 import math
 import time
 import traceback
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from benchmark import metrics, registry, seeding, tasks
+from benchmark import metrics, registry, seeding, spaces, tasks
 from benchmark.api import Method, Problem, TrainingContext, TrainingReport, as_reconstruction
 from benchmark.calibration import Calibration, Calibrator, cache_key
 from benchmark.clock import PeakMemory, Stopwatch
@@ -51,6 +51,8 @@ class TrajectoryRecorder:
     every: int
     context: metrics.MetricContext = field(default_factory=metrics.MetricContext)
     measured: list[metrics.Metric] = field(default_factory=list)
+    #: the task's image space: errors and metrics compare its views (magnitudes for MRI)
+    space: spaces.ImageSpace = spaces.UNIT
     points: list[dict[str, float]] = field(default_factory=list)
     last_step: int = 0
     seconds: float = 0.0  # spent measuring (the clock paused), for the harness's own share
@@ -63,18 +65,19 @@ class TrajectoryRecorder:
         self.last_step = step
         with torch.no_grad():
             # in x_k's own dtype (float32: PSNR within ~1e-5 dB of float64, 5× cheaper; this runs
-            # with the clock on, every step: ~30 µs at 96², next to TV's ~0.5 ms step)
+            # with the clock on, every step: ~30 µs at 96², next to TV's ~0.5 ms step); in the
+            # task's image space (the magnitude of an MR image)
             if self._truth_cast is None or self._truth_cast.dtype != x_k.dtype:
-                self._truth_cast = self.truth.detach().to(x_k.dtype)
-            self._queued.append((step, (x_k.detach().clamp(0, 1) - self._truth_cast).square_().mean()))
+                self._truth_cast = self.space.view(self.truth.detach()).to(x_k.dtype)
+            self._queued.append((step, (self.space.view(x_k.detach()) - self._truth_cast).square_().mean()))
         if step % self.every == 0:
             started = time.perf_counter()
             with self.clock.paused(), torch.inference_mode():
                 self.flush()
                 if self.measured:
-                    x = x_k.detach().clamp(0, 1)
+                    x, truth = self.space.view(x_k.detach()), self.space.view(self.truth)
                     point: dict[str, float] = {"step": step}
-                    point.update({m.name: m.fn(x, self.truth, self.context) for m in self.measured})
+                    point.update({m.name: m.fn(x, truth, self.context) for m in self.measured})
                     self.points.append(point)
             self.seconds += time.perf_counter() - started
         return True
@@ -329,9 +332,12 @@ def _reconstruct(ready: list[_Prepared], pool: MethodPool, *, profile: str, traj
                    else pool.calibrator.known(cache_key(ready[0].cell.method, ready[0].cell.params_json,
                                                         ready[0].cell.task, tuple(ready[0].image.shape), device)))
     clock = Stopwatch(device)
-    context = metrics.MetricContext(task=tasks.get(ready[0].cell.task))
-    measured = [m for m in metrics.applicable(context.task, skip_metrics) if m.trajectory]
-    recorders = [TrajectoryRecorder(r.x, clock, max(1, trajectory_every), context, measured) for r in ready]
+    task = tasks.get(ready[0].cell.task)
+    measured = [m for m in metrics.applicable(task, skip_metrics) if m.trajectory]
+    # each image its own data range (an MRI magnitude's is its reference's largest value)
+    recorders = [TrajectoryRecorder(r.x, clock, max(1, trajectory_every),
+                                    metrics.MetricContext(task, task.space.data_range(r.x)), measured, task.space)
+                 for r in ready]
     problems = [Problem(r.y, r.physics, method_seed(r.cell), recorder)
                 for r, recorder in zip(ready, recorders, strict=True)]
     with PeakMemory(device) as memory:
@@ -392,10 +398,12 @@ def _measure(record: Record, cell: Cell, result: Any, x: torch.Tensor, y: torch.
         raise ValueError(f"reconstruction has shape {tuple(x_hat.shape)}, expected {tuple(x.shape)}")
     if not torch.isfinite(x_hat).all():
         raise FloatingPointError("diverged: the reconstruction has NaN or Inf values")
-    x_hat = x_hat.clamp(0, 1)
+    space = recorder.space
+    x_hat = space.project(x_hat)
     started = time.perf_counter()
     context = recorder.context
-    record.metrics = {m.name: m.fn(x_hat, x, context) for m in metrics.applicable(context.task, skip_metrics)}
+    seen, truth = space.view(x_hat), space.view(x)  # what metrics compare (magnitudes for MRI)
+    record.metrics = {m.name: m.fn(seen, truth, context) for m in metrics.applicable(context.task, skip_metrics)}
     record.runtime_s = runtime
     record.peak_mem_mb = peak_mb
     record.iterations = result.iterations if result.iterations is not None else (recorder.last_step or None)
@@ -413,17 +421,17 @@ def _measure(record: Record, cell: Cell, result: Any, x: torch.Tensor, y: torch.
             candidates.append((psnr, int(result.selected_iteration)))
         record.oracle_psnr, record.oracle_iteration = max(candidates)
         record.es_gap_db = record.oracle_psnr - psnr
-    baseline = physics.A_dagger(y).clamp(0, 1)
-    record.measurement_psnr = metrics.psnr(baseline, x, context)
+    baseline = space.project(physics.A_dagger(y))
+    record.measurement_psnr = metrics.psnr(space.view(baseline), truth, context)
     record.info.update({k: v for k, v in result.info.items() if isinstance(v, (int, float, str, bool))})
     encoded = time.perf_counter()
     artifacts: dict[str, bytes] = {}
     if save_reconstruction:
         stem = artifact_stem(cell)
         record.recon_path = f"{stem}_{cell.method}_{cell.key[:8]}.png"
-        artifacts[record.recon_path] = to_png(x_hat)
-        artifacts[f"{stem}_truth.png"] = to_png(x)
-        artifacts[f"{stem}_measurement.png"] = to_png(baseline)
+        artifacts[record.recon_path] = to_png(space.display(x_hat, x))
+        artifacts[f"{stem}_truth.png"] = to_png(space.display(x, x))
+        artifacts[f"{stem}_measurement.png"] = to_png(space.display(baseline, x))
     # the harness's own costs, for the CLI's split of the wall time
     record.info.update(metrics_s=encoded - started, png_s=time.perf_counter() - encoded, trajectory_s=recorder.seconds)
     record.finished_at = time.time()

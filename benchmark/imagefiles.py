@@ -10,6 +10,7 @@ integers by their type's range, floats must already lie in [0, 1].
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -212,3 +213,22 @@ def read_ct(path: Path) -> torch.Tensor:
 def read_medical(path: Path, mode: str) -> torch.Tensor:
     """A file of a medical set in its manifest's ``mode`` ("mri" or "ct")."""
     return read_mri(path) if mode == "mri" else read_ct(path)
+
+
+def resize_medical(x: torch.Tensor, mode: str, size: int) -> torch.Tensor:
+    """A medical slice at ``size``×``size`` without clipping or quantising it. MRI (2×H×W real and
+    imaginary parts): the centre ``size``² of its orthonormal k-space, scaled by size/H so that
+    magnitudes keep their scale (what a scanner acquiring a smaller matrix sees). CT: area
+    averaging (for a whole factor, the mean of each block), which keeps values in [0, 1]."""
+    _, h, w = x.shape
+    if (h, w) == (size, size):
+        return x
+    if mode == "mri":
+        if size > min(h, w):
+            raise UserError(f"an MRI slice of {h}×{w} cannot be enlarged to {size}×{size} (k-space is cropped)")
+        k = torch.fft.fftshift(torch.fft.fft2(torch.complex(x[0].double(), x[1].double()), norm="ortho"))
+        top, left = (h - size) // 2, (w - size) // 2
+        k = k[top : top + size, left : left + size] * (size / math.sqrt(h * w))
+        img = torch.fft.ifft2(torch.fft.ifftshift(k), norm="ortho")
+        return torch.stack([img.real, img.imag]).float()
+    return torch.nn.functional.interpolate(x[None].double(), size=(size, size), mode="area")[0].float()

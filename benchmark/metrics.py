@@ -193,7 +193,13 @@ def lpips_distance(x_hat: torch.Tensor, x: torch.Tensor, ctx: MetricContext = _U
 
 register(Metric("psnr", psnr, higher_is_better=True, label="PSNR", unit="dB", trajectory=True, decimals=2))
 register(Metric("ssim", ssim, higher_is_better=True, label="SSIM", trajectory=True))
-register(Metric("lpips", lpips_distance, higher_is_better=False, label="LPIPS"))
+def _lpips_meaningful(task: Any) -> bool:
+    """LPIPS only where the task's image space says it means something (not on MRI or CT)."""
+    space = getattr(task, "space", None)
+    return bool(getattr(space, "lpips", True))
+
+
+register(Metric("lpips", lpips_distance, higher_is_better=False, label="LPIPS", applies=_lpips_meaningful))
 
 
 #: MATLAB ``rgb2ycbcr``'s luma row for inputs in [0, 1] (ITU-R BT.601, output in [16, 235]/255)

@@ -144,17 +144,21 @@ def training_set_size(name: str) -> int:
     return len(data.load(name, split="train"))
 
 
-def training_set(profile: Profile, channels: int) -> str:
-    """The training set of trained methods on test images with ``channels`` channels: the
-    profile's colour set (``training: {rgb: …}``) for colour images where it names one."""
+def training_set(profile: Profile, channels: int, task: tasks.Task | None = None) -> str:
+    """The training set of trained methods on test images with ``channels`` channels: the set
+    the profile names for the task's image space (``training: {spaces: {mri: …}}``), else its
+    colour set (``training: {rgb: …}``) for colour images where it names one."""
     spec = profile.training
+    if task is not None and task.space.name in spec.spaces:
+        return spec.spaces[task.space.name].dataset
     return spec.rgb if channels == 3 and spec.rgb else spec.dataset
 
 
 def check_training_sets(profile: Profile, requested: dict[tuple[str, str], dict[str, Any]]) -> None:
     """Each training set exists and holds every instance's ``train_images``
     ((label, training set) → params)."""
-    names = {profile.training.dataset, *([profile.training.rgb] if profile.training.rgb else [])}
+    names = {profile.training.dataset, *([profile.training.rgb] if profile.training.rgb else []),
+             *(spec.dataset for spec in profile.training.spaces.values())}
     for name in sorted(names):
         if name not in data.available():
             raise UserError(f"unknown training dataset {name!r}; valid choices: {', '.join(sorted(data.available()))}")
@@ -201,8 +205,14 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
             key = (spec.name, task.size_multiple)
             if key not in images:
                 images[key] = load_images(spec, task.size_multiple)
+            channels = {int(image.tensor.shape[0]) for image in images[key]}
+            if not channels <= set(task.space.channels):
+                raise UserError(f"dataset {spec.name!r} has {'/'.join(map(str, sorted(channels)))}-channel images; "
+                                f"task {task.name!r} needs {task.space.description} "
+                                f"({'/'.join(map(str, task.space.channels))} channels): list each dataset's tasks "
+                                "(tasks: in its entry)")
             prep = f"resize{spec.resize}-crop{spec.crop}" + (f"-{spec.mode}" if spec.mode else "")
-            train = training_set(profile, int(images[key][0].tensor.shape[0])) if images[key] else ""
+            train = training_set(profile, int(images[key][0].tensor.shape[0]), task) if images[key] else ""
             for instance in instances:
                 params = params_by[(instance.label, task.name)]
                 training = train if instance.label in trained else ""

@@ -41,6 +41,16 @@ class TrainingSpec:
     rgb: str | None = None
     crop: int | None = None
     resize: int | None = None
+    #: another training set per image space (``benchmark.spaces``): the tasks of that space learn
+    #: from it, e.g. ``spaces: {mri: {dataset: mri_brain_train}}``
+    spaces: dict[str, TrainingSpec] = field(default_factory=dict)
+
+    def for_space(self, space: str) -> TrainingSpec:
+        """The training set of the tasks of image space ``space``."""
+        return self.spaces.get(space, self)
+
+    def all(self) -> list[TrainingSpec]:
+        return [self, *self.spaces.values()]
 
 
 @dataclass(frozen=True)
@@ -180,6 +190,26 @@ def _mapping(where: str, value: Any) -> dict[str, Any]:
     return value
 
 
+def training_entry(where: str, entry: dict[str, Any], nested: bool = False) -> TrainingSpec:
+    """The ``training`` mapping: dataset, crop, resize, and per image space another such mapping."""
+    from benchmark.spaces import SPACES
+
+    _check_keys(where, entry, set(TrainingSpec.__dataclass_fields__) - ({"spaces", "rgb"} if nested else set()))
+    by_space = _mapping(f"{where}: spaces", entry.get("spaces"))
+    for space in by_space:
+        if space not in SPACES:
+            raise unknown("image space", space, SPACES)
+    return TrainingSpec(
+        dataset=_text(f"{where}: dataset", entry.get("dataset", "embedded"), plain=True),
+        rgb=None if entry.get("rgb") is None else _text(f"{where}: rgb", entry.get("rgb"), plain=True),
+        crop=_optional_positive(f"{where}: crop", entry.get("crop")),
+        resize=_optional_positive(f"{where}: resize", entry.get("resize")),
+        spaces={space: training_entry(f"{where}: spaces: {space}", _mapping(f"{where}: spaces: {space}", sub),
+                                      nested=True)
+                for space, sub in by_space.items()},
+    )
+
+
 def dataset_entry(where: str, entry: Any) -> DatasetSpec:
     """One ``datasets`` entry: a name, or a mapping with ``name`` or ``path`` (a folder)."""
     if isinstance(entry, str):
@@ -259,7 +289,6 @@ def parse(doc: Any, source: str = "<profile>") -> Profile:
     if not datasets:
         raise UserError(f"{where}: datasets: empty list")
     training = _mapping(f"{where}: training", doc.get("training"))
-    _check_keys(f"{where}: training", training, set(TrainingSpec.__dataclass_fields__))
     method_params = doc.get("method_params") or {}
     if not isinstance(method_params, dict) or not all(isinstance(v, dict) for v in method_params.values()):
         raise UserError(f"{where}: method_params must map method names to parameter mappings")
@@ -279,13 +308,7 @@ def parse(doc: Any, source: str = "<profile>") -> Profile:
         datasets=datasets,
         seeds=check_seeds(f"{where}: seeds", doc.get("seeds", [0])),
         method_params=method_params,
-        training=TrainingSpec(
-            dataset=_text(f"{where}: training: dataset", training.get("dataset", "embedded"), plain=True),
-            rgb=(None if training.get("rgb") is None
-                 else _text(f"{where}: training: rgb", training.get("rgb"), plain=True)),
-            crop=_optional_positive(f"{where}: training: crop", training.get("crop")),
-            resize=_optional_positive(f"{where}: training: resize", training.get("resize")),
-        ),
+        training=training_entry(f"{where}: training", training),
         device=_device(f"{where}: device", doc.get("device", "auto")),
         trajectory_every=positive(f"{where}: trajectory_every", doc.get("trajectory_every", 10)),
         lpips=_flag(f"{where}: lpips", doc.get("lpips", True)),

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from benchmark import calibration, data, registry, resources, tasks, tuning
 from benchmark.harness import CellOutcome, MethodPool, calibrate, pick_device, run_cells
 from benchmark.plan import Cell, batch_group, batches, make_plan
-from benchmark.profiles import Profile
+from benchmark.profiles import Profile, TrainingSpec
 from benchmark.store import ResultsStore, StoreError
 from benchmark.tracking import Tracker
 
@@ -45,9 +45,7 @@ class Work:
     trajectory_every: int
     lpips: bool
     save_reconstructions: bool
-    training_dataset: str
-    training_crop: int | None
-    training_resize: int | None
+    training: TrainingSpec  # the training set, and another per image space where the profile says so
     cache_dir: str
     images: dict[tuple[str, str, str], torch.Tensor]  # (dataset, task, image_id) → image
     progress: bool = False
@@ -58,16 +56,18 @@ class Work:
 
     def training_images(self, name: str | None = None) -> list[torch.Tensor]:
         """The training split of ``name`` (default: the profile's training set), loaded once per
-        worker (checksums are verified on load)."""
-        name = name or self.training_dataset
+        worker (checksums are verified on load), prepared as the profile's entry for it says (an
+        image space's own entry, e.g. MRI slices resized like the test slices)."""
+        name = name or self.training.dataset
+        spec = next((s for s in reversed(self.training.all()) if s.dataset == name), self.training)
         cache: dict[str, list[torch.Tensor]] = self.__dict__.setdefault("_training_cache", {})
         if name not in cache:
-            images = data.load(name, split="train", crop=self.training_crop, resize=self.training_resize)
+            images = data.load(name, split="train", crop=spec.crop, resize=spec.resize)
             cache[name] = [img.tensor for img in images]
         return cache[name]
 
     def pool(self) -> MethodPool:
-        return MethodPool(self.training_images, self.training_dataset, Path(self.cache_dir), pick_device(self.device),
+        return MethodPool(self.training_images, self.training.dataset, Path(self.cache_dir), pick_device(self.device),
                           self.progress, load_training=self.training_images)
 
     def image(self, cell: Cell) -> torch.Tensor:
@@ -166,7 +166,7 @@ def run_benchmark(
     done = store.done_keys()
     todo = [c for c in cells if c.key not in done]
     work = Work(profile.name, str(device), profile.trajectory_every, profile.lpips, profile.save_reconstructions,
-                profile.training.dataset, profile.training.crop, profile.training.resize,
+                profile.training,
                 str(checkpoint_dir()), by_id, progress)
 
     parts["plan and data"] = time.perf_counter() - started

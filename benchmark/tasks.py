@@ -15,7 +15,7 @@ from typing import Any
 import deepinv as dinv
 import torch
 
-from benchmark import seeding
+from benchmark import medical, seeding, spaces
 from benchmark.errors import unknown
 
 PhysicsFactory = Callable[[tuple[int, int, int], torch.device, torch.Generator], Any]
@@ -24,9 +24,9 @@ PhysicsFactory = Callable[[tuple[int, int, int], torch.device, torch.Generator],
 @dataclass(frozen=True)
 class Task:
     name: str
-    family: str  # denoising | inpainting | super-resolution | deblurring
+    family: str  # denoising | inpainting | super-resolution | deblurring | mri | ct
     description: str
-    noise_sigma: float  # std of the additive Gaussian noise, images in [0, 1]
+    noise_sigma: float  # std of the additive Gaussian noise on y (per real/imaginary part for MRI)
     build: PhysicsFactory = field(compare=False, repr=False)
     params: dict[str, Any] = field(default_factory=dict, compare=False)
     #: image sides must be a multiple of this (the super-resolution factor)
@@ -34,11 +34,14 @@ class Task:
     #: y is clipped to [0, 1] and rounded to this many bits after the noise (None: kept as is);
     #: the SR literature's low-resolution images are 8-bit files
     quantise_bits: int | None = None
+    #: what the images' numbers mean: metrics, PNGs, LPIPS and network outputs follow it
+    space: spaces.ImageSpace = spaces.UNIT
 
     def physics(self, shape: tuple[int, int, int], device: torch.device, generator: torch.Generator) -> Any:
         physics = self.build(shape, device, generator)
         noise = dinv.physics.GaussianNoise(sigma=self.noise_sigma) if self.noise_sigma > 0 else dinv.physics.ZeroNoise()
         physics.noise_model = noise
+        physics.image_space = self.space  # methods see the physics only: spaces.of(physics)
         return physics.to(device)
 
     def measure(self, x: torch.Tensor, physics: Any, generator: torch.Generator) -> torch.Tensor:
@@ -161,8 +164,36 @@ def _declare() -> dict[str, Task]:
              0.0, _matlab_super_resolution(4), {"factor": 4, "bits": 8}, size_multiple=4, quantise_bits=8),
         Task("deblurring_gaussian", "deblurring", "Gaussian deblurring (blur σ = 1.6 px) with noise σ = 2.55/255",
              2.55 / 255.0, _gaussian_deblurring(1.6), {"blur_sigma": 1.6}),
+        *_medical(),
     ]
     return {t.name: t for t in tasks}
+
+
+#: MRI: complex Gaussian noise of this std per real/imaginary part of the orthonormal k-space (so
+#: also per pixel of the zero-filled image), images scaled to a largest magnitude of 1
+MRI_NOISE = 0.005
+#: CT: Gaussian noise of this std on the sinogram of the ‖A‖ = 1 operator (images: the window in
+#: [0, 1]; ~2% of the mean sinogram value at 256², FBP at 60 views ~24 dB)
+CT_NOISE = 0.005
+
+
+def _medical() -> list[Task]:
+    mri = [
+        Task(f"mri_x{acc}", "mri", f"Single-coil MRI, {acc}× Cartesian undersampling (fastMRI random lines, "
+             f"{round(100 * cf)}% fully sampled centre), complex noise σ = {MRI_NOISE}",
+             MRI_NOISE, medical.mri(acc, cf), {"acceleration": acc, "center_fraction": cf}, space=spaces.MRI)
+        for acc, cf in ((4, 0.08), (8, 0.04))
+    ]
+    multi = Task("mri_multicoil_x4", "mri", "Multi-coil MRI (8 simulated Gaussian coils, Σ|S|² = 1), 4× Cartesian "
+                 f"undersampling (fastMRI random lines, 8% centre), complex noise σ = {MRI_NOISE}", MRI_NOISE,
+                 medical.mri(4, 0.08, coils=8), {"acceleration": 4, "center_fraction": 0.08, "coils": 8},
+                 space=spaces.MRI)
+    ct = [
+        Task(f"ct_views{v}", "ct", f"Sparse-view parallel-beam CT, {v} views over 180°, Gaussian sinogram noise "
+             f"σ = {CT_NOISE} (‖A‖ = 1)", CT_NOISE, medical.sparse_view_ct(v), {"views": v}, space=spaces.CT)
+        for v in (60, 30)
+    ]
+    return [*mri, multi, *ct]
 
 
 TASKS: dict[str, Task] = _declare()

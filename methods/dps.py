@@ -117,6 +117,12 @@ class DPS(Method):
         self._eps: nn.Module | None = None
         self._channels: int | None = None  # channels the prior was trained on (None: any)
 
+    def skip_reason(self, task: Any, channels: int | None = None) -> str | None:
+        if not task.space.bounded:
+            return (f"DPS's prior models images in [0, 1] (its x̂0 is clipped there); {task.name!r} has "
+                    f"{task.space.description}")
+        return None
+
     def prepare(self, ctx: TrainingContext) -> TrainingReport:
         p = self.params
         if p["pretrained"] or p["pretrained_path"]:

@@ -10,8 +10,8 @@ level σ_k decreasing log-spaced from 49/255 to σ_end = max(σ, σ_min), and th
     z_k = FFDNet(x_k, σ_k)
 
 The data step needs only the physics, so the method runs on every linear task (inpainting,
-super-resolution, deblurring, MRI, CT); the per-family iteration counts and σ_min follow the
-authors' scripts (SR: 24 iterations and σ_min = factor/255; deblurring: 8).
+super-resolution, deblurring, MRI on its real and imaginary parts, CT); the per-family iteration
+counts and σ_min follow the authors' scripts (SR: 24 iterations and σ_min = factor/255; deblurring: 8).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import deepinv as dinv
 import torch
 import torch.nn.functional as F
 
+from benchmark import spaces
 from benchmark.api import Callback, Method, Reconstruction, TrainingContext, TrainingReport
 from benchmark.errors import UserError
 from benchmark.registry import register
@@ -74,9 +75,13 @@ def masked_fill(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def initial_estimate(y: torch.Tensor, physics: Any) -> torch.Tensor:
     """z_0: the measurement itself where it is an image of the right size (blur), as in DPIR;
     masked pixels filled in (inpainting); the bicubic upsampling for super-resolution (DPIR);
-    otherwise the pseudo-inverse (MRI, CT). A pseudo-inverse of a blur would amplify the noise
-    that the schedule's first steps trust."""
+    otherwise the pseudo-inverse (MRI, CT: k-space and sinograms are not images of the space,
+    even where their shape is). A pseudo-inverse of a blur would amplify the noise that the
+    schedule's first steps trust."""
     back = physics.A_adjoint(y)
+    space = spaces.of(physics)
+    if space is not spaces.UNIT:
+        return space.project(physics.A_dagger(y))
     if isinstance(physics, dinv.physics.Downsampling):  # DPIR starts super-resolution from bicubic
         return F.interpolate(y, size=back.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
     if y.shape != back.shape:
@@ -116,7 +121,7 @@ class PnPFFDNet(Method):
     def skip_reason(self, task: Any, channels: int | None = None) -> str | None:
         if task.family == "denoising":
             return "on denoising, plug-and-play with FFDNet is FFDNet itself (see ffdnet)"
-        if channels not in (None, 1, 3):
+        if channels not in (None, 1, 3) and not task.space.complex:
             return f"FFDNet has released weights for 1 and 3 channels, not {channels}"
         return None
 
@@ -137,11 +142,20 @@ class PnPFFDNet(Method):
         levels, weights = schedule(noise_level(physics), budget, float(p["sigma_max"]), float(p["sigma_min"]),
                                    float(p["mu"]))
         step = 0
+        space = spaces.of(physics)
         with torch.no_grad():
             z = initial_estimate(y, physics)
             for step, (sigma_k, alpha_k) in enumerate(zip(levels, weights, strict=True), start=1):
                 x = self.fidelity.prox(z, y, physics, gamma=1.0 / alpha_k)
-                z = self.denoiser(x, sigma_k)
+                z = self.denoise(x, sigma_k, space)
                 if callback is not None and not callback(step, z):
                     break
-        return Reconstruction(x=z.clamp(0, 1), iterations=step, budget=budget)
+        return Reconstruction(x=space.project(z), iterations=step, budget=budget)
+
+    def denoise(self, x: torch.Tensor, sigma: float, space: spaces.ImageSpace) -> torch.Tensor:
+        """FFDNet on the image; on a complex MR image, on its real and imaginary parts as gray
+        images, each mapped from [-1, 1] to [0, 1] (FFDNet's range; the noise level halves)."""
+        if not space.complex:
+            return self.denoiser(x, sigma)
+        parts = space.as_real_images(x)
+        return space.from_real_images(2 * self.denoiser((parts + 1) / 2, sigma / 2) - 1, x)

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from benchmark import spaces
 from benchmark.api import Callback, Method, Reconstruction
 from benchmark.registry import register
 
@@ -76,12 +77,13 @@ class TotalVariation(Method):
         # Condat–Vũ step condition: 1/τ − σ‖∇‖² ≥ ‖A‖²/2, with ‖∇‖² ≤ 8 and ‖A‖ ≤ 1 here.
         sigma = (1.0 / tau - 0.5) / 8.0
         with torch.no_grad():
-            x = physics.A_dagger(y).clamp(0, 1)
+            project = spaces.of(physics).project  # [0, 1]; complex MR images are not boxed
+            x = project(physics.A_dagger(y))
             u = torch.zeros_like(gradient(x))
             step = 0
             for step in range(1, budget + 1):
                 grad_data = physics.A_adjoint(physics.A(x) - y)
-                x_new = (x - tau * (grad_data - divergence(u))).clamp(0, 1)
+                x_new = project(x - tau * (grad_data - divergence(u)))
                 u = u + sigma * gradient(2 * x_new - x)
                 norms = torch.sqrt((u**2).sum(dim=2, keepdim=True)).clamp_min(weight)
                 u = u * (weight / norms)

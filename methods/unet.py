@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from benchmark import seeding
+from benchmark import seeding, spaces
 from benchmark.api import Callback, Method, Reconstruction, TrainingContext, TrainingReport
 from benchmark.errors import UserError
 from benchmark.registry import register
@@ -121,5 +121,5 @@ class SupervisedUNet(Method):
                 raise UserError(
                     f"unet was trained on {self._channels}-channel images but the measurement has {c} channels"
                 )
-            x = (estimate + net(inputs)).clamp(0, 1)
+            x = spaces.of(physics).project(estimate + net(inputs))
         return Reconstruction(x=x, info={"parameters": sum(q.numel() for q in net.parameters())})

@@ -13,18 +13,23 @@ from functools import cache
 import pytest
 import torch
 
-from benchmark import data, metrics, profiles, registry, tasks
+from benchmark import data, metrics, profiles, registry, spaces, tasks
 from benchmark.api import Method, Problem, TrainingContext, as_reconstruction
 from benchmark.data import cache_root
 from benchmark.errors import UserError
 
 SMOKE = profiles.load("smoke")
 METHODS = sorted(registry.available())
-TASKS = SMOKE.tasks
+#: the smoke tasks, and one task of each medical operator (single- and multi-coil MRI, CT) on a
+#: 32² slice of its set (the training sets: the smoke profile's per image space)
+MEDICAL = {"mri_x4": "mri_brain", "mri_multicoil_x4": "mri_brain", "ct_views60": "ct_chest"}
+TASKS = SMOKE.tasks + (list(MEDICAL) if (data.data_root() and (data.data_root() / "mri_brain").is_dir()) else [])
 
 
 @cache
-def _image() -> torch.Tensor:
+def _image(task_name: str = "") -> torch.Tensor:
+    if task_name in MEDICAL:
+        return data.load(MEDICAL[task_name], resize=32, limit=1)[0].tensor
     spec = SMOKE.datasets[0]
     return data.load(spec.name, crop=spec.crop, resize=spec.resize, limit=1)[0].tensor
 
@@ -35,24 +40,24 @@ def _method(name: str, task_name: str) -> Method:
     cls = registry.get(name)
     method = cls(**cls.resolve_params(task, {}, budget="test"))
     if method.needs_training and method.skip_reason(task) is None:
-        train = data.load(SMOKE.training.dataset, split="train", crop=SMOKE.training.crop,
-                          resize=SMOKE.training.resize)
-        method.prepare(TrainingContext([i.tensor for i in train], SMOKE.training.dataset, task,
+        spec = SMOKE.training.for_space(task.space.name)
+        train = data.load(spec.dataset, split="train", crop=spec.crop, resize=spec.resize)
+        method.prepare(TrainingContext([i.tensor for i in train], spec.dataset, task,
                                        cache_root() / "contract", seed=0, device=torch.device("cpu"), progress=False))
     return method
 
 
 def _problem(task_name: str, seed: int = 0, dtype: torch.dtype = torch.float32):  # type: ignore[no-untyped-def]
     task = tasks.get(task_name)
-    x = _image().to(dtype)
-    g = tasks.measurement_generator(task_name, "contract", seed, dataset=SMOKE.datasets[0].name)
+    x = _image(task_name).to(dtype)
+    g = tasks.measurement_generator(task_name, "contract", seed, dataset=MEDICAL.get(task_name, SMOKE.datasets[0].name))
     physics = task.physics(tuple(x.shape), torch.device("cpu"), g).to(dtype)
     return task, x[None], physics, task.measure(x[None], physics, g)
 
 
 def _applicable(name: str, task_name: str) -> Method:
     method = _method(name, task_name)
-    reason = method.skip_reason(tasks.get(task_name), channels=int(_image().shape[0]))
+    reason = method.skip_reason(tasks.get(task_name), channels=int(_image(task_name).shape[0]))
     if reason is not None:
         assert isinstance(reason, str) and reason, "a skip reason must say why"
         pytest.skip(f"{name} does not apply to {task_name}: {reason}")
@@ -117,8 +122,11 @@ def test_output_shape_finite_and_better_than_nothing(name: str, task_name: str) 
     out = as_reconstruction(method.reconstruct(y, physics, seed=0)).x.detach()
     assert out.shape == x.shape
     assert torch.isfinite(out).all()
-    # Nothing-at-all: an empty (all-zero) reconstruction.
-    assert metrics.psnr(out.clamp(0, 1), x) > metrics.psnr(torch.zeros_like(x), x), f"{name} no better than nothing"
+    # Nothing-at-all: an empty (all-zero) reconstruction, compared in the task's image space.
+    space = spaces.of(physics)
+    ctx = metrics.MetricContext(tasks.get(task_name), space.data_range(x))
+    assert (metrics.psnr(space.view(out), space.view(x), ctx)
+            > metrics.psnr(space.view(torch.zeros_like(x)), space.view(x), ctx)), f"{name} no better than nothing"
 
 
 @pytest.mark.parametrize("task_name", TASKS[:1])
@@ -156,7 +164,7 @@ def _batches_for_real(method: Method) -> bool:
     return type(method).reconstruct_batch is not Method.reconstruct_batch
 
 
-@pytest.mark.parametrize("task_name", TASKS)
+@pytest.mark.parametrize("task_name", SMOKE.tasks)  # the medical operators' batching: test_medical_methods
 @pytest.mark.parametrize("name", METHODS)
 def test_a_batch_gives_what_each_problem_gives_alone(name: str, task_name: str) -> None:
     """``reconstruct_batch`` (what the harness calls) agrees with ``reconstruct`` one by one,

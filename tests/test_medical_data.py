@@ -14,6 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 import scipy.io
+import torch
 import yaml
 
 from benchmark import data, imagefiles
@@ -157,8 +158,25 @@ def test_broken_medical_file_exits_2_and_writes_nothing(case: str, tmp_path: Pat
 
 
 @requires_shared
-def test_medical_sets_refuse_a_forced_mode_or_resize() -> None:
-    with pytest.raises(UserError, match="read as they are"):
-        data.load("ct_chest", limit=1, resize=256)
+def test_medical_sets_refuse_a_forced_mode() -> None:
     with pytest.raises(UserError, match="read as they are"):
         data.load("mri_brain", limit=1, mode="gray")
+
+
+@requires_shared
+def test_medical_slices_are_resized_in_their_own_space() -> None:
+    """CT by area averaging (values stay in the window, never quantised); MRI by cropping k-space
+    (the magnitude keeps its scale and the phase its shape)."""
+    full = data.load("ct_chest", limit=1)[0].tensor
+    half = data.load("ct_chest", limit=1, resize=256)[0].tensor
+    assert half.shape == (1, 256, 256) and 0 <= float(half.min()) and float(half.max()) <= 1
+    torch.testing.assert_close(half, full.reshape(1, 256, 2, 256, 2).mean(dim=(2, 4)), atol=1e-6, rtol=0)
+    assert len(torch.unique(half)) > 256  # not quantised to 8 bits
+    mri = data.load("mri_brain", limit=1)[0].tensor
+    small = data.load("mri_brain", limit=1, resize=128)[0].tensor
+    assert small.shape == (2, 128, 128)
+    magnitude = small.square().sum(0).sqrt()
+    assert 0.8 < float(magnitude.max()) < 1.2
+    blurred = torch.nn.functional.avg_pool2d(mri.square().sum(0).sqrt()[None], 2)[0]
+    correlation = torch.corrcoef(torch.stack([magnitude.ravel(), blurred.ravel()]))[0, 1]
+    assert float(correlation) > 0.97

@@ -11,6 +11,7 @@ from benchmark import seeding, tasks
 def _measure(name: str, image_id: str = "img", seed: int = 0, shape: tuple[int, int, int] = (1, 32, 32),  # type: ignore[no-untyped-def]
              dataset: str = "set5"):
     task = tasks.get(name)
+    shape = (task.space.channels[0], *shape[1:]) if shape[0] not in task.space.channels else shape
     x = torch.linspace(0, 1, shape[1] * shape[2]).reshape(1, *shape[1:]).expand(*shape).clone()
     g = tasks.measurement_generator(name, image_id, seed, dataset=dataset)
     physics = task.physics(shape, torch.device("cpu"), g)

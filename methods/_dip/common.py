@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from benchmark import seeding
+from benchmark import seeding, spaces
 from benchmark.api import ORACLE_STREAM, Callback, Method, Problem, Reconstruction
 from benchmark.errors import UserError
 from methods._dip import loop
@@ -159,7 +159,9 @@ def skip_setup(params: Mapping[str, Any], y: torch.Tensor, physics: Any, seed: i
     upsample = params["upsample"]
     if upsample not in UPSAMPLE_MODES:
         raise UserError(f"parameter 'upsample' must be one of {', '.join(UPSAMPLE_MODES)}, got {upsample!r}")
-    net = seeding.seeded_build(lambda: SkipNet(depth, c, width, skip, scales, upsample), seed, "network")
+    output = spaces.of(physics).output_layer
+    net = seeding.seeded_build(lambda: SkipNet(depth, c, width, skip, scales, upsample, output_layer=output), seed,
+                               "network")
     net = net.to(device=y.device, dtype=y.dtype)
     ph, pw = padded_shape(h, w, scales)
     return Setup(net, _fixed_input(depth, ph, pw, seed, y), (h, w), _noise(params, seed, y.device))
@@ -177,7 +179,8 @@ def decoder_setup(params: Mapping[str, Any], y: torch.Tensor, physics: Any, seed
         width = decoder_width_for(float(ratio), c, h, w, scales)
     else:
         width = positive_int(params, "channels")
-    net = seeding.seeded_build(lambda: DeepDecoder(c, width, scales), seed, "network")
+    output = spaces.of(physics).output_layer
+    net = seeding.seeded_build(lambda: DeepDecoder(c, width, scales, output_layer=output), seed, "network")
     net = net.to(device=y.device, dtype=y.dtype)
     ph, pw = padded_shape(h, w, scales)
     z = _fixed_input(width, ph >> scales, pw >> scales, seed, y)
@@ -237,7 +240,7 @@ class DipMethod(Method):
 
     def reconstruct_batch(self, problems: Sequence[Problem]) -> list[Reconstruction]:
         plans = [self.plan(p.y, p.physics, p.seed) for p in problems]
-        return run_many(plans, self.params, [p.callback for p in problems])
+        return run_many(plans, self.params, [p.callback for p in problems], [spaces.of(p.physics) for p in problems])
 
 
 def stream_name(config: loop.LoopSettings) -> str:
@@ -246,9 +249,11 @@ def stream_name(config: loop.LoopSettings) -> str:
 
 
 def run_many(
-    plans: Sequence[FitPlan], params: Mapping[str, Any], callbacks: Sequence[Callback | None]
+    plans: Sequence[FitPlan], params: Mapping[str, Any], callbacks: Sequence[Callback | None],
+    image_spaces: Sequence[spaces.ImageSpace] | None = None,
 ) -> list[Reconstruction]:
-    """Fit every plan (in one batch) and package the results for the harness."""
+    """Fit every plan (in one batch) and package the results for the harness (each projected
+    into its problem's image space)."""
     config = settings(params)
     fits = [
         loop.FitProblem(plan.setup.network, plan.setup.z, plan.objective, plan.setup.size, plan.setup.noise,
@@ -258,9 +263,9 @@ def run_many(
     with torch.enable_grad():
         results = loop.fit_many(fits, config)
     reconstructions = []
-    for plan, result in zip(plans, results, strict=True):
+    for plan, result, space in zip(plans, results, image_spaces or [spaces.UNIT] * len(plans), strict=True):
         reconstruction = Reconstruction(
-            x=result.x.clamp(0.0, 1.0),
+            x=space.project(result.x),
             iterations=result.iterations,
             selected_iteration=result.selected_iteration,
             budget=config.iterations,

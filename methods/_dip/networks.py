@@ -68,6 +68,21 @@ class _Level(nn.Module):
         return self.up(self.merge_norm(merged))
 
 
+def finish(out: torch.Tensor, output_layer: str) -> torch.Tensor:
+    """The last layer the image space asks for (``ImageSpace.output_layer``): a sigmoid for
+    images in [0, 1], nothing for the signed real and imaginary parts of an MR image."""
+    return torch.sigmoid(out) if output_layer == "sigmoid" else out
+
+
+def start_at_zero(head: nn.Conv2d, output_layer: str) -> None:
+    """A linear output starts at the zero image (the head's weights zero), as a sigmoid output
+    starts near mid-grey: a random linear head would start far from any MR image."""
+    if output_layer != "sigmoid":
+        nn.init.zeros_(head.weight)
+        if head.bias is not None:
+            nn.init.zeros_(head.bias)
+
+
 class SkipNet(nn.Module):
     """DIP's skip encoder-decoder with the same width at every scale (the paper's 128/128/4)."""
 
@@ -79,6 +94,7 @@ class SkipNet(nn.Module):
         skip_channels: int = 4,
         scales: int = 5,
         upsample: str = "bilinear",
+        output_layer: str = "sigmoid",
     ) -> None:
         super().__init__()
         if scales < 1:
@@ -86,15 +102,17 @@ class SkipNet(nn.Module):
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}, got {upsample!r}")
         self.scales = scales
+        self.output_layer = output_layer
         level: _Level | None = None
         for depth in reversed(range(scales)):
             level = _Level(in_channels if depth == 0 else channels, channels, skip_channels, level, upsample)
         assert level is not None
         self.body = level
         self.head = nn.Conv2d(channels, out_channels, 1)
+        start_at_zero(self.head, output_layer)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.head(self.body(z)))
+        return finish(self.head(self.body(z)), self.output_layer)
 
 
 class DeepDecoder(nn.Module):
@@ -104,15 +122,18 @@ class DeepDecoder(nn.Module):
     ``scales`` layers doubles the resolution (convolution, up-sampling, ReLU, normalisation).
     """
 
-    def __init__(self, out_channels: int = 3, channels: int = 128, scales: int = 5) -> None:
+    def __init__(self, out_channels: int = 3, channels: int = 128, scales: int = 5,
+                 output_layer: str = "sigmoid") -> None:
         super().__init__()
         if scales < 1:
             raise ValueError(f"scales must be >= 1, got {scales}")
         self.scales = scales
+        self.output_layer = output_layer
         self.in_channels = channels
         self.layers = nn.ModuleList(nn.Conv2d(channels, channels, 1, bias=False) for _ in range(scales + 1))
         self.norms = nn.ModuleList(nn.BatchNorm2d(channels) for _ in range(scales + 1))
         self.head = nn.Conv2d(channels, out_channels, 1, bias=False)
+        start_at_zero(self.head, output_layer)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = z
@@ -121,7 +142,7 @@ class DeepDecoder(nn.Module):
             if i < self.scales:
                 h = _upsample(h)
             h = norm(F.relu(h))
-        return torch.sigmoid(self.head(h))
+        return finish(self.head(h), self.output_layer)
 
 
 def decoder_parameter_count(channels: int, scales: int, out_channels: int) -> int:

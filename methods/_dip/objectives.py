@@ -50,10 +50,13 @@ def weighted_tv(weight: float) -> Objective:
 
 def measured_entries(physics: Any, y: torch.Tensor) -> torch.Tensor:
     """Boolean mask of the entries of ``y`` that carry information: those where ``A`` of a
-    constant image is non-zero (for inpainting, the observed pixels; otherwise all of them)."""
+    (seeded) random image is non-zero (for inpainting, the observed pixels; for MRI, the sampled
+    k-space lines; otherwise all of them). A constant image would not do: its Fourier transform
+    is one DC entry."""
     with torch.no_grad():
-        ones = torch.ones_like(physics.A_adjoint(y))
-        response = physics.A(ones)
+        like = physics.A_adjoint(y)
+        probe = torch.rand(like.shape, generator=torch.Generator().manual_seed(0)) + 0.5
+        response = physics.A(probe.to(device=like.device, dtype=like.dtype))
     return response.abs() > 1e-6
 
 

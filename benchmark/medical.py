@@ -1,0 +1,120 @@
+"""The physics of the MRI and CT tasks (declared in ``benchmark.tasks``).
+
+MRI: Cartesian undersampling of the centred, orthonormal 2-D k-space of deepinv's ``MRI``, with
+fastMRI's random line masks (Zbontar et al. 2018, ``RandomMaskFunc``): a fully sampled band of
+``center_fraction`` of the phase-encoding lines (columns) around the centre, the other lines
+kept at random with the probability that makes the expected count W / acceleration; one mask per
+measurement, drawn from the measurement's seeded generator. Multi-coil: deepinv's
+``MultiCoilMRI`` with simulated sensitivities (:func:`coil_maps`).
+
+CT: deepinv's parallel-beam ``Tomography`` (angles uniform over 180°), normalised to ‖A‖ = 1 so
+that every gradient step size that assumes it holds, and ``A_dagger`` the filtered back-projection
+(Ram-Lak), the classic sparse-view baseline (deepinv's default A_dagger is a slow CG solve).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import deepinv as dinv
+import torch
+
+PhysicsFactory = Callable[[tuple[int, int, int], torch.device, torch.Generator], Any]
+
+
+def fastmri_mask(width: int, acceleration: int, center_fraction: float, g: torch.Generator) -> torch.Tensor:
+    """A 1-D line mask (W,) as fastMRI's ``RandomMaskFunc``: ``round(W · center_fraction)``
+    central lines always, each other line with probability (W/acc − centre)/(W − centre)."""
+    low = int(round(width * center_fraction))
+    prob = (width / acceleration - low) / (width - low)
+    mask = torch.rand(width, generator=g) < prob
+    pad = (width - low + 1) // 2
+    mask[pad : pad + low] = True
+    return mask.float()
+
+
+def coil_maps(coils: int, height: int, width: int) -> torch.Tensor:
+    """Simulated receive sensitivities (1×coils×H×W, complex64), deterministic: coil k sits at
+    angle 2πk/coils on a circle of radius 0.8 (the image spans [−1, 1]²) with a Gaussian magnitude
+    of width 0.8 and a linear phase towards its centre, as a birdcage-like array; normalised so
+    that Σ_k |S_k|² = 1 at every pixel (so A*A is the zero-filled operator and ‖A‖ ≤ 1)."""
+    ys = torch.linspace(-1, 1, height, dtype=torch.float64).view(-1, 1)
+    xs = torch.linspace(-1, 1, width, dtype=torch.float64).view(1, -1)
+    maps = []
+    for k in range(coils):
+        angle = 2 * math.pi * k / coils
+        cy, cx = 0.8 * math.sin(angle), 0.8 * math.cos(angle)
+        magnitude = torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * 0.8**2))
+        phase = math.pi / 2 * (ys * math.sin(angle) + xs * math.cos(angle)) + angle
+        maps.append(magnitude * torch.exp(1j * phase))
+    stack = torch.stack(maps)
+    stack = stack / stack.abs().square().sum(dim=0, keepdim=True).sqrt()
+    return stack[None].to(torch.complex64)
+
+
+class ZeroFilledMultiCoilMRI(dinv.physics.MultiCoilMRI):
+    """``MultiCoilMRI`` whose A_dagger is the zero-filled coil combination A*y (exact inverse on
+    fully sampled data since Σ|S_k|² = 1), not deepinv's iterative least-squares solve."""
+
+    def A_dagger(self, y: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.A_adjoint(y)
+
+    def to(self, *args: Any, **kwargs: Any) -> Any:
+        """Module.to(float64) would cast the complex sensitivities to real (dropping their phase):
+        they follow the real dtype's precision instead."""
+        maps = self._buffers.pop("coil_maps", None)  # None: deepinv's __init__ moves it before making them
+        moved = super().to(*args, **kwargs)
+        if maps is not None:
+            precision = torch.complex128 if self.mask.dtype == torch.float64 else torch.complex64
+            self.register_buffer("coil_maps", maps.to(device=self.mask.device, dtype=precision))
+        return moved
+
+
+def mri(acceleration: int, center_fraction: float, coils: int = 0) -> PhysicsFactory:
+    def build(shape: tuple[int, int, int], device: torch.device, g: torch.Generator) -> Any:
+        _, h, w = shape
+        mask = fastmri_mask(w, acceleration, center_fraction, g).view(1, w).expand(h, w).clone()
+        if coils:
+            return ZeroFilledMultiCoilMRI(mask=mask, coil_maps=coil_maps(coils, h, w), img_size=(h, w), device=device)
+        return dinv.physics.MRI(mask=mask, img_size=(h, w), device=device)
+
+    return build
+
+
+class SparseViewCT(dinv.physics.Tomography):
+    """Parallel-beam tomography with ‖A‖ = 1 and the filtered back-projection as A_dagger."""
+
+    def A_dagger(self, y: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.fbp(y)
+
+    def A_adjoint(self, y: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if y.dtype != getattr(self, "dtype", None):  # deepinv builds the autograd adjoint in one dtype
+            self.dtype, self._auto_grad_adjoint_fn = y.dtype, None
+        return super().A_adjoint(y, *args, **kwargs)
+
+
+@functools.lru_cache(maxsize=8)
+def _tomography(width: int, views: int, device: str) -> SparseViewCT:
+    """Building the operator takes seconds (and its norm, a power iteration, more): once per size."""
+    angles = torch.linspace(0, 180, views + 1)[:-1]
+    physics = SparseViewCT(angles=angles, img_width=width, normalize=False, device=device)
+    probe = torch.randn((1, 1, width, width), generator=torch.Generator().manual_seed(0)).to(device)
+    norm = physics.compute_norm(probe, squared=False, verbose=False, max_iter=100, tol=1e-5)
+    physics._auto_grad_adjoint_fn = None  # deepinv caches the adjoint of A; A now divides by the norm
+    physics.register_buffer("operator_norm", torch.as_tensor(float(norm) * 1.0001, device=device))
+    physics.normalize = True
+    return physics
+
+
+def sparse_view_ct(views: int) -> PhysicsFactory:
+    def build(shape: tuple[int, int, int], device: torch.device, g: torch.Generator) -> Any:
+        _, h, w = shape
+        if h != w:
+            raise ValueError(f"the CT tasks need square images, got {h}×{w}")
+        return copy.deepcopy(_tomography(w, views, str(device)))
+
+    return build

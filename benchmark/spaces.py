@@ -1,0 +1,87 @@
+"""Image spaces: what the numbers of an image mean, declared once and read by everyone.
+
+A task declares the space its images live in; the harness, the reports and the methods ask the
+space (never the task's name) how to clip an image, what a metric compares, with which data
+range, what a PNG shows, whether LPIPS means anything there and which output layer a network
+needs. Three spaces:
+
+- ``unit``: real gray or colour images in [0, 1] (natural images).
+- ``mri``: complex MR images in deepinv's layout, 2×H×W real and imaginary parts, scaled to a
+  largest magnitude of 1 when read. Metrics compare magnitudes with the data range = the
+  reference's largest magnitude, as fastMRI does (Zbontar et al. 2018); nothing is clipped (the
+  parts are signed); a network ends linearly (no sigmoid).
+- ``ct``: attenuation through the fixed window [-1024, 1024] HU mapped to [0, 1] (see
+  ``benchmark.imagefiles.CT_WINDOW_HU``); metrics on the window, range 1.
+
+LPIPS is an AlexNet feature distance learnt on natural photographs (Zhang et al. 2018); on MR
+magnitudes and CT windows it has no validated meaning, so it is not computed there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class ImageSpace:
+    name: str
+    description: str
+    #: channel counts an image of this space may have
+    channels: tuple[int, ...]
+    #: values live in [0, 1] (clipped there); False: signed parts, nothing clipped
+    bounded: bool = True
+    #: metrics compare the magnitude of (real, imaginary) channel pairs
+    complex: bool = False
+    #: LPIPS (learnt on natural photographs) is meaningful on this space's images
+    lpips: bool = True
+    #: what a network's last layer must be to produce images of this space
+    output_layer: str = "sigmoid"  # "sigmoid" | "linear"
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The nearest image of the space (clipped to [0, 1] where bounded)."""
+        return x.clamp(0, 1) if self.bounded else x
+
+    def view(self, x: torch.Tensor) -> torch.Tensor:
+        """What metrics compare: the magnitude (B×C/2×H×W) of a complex image, else the image
+        projected into the space."""
+        if self.complex:
+            parts = x.reshape(x.shape[0], -1, 2, *x.shape[-2:])
+            return torch.sqrt(parts.square().sum(dim=2))
+        return self.project(x)
+
+    def data_range(self, reference: torch.Tensor) -> float:
+        """The metrics' data range: the reference's largest magnitude (complex), else 1."""
+        return float(self.view(reference).max()) if self.complex else 1.0
+
+    def display(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """An image in [0, 1] for a PNG: the view divided by the reference's data range."""
+        scale = self.data_range(reference) or 1.0
+        return (self.view(x) / scale).clamp(0, 1)
+
+    def as_real_images(self, x: torch.Tensor) -> torch.Tensor:
+        """B×C×H×W → (B·C)×1×H×W: each part as a real image, for a real-valued denoiser applied
+        to the real and imaginary parts separately (complex), else ``x`` itself."""
+        return x.reshape(-1, 1, *x.shape[-2:]) if self.complex else x
+
+    def from_real_images(self, parts: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`as_real_images`."""
+        return parts.reshape(like.shape) if self.complex else parts
+
+
+UNIT = ImageSpace("unit", "real gray or colour images in [0, 1]", channels=(1, 3))
+MRI = ImageSpace("mri", "complex MR image, 2 channels (real, imaginary), largest magnitude 1; metrics on the "
+                 "magnitude, data range = the reference's largest magnitude (fastMRI)", channels=(2,),
+                 bounded=False, complex=True, lpips=False, output_layer="linear")
+CT = ImageSpace("ct", "CT attenuation, the window [-1024, 1024] HU mapped linearly to [0, 1]; metrics on the window",
+                channels=(1,), lpips=False)
+
+SPACES: dict[str, ImageSpace] = {s.name: s for s in (UNIT, MRI, CT)}
+
+
+def of(obj: Any) -> ImageSpace:
+    """The space of a task, or of a physics built by a task (``Task.physics`` attaches it)."""
+    space = getattr(obj, "image_space", None) or getattr(obj, "space", None)
+    return space if isinstance(space, ImageSpace) else UNIT
