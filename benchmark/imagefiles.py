@@ -223,9 +223,10 @@ def resize_medical(x: torch.Tensor, mode: str, size: int) -> torch.Tensor:
     _, h, w = x.shape
     if (h, w) == (size, size):
         return x
+    if size > min(h, w) or size < 1:
+        raise UserError(f"a {mode.upper()} slice of {h}×{w} is only resized down (to at most {min(h, w)}), "
+                        f"not to {size}×{size}")
     if mode == "mri":
-        if size > min(h, w):
-            raise UserError(f"an MRI slice of {h}×{w} cannot be enlarged to {size}×{size} (k-space is cropped)")
         k = torch.fft.fftshift(torch.fft.fft2(torch.complex(x[0].double(), x[1].double()), norm="ortho"))
         top, left = (h - size) // 2, (w - size) // 2
         k = k[top : top + size, left : left + size] * (size / math.sqrt(h * w))

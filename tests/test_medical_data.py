@@ -178,5 +178,7 @@ def test_medical_slices_are_resized_in_their_own_space() -> None:
     magnitude = small.square().sum(0).sqrt()
     assert 0.8 < float(magnitude.max()) < 1.2
     blurred = torch.nn.functional.avg_pool2d(mri.square().sum(0).sqrt()[None], 2)[0]
+    with pytest.raises(UserError, match="only resized down"):
+        data.load("ct_chest", limit=1, resize=1024)
     correlation = torch.corrcoef(torch.stack([magnitude.ravel(), blurred.ravel()]))[0, 1]
     assert float(correlation) > 0.97

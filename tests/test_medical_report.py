@@ -1,0 +1,74 @@
+"""The medical report as a reader sees it: a tiny MRI + CT run through the whole pipeline, its
+report opened in headless Chromium: tables with rows, the data-efficiency figure and example
+reconstructions (magnitude PNGs) of both modalities, and no LPIPS column."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmark import runner
+from benchmark.profiles import parse
+from benchmark.store import ResultsStore
+from tests.conftest import requires_shared
+from tests.test_report_browser import CHROMIUM, CHROMIUM_ARGS, screenshot_dir
+
+pytestmark = [pytest.mark.slow, requires_shared]
+
+PROFILE = {
+    "name": "medical_tiny", "budget": "test", "trajectory_every": 5, "batch_size": 1,
+    "methods": ["trivial", "tv", "unet[train_images=1,2]"],
+    "tasks": ["mri_x4", "ct_views60"],
+    "datasets": [{"name": "mri_brain", "resize": 32, "limit": 2, "tasks": ["mri_x4"]},
+                 {"name": "ct_chest", "resize": 32, "limit": 2, "tasks": ["ct_views60"]}],
+    "training": {"dataset": "embedded", "spaces": {"mri": {"dataset": "mri_brain_train", "resize": 32},
+                                                   "ct": {"dataset": "ct_chest_train", "resize": 32}}},
+}
+
+
+@pytest.fixture(scope="module")
+def medical_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("medical")
+    summary = runner.run_benchmark(parse(PROFILE), results_dir=tmp / "results",
+                                   tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}", progress=False)
+    assert summary.planned == 4 * 2 * 2 and not summary.failed, summary.failed
+    return tmp / "results"
+
+
+def test_medical_cells_are_measured_in_their_space(medical_run: Path) -> None:
+    frame = ResultsStore(medical_run / "results.sqlite").frame()
+    assert (frame.status == "ok").all()
+    assert frame.psnr.notna().all() and frame.ssim.notna().all()
+    assert frame.lpips.isna().all()  # not meaningful on MR magnitudes or CT windows
+    assert set(frame[frame.method == "unet"].train_images) == {1, 2}
+    truth = np.asarray(Image.open(next((medical_run / "recons" / "mri_brain" / "mri_x4").glob("*_truth.png"))))
+    assert truth.ndim == 2 and truth.max() == 255  # one magnitude channel, scaled by its largest value
+
+
+def test_medical_report_renders_in_chromium(medical_run: Path, tmp_path: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip("needs /usr/bin/chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    index = medical_run / "report" / "index.html"
+    shot = screenshot_dir(tmp_path) / "medical_report.png"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(index.as_uri(), wait_until="load")
+            page.wait_for_selector("table#comparison tbody tr")
+            images = page.eval_on_selector_all("img", "els => els.map(e => [e.alt, e.complete, e.naturalWidth])")
+            headers = page.eval_on_selector_all("table#comparison th", "els => els.map(e => e.textContent)")
+            rows = page.eval_on_selector_all("table#comparison tbody tr", "els => els.length")
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert all(complete and width > 0 for _, complete, width in images), images
+    alts = " ".join(alt for alt, _, _ in images)
+    assert "quality vs training images" in alts
+    assert "examples mri_x4" in alts and "examples ct_views60" in alts, alts
+    assert rows >= 3 and not any("LPIPS" in h for h in headers), headers
+    assert shot.stat().st_size > 10_000
