@@ -159,6 +159,11 @@ def _select(profile: Profile, args: argparse.Namespace) -> Profile:
         known = {d.name: d for d in profile.datasets}
         template = profile.datasets[0] if profile.datasets else profiles.DatasetSpec("embedded")
         datasets = [known.get(n) or _dataset(n, template) for n in args.datasets]
+    if args.tasks:
+        # a dataset entry that lists its tasks keeps the selected ones; none selected: left out
+        datasets = [d if d.tasks is None else dataclasses.replace(d, tasks=[t for t in d.tasks if t in args.tasks])
+                    for d in datasets]
+        datasets = [d for d in datasets if d.tasks is None or d.tasks]
     if args.limit is not None:
         limit = profiles.positive("--limit", args.limit)
         datasets = [dataclasses.replace(d, limit=limit) for d in datasets]

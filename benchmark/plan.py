@@ -207,6 +207,8 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
                 images[key] = load_images(spec, task.size_multiple)
             channels = {int(image.tensor.shape[0]) for image in images[key]}
             if not channels <= set(task.space.channels):
+                if spec.tasks is None:  # a dataset without a task list runs the tasks its images fit
+                    continue
                 raise UserError(f"dataset {spec.name!r} has {'/'.join(map(str, sorted(channels)))}-channel images; "
                                 f"task {task.name!r} needs {task.space.description} "
                                 f"({'/'.join(map(str, task.space.channels))} channels): list each dataset's tasks "

@@ -9,6 +9,7 @@ import torch
 
 from benchmark import harness, medical, metrics, spaces, tasks
 from benchmark.plan import Cell
+from tests.conftest import requires_shared
 
 MEDICAL = sorted(name for name, task in tasks.TASKS.items() if task.space is not spaces.UNIT)
 
@@ -126,3 +127,32 @@ def test_harness_records_magnitude_metrics_and_png_for_mri(tmp_path) -> None:  #
     assert record.metrics["psnr"] == pytest.approx(expected, abs=1e-6)
     assert record.measurement_psnr == pytest.approx(expected, abs=1e-6)
     assert len(outcome.artifacts) == 3
+
+
+@requires_shared
+@pytest.mark.parametrize(("selected", "expected"), [
+    (None, {("embedded", "denoising_s25"), ("embedded", "inpainting_random50"), ("mri_brain", "mri_x4")}),
+    ("denoising_s25", {("embedded", "denoising_s25")}),
+    ("mri_x4", {("mri_brain", "mri_x4")}),
+])
+def test_quick_profile_pairs_each_dataset_with_the_tasks_its_images_fit(selected: str | None,
+                                                                        expected: set[tuple[str, str]]) -> None:
+    """The gray embedded images never meet the MRI task (their space does not fit it); --tasks
+    narrows a dataset's own task list and leaves out a dataset with none left."""
+    from benchmark import cli, plan, profiles
+
+    argv = ["run", "--profile", "quick", "--methods", "trivial"] + (["--tasks", selected] if selected else [])
+    args = cli.build_parser().parse_args(argv)
+    cells, _ = plan.make_plan(cli._select(profiles.load("quick"), args))
+    assert {(c.dataset, c.task) for c in cells} == expected
+
+
+@requires_shared
+def test_a_dataset_listing_a_task_its_images_do_not_fit_is_refused() -> None:
+    from benchmark import plan, profiles
+    from benchmark.errors import UserError
+
+    doc = {"name": "bad", "methods": ["trivial"], "tasks": ["mri_x4"],
+           "datasets": [{"name": "embedded", "resize": 64, "crop": 32, "limit": 1, "tasks": ["mri_x4"]}]}
+    with pytest.raises(UserError, match="1-channel images; task 'mri_x4' needs complex MR image"):
+        plan.make_plan(profiles.parse(doc))
