@@ -15,7 +15,7 @@ def _problem(name: str, seed: int, dtype: torch.dtype = torch.float64):  # type:
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
     blob = (0.8 * torch.exp(-(xx**2 + yy**2) / 0.3)).to(dtype)
     x = torch.stack([blob * torch.cos(xx), blob * torch.sin(yy)])[None] if channels == 2 else blob[None, None]
-    g = tasks.measurement_generator(name, "blob", seed)
+    g = tasks.measurement_generator(name, "blob", seed, dataset="synthetic")
     physics = task.physics((channels, 32, 32), torch.device("cpu"), g).to(dtype)
     return x, physics, task.measure(x, physics, g)
 

@@ -17,7 +17,7 @@ MEDICAL = sorted(name for name, task in tasks.TASKS.items() if task.space is not
 def _problem(name: str, size: int = 32, seed: int = 0, image_id: str = "slice", dtype: torch.dtype = torch.float64):  # type: ignore[no-untyped-def]
     task = tasks.get(name)
     channels = task.space.channels[0]
-    g = tasks.measurement_generator(name, image_id, seed)
+    g = tasks.measurement_generator(name, image_id, seed, dataset="synthetic")
     x = torch.rand((1, channels, size, size), generator=torch.Generator().manual_seed(seed), dtype=dtype)
     physics = task.physics((channels, size, size), torch.device("cpu"), g).to(dtype)
     return task, x, physics, task.measure(x, physics, g)
