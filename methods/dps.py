@@ -119,8 +119,8 @@ class DPS(Method):
 
     def skip_reason(self, task: Any, channels: int | None = None) -> str | None:
         if not task.space.bounded:
-            return (f"DPS's prior models images in [0, 1] (its x̂0 is clipped there); {task.name!r} has "
-                    f"{task.space.description}")
+            return (f"DPS's prior models images in [0, 1] (its x̂0 is clipped there); {task.name!r} has images "
+                    f"of the unbounded {task.space.name!r} space (signed real and imaginary parts)")
         return None
 
     def prepare(self, ctx: TrainingContext) -> TrainingReport:
