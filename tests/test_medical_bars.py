@@ -3,8 +3,8 @@
 - mri_brain, 4× single-coil: the zero-filled baseline's mean PSNR is printed; DIP with the quick
   network (32 channels) and a CPU budget of 1500 iterations beats it by at least 3 dB; the U-Net
   (quick budget, whole 64² slices as patches) trained on the 40 training slices beats it too.
-  On the first 4 test slices at 64² (the centre of their k-space): at 128² with the quick profile's 500 iterations DIP gains
-  only ~2 dB (23.8 against 21.9 dB), still rising.
+  On the first 4 test slices at 64² (the centre of their k-space): at 128² with the quick
+  profile's 500 iterations DIP gains only ~2 dB (23.8 against 21.9 dB), still rising.
 - ct_chest, 60 views at 256²: FBP < TV and FBP < DIP in mean PSNR (first 2 test slices).
 """
 
