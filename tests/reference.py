@@ -25,15 +25,12 @@ def harness_psnr(method: str, params: dict[str, Any], task: str, dataset: str, i
 
 def harness_psnr_trained(method: str, params: dict[str, Any], task: str, dataset: str, images: list[data.Image],
                          training: list[torch.Tensor], training_name: str) -> list[float]:
-    """As :func:`harness_psnr`, for a method that learns from ``training`` (the task's space's set)."""
-    from benchmark import tasks
-
-    space = tasks.get(task).space.name
+    """As :func:`harness_psnr`, for a method that learns from ``training`` (named ``training_name``)."""
     pool = harness.MethodPool(list, "none", data.cache_root() / "reference", torch.device("cpu"), progress=False,
-                              by_space={space: (lambda: training, training_name)})
+                              load_training=lambda name: training)
     psnrs = []
     for image in images:
-        cell = Cell(method, canonical_json(params), task, dataset, image.id, "full", 0)
+        cell = Cell(method, canonical_json(params), task, dataset, image.id, "full", 0, method, training_name)
         (outcome,) = harness.run_cells([cell], [image.tensor], pool, with_lpips=False, save_reconstruction=False)
         assert outcome.record.status == "ok", outcome.record.error
         psnrs.append(float(outcome.record.metrics["psnr"]))
