@@ -5,6 +5,7 @@
   (quick budget, whole 64² slices as patches) trained on the 40 training slices beats it too.
   On the first 4 test slices at 64² (the centre of their k-space): at 128² with the quick
   profile's 500 iterations DIP gains only ~2 dB (23.8 against 21.9 dB), still rising.
+  Measured: zero-filled 19.12, DIP 22.38, U-Net 20.61 dB (2.5 min on 2 shared cores).
 - ct_chest, 60 views at 256²: FBP < TV in mean PSNR (first 2 test slices); FBP < DIP is not
   met with the quick DIP budget (see the test).
 """
