@@ -199,6 +199,11 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
             if name not in profile.tasks:
                 raise UserError(f"dataset {spec.name!r} lists task {name!r}, which is not among the profile's tasks: "
                                 f"{', '.join(profile.tasks)}")
+        listed = {i.name for i in instances} | {i.label for i in instances}
+        for name in spec.methods or []:
+            if name not in listed:
+                raise UserError(f"dataset {spec.name!r} lists method {name!r}, which is not among this run's methods: "
+                                f"{', '.join(dict.fromkeys(i.label for i in instances))}")
         for task in task_objs:
             if spec.tasks is not None and task.name not in spec.tasks:
                 continue
@@ -216,6 +221,8 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
             prep = f"resize{spec.resize}-crop{spec.crop}" + (f"-{spec.mode}" if spec.mode else "")
             train = training_set(profile, int(images[key][0].tensor.shape[0]), task) if images[key] else ""
             for instance in instances:
+                if spec.methods is not None and not {instance.name, instance.label} & set(spec.methods):
+                    continue
                 params = params_by[(instance.label, task.name)]
                 training = train if instance.label in trained else ""
                 if training:

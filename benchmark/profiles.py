@@ -29,6 +29,9 @@ class DatasetSpec:
     resize: int | None = None  # first resize so the shorter side is this (None: keep)
     limit: int | None = None  # first N images (None: all)
     tasks: list[str] | None = None  # only these of the profile's tasks (None: all of them)
+    #: only these of the profile's methods, by name or label (None: all of them): e.g. a costly
+    #: image size where only a few methods fit a CPU budget
+    methods: list[str] | None = None
     path: str | None = None  # a folder of the user's own image files (no manifest needed)
     mode: str | None = None  # "gray" | "rgb": force it (None: the set's own, detected for a folder)
 
@@ -231,13 +234,14 @@ def dataset_entry(where: str, entry: Any) -> DatasetSpec:
     mode = entry.get("mode")
     if mode is not None and mode not in ("gray", "rgb"):
         raise UserError(f"{where}: mode must be gray or rgb, got {mode!r}")
-    tasks = entry.get("tasks")
+    tasks, methods = entry.get("tasks"), entry.get("methods")
     return DatasetSpec(
         name=_text(f"{where}: name", name, plain=True),
         crop=_optional_positive(f"{where}: crop", entry.get("crop")),
         resize=_optional_positive(f"{where}: resize", entry.get("resize")),
         limit=_optional_positive(f"{where}: limit", entry.get("limit")),
         tasks=None if tasks is None else _names(f"{where}: tasks", tasks),
+        methods=None if methods is None else _names(f"{where}: methods", methods),
         path=path,
         mode=mode,
     )

@@ -177,3 +177,20 @@ def test_train_images_is_a_swept_parameter_of_a_trained_method(tmp_path: Path,
     assert stored == [("trivial", 0, "ok"), ("unet[train_images=1,train_steps=2]", 1, "ok"),
                       ("unet[train_images=2,train_steps=2]", 2, "ok")]
     assert "| unet[train_images=2,train_steps=2] | 2 |" in out
+
+
+def test_a_dataset_entry_can_run_a_subset_of_the_methods() -> None:
+    spec = profiles.DatasetSpec(name="embedded", resize=64, crop=32, limit=2)
+    methods = ["trivial", "tv", "dip[iterations=5,10]"]
+    every, _ = plan.make_plan(_profile(methods, datasets=[spec]))
+    assert sorted({c.label for c in every}) == ["dip[iterations=10]", "dip[iterations=5]", "trivial", "tv"]
+    few = dataclasses.replace(spec, methods=["tv", "dip[iterations=5]"])  # by name (every tv) or by label
+    some, _ = plan.make_plan(_profile(methods, datasets=[few]))
+    assert sorted({c.label for c in some}) == ["dip[iterations=5]", "tv"]
+    assert {c.key for c in some} <= {c.key for c in every}  # the same cells, fewer of them
+
+
+def test_a_dataset_entry_naming_a_method_the_run_lacks_is_refused() -> None:
+    spec = profiles.DatasetSpec(name="embedded", resize=64, crop=32, limit=2, methods=["bm3d"])
+    with pytest.raises(UserError, match="dataset 'embedded' lists method 'bm3d', which is not among this run's"):
+        plan.make_plan(_profile(["tv"], datasets=[spec]))
