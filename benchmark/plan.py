@@ -177,6 +177,20 @@ def load_images(spec: DatasetSpec, multiple: int = 1) -> list[data.Image]:
                      path=spec.path, mode=spec.mode)
 
 
+def _listed(dataset: str, names: list[str], instances: list[MethodInstance]) -> list[MethodInstance]:
+    """A dataset entry's ``methods:``: each an instance's label (``unet`` is the default U-Net
+    alone), else a method's name (every instance of it). One this run leaves out (``--methods``)
+    is passed over; one that names no registered method is refused."""
+    out: list[MethodInstance] = []
+    known = registry.available()
+    for name in names:
+        if grid.parse_spec(name).name not in known:
+            raise UserError(f"dataset {dataset!r} lists method {name!r}, which is not a registered method; "
+                            f"valid: {', '.join(known)}")
+        out += [i for i in instances if i.label == name] or [i for i in instances if i.name == name]
+    return out
+
+
 def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[data.Image]]]:
     """All cells of ``profile`` plus the images they need (validating every name and value first)."""
     instances = method_instances(profile)
@@ -199,11 +213,7 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
             if name not in profile.tasks:
                 raise UserError(f"dataset {spec.name!r} lists task {name!r}, which is not among the profile's tasks: "
                                 f"{', '.join(profile.tasks)}")
-        listed = {i.name for i in instances} | {i.label for i in instances}
-        for name in spec.methods or []:
-            if name not in listed:
-                raise UserError(f"dataset {spec.name!r} lists method {name!r}, which is not among this run's methods: "
-                                f"{', '.join(dict.fromkeys(i.label for i in instances))}")
+        chosen = None if spec.methods is None else {i.label for i in _listed(spec.name, spec.methods, instances)}
         for task in task_objs:
             if spec.tasks is not None and task.name not in spec.tasks:
                 continue
@@ -221,7 +231,7 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
             prep = f"resize{spec.resize}-crop{spec.crop}" + (f"-{spec.mode}" if spec.mode else "")
             train = training_set(profile, int(images[key][0].tensor.shape[0]), task) if images[key] else ""
             for instance in instances:
-                if spec.methods is not None and not {instance.name, instance.label} & set(spec.methods):
+                if chosen is not None and instance.label not in chosen:
                     continue
                 params = params_by[(instance.label, task.name)]
                 training = train if instance.label in trained else ""

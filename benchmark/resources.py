@@ -130,19 +130,21 @@ def check_plan(cells: Sequence[Any], image_of: Any, lpips: bool, batch_size: int
 
     from benchmark import metrics, registry, tasks
 
-    shapes: dict[str, tuple[int, int, int]] = {}
+    shapes: dict[str, dict[str, tuple[int, int, int]]] = {}  # task → where → what its metrics compare
     where: dict[tuple[int, int, int], str] = {}
     problems: Counter[tuple[str, str, tuple[int, int, int]]] = Counter()
     for cell in cells:
         c, h, w = (int(s) for s in image_of(cell).shape)
         shape = (c, h, w)
         label = f"image {cell.image_id!r} of dataset {cell.dataset!r} for task {cell.task}"
-        shapes.setdefault(label, shape)
+        if label not in shapes.setdefault(cell.task, {}):
+            # metrics compare the task's view of an image (the magnitude of a complex MR image)
+            viewed = tasks.get(cell.task).space.view(torch.zeros(1, *shape)).shape[1:]
+            shapes[cell.task][label] = (int(viewed[0]), int(viewed[1]), int(viewed[2]))
         where.setdefault(shape, label)
         problems[(cell.method, cell.params_json, shape)] += 1
     check_device(device)
     skip = () if lpips else ("lpips",)
-    used = list({m.name: m for task in sorted({cell.task for cell in cells})
-                 for m in metrics.applicable(tasks.get(task), skip)}.values())
-    check_measurable(shapes, used, device)
+    for task, task_shapes in shapes.items():  # each task's own metrics (no LPIPS on MRI or CT)
+        check_measurable(task_shapes, metrics.applicable(tasks.get(task), skip), device)
     check_memory(problems, lambda name, params: registry.get(name)(**json.loads(params)), batch_size, device, where)

@@ -137,6 +137,23 @@ def _write_artifacts(root: Path, artifacts: dict[str, bytes]) -> None:
         os.replace(tmp, path)
 
 
+def checked_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[Any]],
+                                            dict[tuple[str, str, str], torch.Tensor], torch.device]:
+    """The plan's cells, its images (also by (dataset, task, image id)) and the device, after
+    every check that can run before any work: names, values, images measurable, memory."""
+    cells, images = make_plan(profile)
+    device = pick_device(profile.device)
+    by_id = {}
+    for (dataset, multiple), imgs in images.items():
+        for task_name in profile.tasks:
+            if tasks.get(task_name).size_multiple == multiple:
+                by_id.update({(dataset, task_name, img.id): img.tensor for img in imgs})
+    # auto: one problem must fit; the calibration tries only the batch sizes that fit (``_batch_sizes``)
+    resources.check_plan(cells, lambda c: by_id[(c.dataset, c.task, c.image_id)], profile.lpips,
+                         profile.batch_size if isinstance(profile.batch_size, int) else 1, device)
+    return cells, images, by_id, device
+
+
 def run_benchmark(
     profile: Profile,
     *,
@@ -151,16 +168,7 @@ def run_benchmark(
     """Run (or resume) ``profile``; everything is validated before any run is written."""
     started = time.perf_counter()
     parts: dict[str, float] = {}
-    cells, images = make_plan(profile)
-    device = pick_device(profile.device)
-    by_id = {}
-    for (dataset, multiple), imgs in images.items():
-        for task_name in profile.tasks:
-            if tasks.get(task_name).size_multiple == multiple:
-                by_id.update({(dataset, task_name, img.id): img.tensor for img in imgs})
-    # auto: one problem must fit; the calibration tries only the batch sizes that fit (``_batch_sizes``)
-    resources.check_plan(cells, lambda c: by_id[(c.dataset, c.task, c.image_id)], profile.lpips,
-                         profile.batch_size if isinstance(profile.batch_size, int) else 1, device)
+    cells, images, by_id, device = checked_plan(profile)
     results_dir = Path(results_dir or default_results_dir(profile))
     store = ResultsStore(results_dir / "results.sqlite")
     done = store.done_keys()

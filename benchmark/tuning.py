@@ -129,14 +129,20 @@ def fixed_params(profile: Profile, method: str, task: tasks.Task) -> dict[str, A
     return resolved_params(profile, MethodInstance(method, given, method), task, tuned=False)
 
 
-def validation_images(profile: Profile, multiple: int = 1) -> list[data.Image]:
+def validation_images(profile: Profile, multiple: int = 1, space: str = "unit") -> list[data.Image]:
     """``tune.images`` images drawn (seeded) from the training split, resized and cropped as
-    ``tune`` says: only ever the training split."""
+    ``tune`` says: only ever the training split. Tasks of another image space (MRI, CT) draw
+    from that space's training set, prepared as the profile trains on it."""
     spec = profile.tune
-    pool = data.load(profile.training.dataset, split="train", resize=spec.resize, crop=spec.crop, multiple=multiple)
+    training = profile.training.for_space(space)
+    if training is profile.training:
+        pool = data.load(training.dataset, split="train", resize=spec.resize, crop=spec.crop, multiple=multiple)
+    else:
+        pool = data.load(training.dataset, split="train", resize=training.resize, crop=training.crop,
+                         multiple=multiple)
     if len(pool) < spec.images:
         raise UserError(f"tune: {spec.images} validation images asked for; the training split of "
-                        f"{profile.training.dataset!r} has {len(pool)}")
+                        f"{training.dataset!r} has {len(pool)}")
     chosen = sorted(random.Random(spec.seed).sample(range(len(pool)), spec.images))
     return [pool[i] for i in chosen]
 
@@ -277,14 +283,15 @@ def tune(profile: Profile, *, methods: Sequence[str] | None = None, task_names: 
     grids = requests(profile, methods)
     dev = pick_device(device or profile.device)
     run = run or harness_runner(profile, dev)
-    images: dict[int, list[data.Image]] = {}
+    images: dict[tuple[str, int], list[data.Image]] = {}
     records: list[dict[str, Any]] = []
     for method, grid in grids.items():
         for scope, applies_to, group in targets(method, task_list):
             for task in group:
-                if task.size_multiple not in images:
-                    images[task.size_multiple] = validation_images(profile, task.size_multiple)
-            by_task = {t.name: images[t.size_multiple] for t in group}
+                if (task.space.name, task.size_multiple) not in images:
+                    images[(task.space.name, task.size_multiple)] = validation_images(
+                        profile, task.size_multiple, task.space.name)
+            by_task = {t.name: images[(t.space.name, t.size_multiple)] for t in group}
             fixed = {t.name: fixed_params(profile, method, t) for t in group}
             started = time.perf_counter()
             chosen, scored = score_grid(method, grid, fixed, group, by_task, run)
@@ -293,13 +300,16 @@ def tune(profile: Profile, *, methods: Sequence[str] | None = None, task_names: 
             log(f"{method} · {applies_to}: {chosen} ({len(scored)} grid points, {cost:.0f} s)"
                 + (f"; at the grid's edge: {', '.join(edge)}" if edge else ""))
             held = {k: v for k, v in fixed[group[0].name].items() if k not in grid}
+            training = profile.training.for_space(group[0].space.name)
+            prepared = ((profile.tune.resize, profile.tune.crop) if training is profile.training
+                        else (training.resize, training.crop))
             records.append({
                 "method": method, "scope": scope, "applies_to": applies_to, "tasks": [t.name for t in group],
                 "chosen": chosen, "metric": f"mean {METRIC} over the validation images (and tasks)",
                 "grid": {k: list(v) for k, v in grid.items()}, "scores": scored, "fixed": held,
-                "validation": {"dataset": profile.training.dataset, "split": "train",
+                "validation": {"dataset": training.dataset, "split": "train",
                                "images": [img.id for img in by_task[group[0].name]],
-                               "resize": profile.tune.resize, "crop": profile.tune.crop, "seed": profile.tune.seed},
+                               "resize": prepared[0], "crop": prepared[1], "seed": profile.tune.seed},
                 "cost_s": round(cost, 1), "device": str(dev), "threads": torch.get_num_threads(),
                 "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"), "commit": git_commit(),
                 "command": command or f"python -m benchmark tune --profile {profile.name}",

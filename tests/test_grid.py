@@ -184,13 +184,19 @@ def test_a_dataset_entry_can_run_a_subset_of_the_methods() -> None:
     methods = ["trivial", "tv", "dip[iterations=5,10]"]
     every, _ = plan.make_plan(_profile(methods, datasets=[spec]))
     assert sorted({c.label for c in every}) == ["dip[iterations=10]", "dip[iterations=5]", "trivial", "tv"]
-    few = dataclasses.replace(spec, methods=["tv", "dip[iterations=5]"])  # by name (every tv) or by label
+    few = dataclasses.replace(spec, methods=["tv", "dip[iterations=5]"])  # by label
     some, _ = plan.make_plan(_profile(methods, datasets=[few]))
     assert sorted({c.label for c in some}) == ["dip[iterations=5]", "tv"]
+    by_name = dataclasses.replace(spec, methods=["dip"])  # no instance is labelled dip: every dip instance
+    dips, _ = plan.make_plan(_profile(methods, datasets=[by_name]))
+    assert sorted({c.label for c in dips}) == ["dip[iterations=10]", "dip[iterations=5]"]
     assert {c.key for c in some} <= {c.key for c in every}  # the same cells, fewer of them
 
 
-def test_a_dataset_entry_naming_a_method_the_run_lacks_is_refused() -> None:
-    spec = profiles.DatasetSpec(name="embedded", resize=64, crop=32, limit=2, methods=["bm3d"])
-    with pytest.raises(UserError, match="dataset 'embedded' lists method 'bm3d', which is not among this run's"):
+def test_a_dataset_entry_naming_an_unknown_method_is_refused() -> None:
+    spec = profiles.DatasetSpec(name="embedded", resize=64, crop=32, limit=2, methods=["tv", "bm4d"])
+    with pytest.raises(UserError, match="dataset 'embedded' lists method 'bm4d', which is not a registered method"):
         plan.make_plan(_profile(["tv"], datasets=[spec]))
+    narrowed = dataclasses.replace(spec, methods=["tv", "bm3d"])  # bm3d: registered, left out by this run
+    cells, _ = plan.make_plan(_profile(["tv"], datasets=[narrowed]))
+    assert {c.method for c in cells} == {"tv"}

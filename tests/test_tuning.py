@@ -219,7 +219,8 @@ def test_shipped_tuned_values_trace_to_training_images(name: str) -> None:
     assert values.records, f"{name} names no tuned values"
     for rec in values.records:
         val = rec["validation"]
-        assert val["split"] == "train" and val["dataset"] == profile.training.dataset
+        space = tasks.get(rec["tasks"][0]).space.name  # MRI and CT tasks draw from their space's set
+        assert val["split"] == "train" and val["dataset"] == profile.training.for_space(space).dataset
         assert set(val["images"]) <= _train_ids(val["dataset"])
         assert not {(val["dataset"], i) for i in val["images"]} & _test_ids(profile)
         assert rec["chosen"] == max(rec["scores"], key=lambda p: p["psnr"])["params"]
