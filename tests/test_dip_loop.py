@@ -128,7 +128,9 @@ def test_odd_image_sides_are_padded_internally_and_cropped_back(shape):
 
 @pytest.mark.parametrize("task_name", sorted(tasks.TASKS))
 def test_every_task_gives_an_image_of_the_right_size(task_name):
-    x, physics, y = measurement(task_name, shape=(3, 32, 48))
+    space = tasks.get(task_name).space  # MRI images are 2-channel (real, imaginary), CT slices square
+    channels = 3 if 3 in space.channels else space.channels[0]
+    x, physics, y = measurement(task_name, shape=(channels, 48 if space.name == "ct" else 32, 48))
     for cls, params in [(DeepImagePrior, TINY), (DipSelfValidation, TINY), (DeepDecoderMethod, TINY_DD)]:
         result = cls(**params).reconstruct(y, physics, seed=0)
         assert result.x.shape == x.shape and torch.isfinite(result.x).all()
