@@ -14,7 +14,7 @@ from benchmark import runner
 from benchmark.profiles import parse
 from benchmark.store import ResultsStore
 from tests.conftest import requires_shared
-from tests.test_report_browser import CHROMIUM, CHROMIUM_ARGS, screenshot_dir
+from tests.test_report_browser import CHROMIUM, report_page, screenshot_dir
 
 pytestmark = [pytest.mark.slow, requires_shared]
 
@@ -51,21 +51,12 @@ def test_medical_cells_are_measured_in_their_space(medical_run: Path) -> None:
 def test_medical_report_renders_in_chromium(medical_run: Path, tmp_path: Path) -> None:
     if not CHROMIUM.exists():
         pytest.skip("needs /usr/bin/chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
     index = medical_run / "report" / "index.html"
     shot = screenshot_dir(tmp_path) / "medical_report.png"
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(index.as_uri(), wait_until="load")
-            page.wait_for_selector("table#comparison tbody tr")
-            images = page.eval_on_selector_all("img", "els => els.map(e => [e.alt, e.complete, e.naturalWidth])")
-            headers = page.eval_on_selector_all("table#comparison th", "els => els.map(e => e.textContent)")
-            rows = page.eval_on_selector_all("table#comparison tbody tr", "els => els.length")
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+    with report_page(index, shot) as page:
+        images = page.eval_on_selector_all("img", "els => els.map(e => [e.alt, e.complete, e.naturalWidth])")
+        headers = page.eval_on_selector_all("table#comparison th", "els => els.map(e => e.textContent)")
+        rows = page.eval_on_selector_all("table#comparison tbody tr", "els => els.length")
     assert all(complete and width > 0 for _, complete, width in images), images
     alts = " ".join(alt for alt, _, _ in images)
     assert "quality vs training images" in alts

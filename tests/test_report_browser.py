@@ -4,7 +4,10 @@ every table has rows. A full-page screenshot is kept for a human look."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,23 +29,31 @@ def screenshot_dir(tmp_path: Path) -> Path:
     return out
 
 
-def test_report_renders_in_chromium(tmp_path: Path) -> None:
+@contextmanager
+def report_page(index: Path, shot: Path) -> Iterator[Any]:
+    """A report's ``index.html`` opened in headless Chromium, its comparison table rendered;
+    a full-page screenshot to ``shot`` when the caller is done with the page."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    index = reports.build_report(demo_frame(tmp_path / "recon"), tmp_path / "report",
-                                 title="Synthetic benchmark", recon_root=tmp_path / "recon")
-    shot = screenshot_dir(tmp_path) / "report.png"
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(index.as_uri(), wait_until="load")
             page.wait_for_selector("table#comparison tbody tr")
-            images = page.eval_on_selector_all("img", "els => els.map(e => [e.alt, e.complete, e.naturalWidth])")
-            rows = page.eval_on_selector_all("table", "els => els.map(t => [t.id, t.tBodies[0].rows.length])")
-            tooltip = page.get_attribute("table#comparison td.skip", "title")
+            yield page
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
+
+
+def test_report_renders_in_chromium(tmp_path: Path) -> None:
+    index = reports.build_report(demo_frame(tmp_path / "recon"), tmp_path / "report",
+                                 title="Synthetic benchmark", recon_root=tmp_path / "recon")
+    shot = screenshot_dir(tmp_path) / "report.png"
+    with report_page(index, shot) as page:
+        images = page.eval_on_selector_all("img", "els => els.map(e => [e.alt, e.complete, e.naturalWidth])")
+        rows = page.eval_on_selector_all("table", "els => els.map(t => [t.id, t.tBodies[0].rows.length])")
+        tooltip = page.get_attribute("table#comparison td.skip", "title")
     assert len(images) == 3 + len(TASKS)
     assert all(complete and width > 0 for _, complete, width in images), images
     assert [t for t, _ in rows] == ["comparison", "es-gap", "seed-spread", "failed"]
