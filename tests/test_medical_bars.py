@@ -1,4 +1,4 @@
-"""The medical bars of issue 14, measured through the harness (seed 0, CPU).
+"""The MRI bars of issue 14, measured through the harness (seed 0, CPU).
 
 - mri_brain, 4× single-coil: the zero-filled baseline's mean PSNR is printed; DIP with the quick
   network (32 channels) and a CPU budget of 1500 iterations beats it by at least 3 dB; the U-Net
@@ -8,8 +8,8 @@
   Measured: zero-filled 19.12, U-Net 20.61 dB; DIP 22.38 dB with 1 thread but 21.79 dB with 2
   (float32 reduction order moves a 1500-step fit by ~0.6 dB on 4 slices): the 3 dB bar is not met
   robustly, so it is printed, and a 2 dB margin is asserted.
-- ct_chest, 60 views at 256²: FBP < TV in mean PSNR (first 2 test slices); FBP < DIP is not
-  met with the quick DIP budget (see the test).
+
+The CT bar (ct_chest, 60 views) is in test_ct_bars.py.
 """
 
 from __future__ import annotations
@@ -48,15 +48,3 @@ def test_mri_x4_dip_beats_zero_filled_by_3_db_and_the_unet_beats_it(capsys: pyte
               f"U-Net (40 slices) {unet:.2f} dB")
     assert dip >= zero_filled + 2.0  # issue 14's bar is 3 dB: met at 1 thread (+3.3), not at 2 (+2.7)
     assert unet > zero_filled
-
-
-def test_ct_views60_fbp_is_beaten_by_tv(capsys: pytest.CaptureFixture[str]) -> None:
-    """FBP < TV. FBP < DIP is not met on a CPU budget: DIP with the quick network and 500
-    iterations reached 23.65 dB against FBP's 23.90 on these 2 slices (24.76/22.55 against
-    24.27/23.53), still rising; it is not asserted here."""
-    images = data.load("ct_chest", limit=2, resize=256)
-    fbp = _mean("trivial", "ct_views60", "ct_chest", images)
-    tv = _mean("tv", "ct_views60", "ct_chest", images)
-    with capsys.disabled():
-        print(f"\nct_chest 60 views (2 slices, 256²): FBP {fbp:.2f} dB, TV {tv:.2f} dB")
-    assert fbp < tv
