@@ -151,6 +151,9 @@ class Method:
     #: a tunable that only says when to stop (the iterate at step k is what a budget of k
     #: returns): its grid is read off one run's PSNR trajectory instead of one run per value
     budget_parameter: ClassVar[str | None] = None
+    #: the version of the method's code: bump it when a change alters its results under the same
+    #: parameters, so that a results store recomputes its cells instead of reusing stale ones
+    revision: ClassVar[int] = 1
 
     def __init__(self, **params: Any) -> None:
         self.check_names(params)

@@ -22,6 +22,16 @@ from benchmark.errors import UserError
 from benchmark.profiles import DatasetSpec, Profile
 
 
+#: the version of how the harness measures a cell (measurement noise and masks, seeds, metrics,
+#: costs): bump it when a change alters the numbers of unchanged methods, so old stores recompute
+PROTOCOL = 1
+
+
+def version_of(method: str) -> str:
+    """A cell's version: the harness protocol and the method's ``revision``."""
+    return f"protocol{PROTOCOL}-rev{registry.get(method).revision}"
+
+
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
@@ -41,12 +51,17 @@ class Cell:
     #: the training set a trained method learns from for this cell ("" for untrained methods);
     #: part of the key, so the same U-Net trained on Train400 or on CBSD432 are two results
     training: str = ""
+    #: the harness protocol and the method's code revision (``version_of``): part of the key, so a
+    #: store made before a change in how cells are measured or solved is recomputed, not reused
+    version: str = ""
 
     @cached_property
     def key(self) -> str:
         ident: list[Any] = [self.method, self.params_json, self.task, self.dataset, self.image_id, self.crop, self.seed]
         if self.training:
             ident.append(self.training)
+        if self.version:
+            ident.append(self.version)
         return hashlib.sha256(canonical_json(ident).encode()).hexdigest()[:24]
 
     @property
@@ -241,7 +256,7 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
                 for image in images[key]:
                     for seed in profile.seeds:
                         cell = Cell(instance.name, params_json, task.name, spec.name, image.id, prep, seed,
-                                    instance.label, training)
+                                    instance.label, training, version_of(instance.name))
                         cells.setdefault(cell.key, cell)  # two instances with equal parameters: one cell
     check_training_sets(profile, requested)
     return list(cells.values()), images

@@ -246,7 +246,7 @@ def harness_runner(profile: Profile, device: torch.device) -> Runner:
     """Validation runs through the benchmark's own harness (PSNR only, nothing saved)."""
     from benchmark import metrics
     from benchmark.harness import MethodPool, run_cells
-    from benchmark.plan import Cell, batches, canonical_json
+    from benchmark.plan import Cell, batches, canonical_json, version_of
     from benchmark.runner import checkpoint_dir
 
     pool = MethodPool(list, profile.training.dataset, checkpoint_dir(), device, progress=False)
@@ -257,7 +257,7 @@ def harness_runner(profile: Profile, device: torch.device) -> Runner:
             every: int) -> list[Any]:
         by_id = {img.id: img.tensor for img in images}
         cells = [Cell(method, canonical_json(params), task.name, f"{profile.training.dataset}:train", img.id, prep,
-                      profile.tune.seed, method) for img in images]
+                      profile.tune.seed, method, version=version_of(method)) for img in images]
         out = {}
         for batch in batches(cells, lambda c: tuple(by_id[c.image_id].shape), len(cells)):
             for o in run_cells(batch, [by_id[c.image_id] for c in batch], pool, profile="tune",

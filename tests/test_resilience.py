@@ -87,6 +87,26 @@ def test_failing_and_diverging_cells_are_recorded_and_the_benchmark_goes_on(brok
     assert again.ran == 8 and again.already_done == 4
 
 
+def test_a_method_whose_code_changed_is_recomputed_and_the_others_are_reused(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store made before a method's ``revision`` bump (or the harness's ``PROTOCOL``) is not
+    reused for that method: its cells run again and the report reads only the new ones."""
+    from benchmark import plan
+
+    profile = _profile(["trivial", "tv"], lpips=False, method_params={"tv": {"iterations": 5}})
+    where = {"results_dir": tmp_path / "r", "tracking_uri": f"sqlite:///{tmp_path / 'm.db'}", "progress": False,
+             "report": False}
+    first = runner.run_benchmark(profile, **where)
+    assert first.ran == 8 and first.already_done == 0
+    monkeypatch.setattr(registry.get("tv"), "revision", registry.get("tv").revision + 1)
+    again = runner.run_benchmark(profile, **where)
+    assert again.ran == 4 and again.already_done == 4  # tv again, trivial reused
+    frame = ResultsStore(tmp_path / "r" / "results.sqlite").frame(again.keys)
+    assert len(frame) == 8 and frame.groupby(["method", "task", "image_id", "seed"]).size().max() == 1
+    monkeypatch.setattr(plan, "PROTOCOL", plan.PROTOCOL + 1)
+    assert runner.run_benchmark(profile, **where).ran == 8  # a new protocol: everything again
+
+
 def test_a_failing_problem_does_not_take_its_batch_down(broken_methods: None, tmp_path: Path) -> None:
     profile = _profile(["test_odd_seeds_fail"], seeds=[0, 1], lpips=False, batch_size=8)
     summary = runner.run_benchmark(profile, results_dir=tmp_path / "r", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
