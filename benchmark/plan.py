@@ -21,7 +21,6 @@ from benchmark.api import TRAIN_IMAGES
 from benchmark.errors import UserError
 from benchmark.profiles import DatasetSpec, Profile
 
-
 #: the version of how the harness measures a cell (measurement noise and masks, seeds, metrics,
 #: costs): bump it when a change alters the numbers of unchanged methods, so old stores recompute
 PROTOCOL = 1
