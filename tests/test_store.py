@@ -1,6 +1,7 @@
 """The results store across releases and accidents: a store from the first release is migrated
-and resumed; a corrupt, truncated or newer store is reported and left as it is; a read-only
-folder or a full disk stops the run with a clear error and keeps every committed cell."""
+(its rows kept, its cells recomputed under today's protocol); a corrupt, truncated or newer store
+is reported and left as it is; a read-only folder or a full disk stops the run with a clear error
+and keeps every committed cell."""
 
 from __future__ import annotations
 
@@ -55,14 +56,20 @@ def test_a_first_release_store_is_migrated_with_its_values(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_a_first_release_store_is_resumed_and_reported(tmp_path: Path) -> None:
-    """Its cells are skipped by the same profile today, and its numbers are in the tables."""
+def test_a_first_release_store_is_recomputed_under_todays_protocol_and_keeps_its_rows(tmp_path: Path) -> None:
+    """Its cells were measured under an older protocol (noise and masks drawn otherwise), so the
+    same profile today recomputes them instead of reusing them; the old rows stay in the store
+    (their numbers still make tables) and today's tables read only today's cells."""
     _copy_fixture(tmp_path / "r")
     profile = dataclasses.replace(profiles.load("smoke"), methods=["trivial", "tv"], lpips=False)
     summary = runner.run_benchmark(profile, results_dir=tmp_path / "r", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
                                    progress=False, report=False)
-    assert (summary.planned, summary.already_done, summary.ran) == (8, 8, 0)
-    table = reports.comparison_table(ResultsStore(tmp_path / "r" / "results.sqlite").frame(summary.keys))
+    assert (summary.planned, summary.already_done, summary.ran) == (8, 0, 8)
+    store = ResultsStore(tmp_path / "r" / "results.sqlite")
+    old_keys = [key for key, *_ in _v1_rows()]
+    assert len(store.frame()) == 16 and not set(old_keys) & set(summary.keys)
+    assert len(store.frame(summary.keys)) == 8
+    table = reports.comparison_table(store.frame(old_keys))
     assert "LPIPS" in table and "PSNR [dB]" in table
     for task in ("denoising_s25", "inpainting_random50"):
         values = [psnr for _, method, t, psnr, *_ in _v1_rows() if (method, t) == ("tv", task)]
