@@ -200,7 +200,7 @@ def _md_cell(c: Entry) -> str:
 
 def to_markdown(table: Table, *, heading: str = "") -> str:
     """GitHub-flavoured Markdown; a grouped table becomes one sub-table per group, which keeps
-    it readable in a terminal."""
+    it readable in a terminal, each with the rows that have something in it."""
     out = [f"## {heading}", ""] if heading else []
     if not table.rows:
         return "\n".join(out + ["(none)", ""])
@@ -213,7 +213,10 @@ def to_markdown(table: Table, *, heading: str = "") -> str:
         out.append("| " + " | ".join([table.stub] + [_md_escape(c) for c in cols]) + " |")
         out.append("|---|" + "".join("---|" if start + k in table.text_columns else "---:|" for k in range(len(cols))))
         for name, cells in table.rows:
-            out.append("| " + " | ".join([_md_escape(name)] + [_md_cell(c) for c in cells[start:start + span]]) + " |")
+            part = cells[start:start + span]
+            if label and not any(c.text for c in part):  # not run on this block (e.g. a dataset's own methods)
+                continue
+            out.append("| " + " | ".join([_md_escape(name)] + [_md_cell(c) for c in part]) + " |")
         out.append("")
         start += span
     out.append(_md_escape(table.caption))

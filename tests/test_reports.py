@@ -157,6 +157,18 @@ def test_every_method_is_in_every_rendering(frame: pd.DataFrame) -> None:
         reports.comparison_table(frame, "csv")
 
 
+def test_a_markdown_block_lists_only_the_methods_run_on_it(frame: pd.DataFrame) -> None:
+    """A dataset entry with its own ``methods:`` list: the other methods get no empty rows in
+    its sub-table (the HTML table keeps one grid, blank where not run)."""
+    one_task = frame[~((frame["method"] == "tv") & (frame["task"] == TASKS[1]))]
+    md = reports.comparison_table(one_task, "markdown")
+    blocks = {b.split("**")[0]: b for b in md.split("\n**")[1:]}
+    first, second = (next(b for label, b in blocks.items() if label.startswith(t)) for t in TASKS[:2])
+    assert re.search(r"^\| tv \|", first, re.M)
+    assert not re.search(r"^\| tv \|", second, re.M)
+    assert all(re.search(rf"^\| {m} \|", second, re.M) for m in METHODS if m not in ("tv", "flaky"))
+
+
 def test_a_lone_method_is_neither_bold_nor_tested(frame: pd.DataFrame) -> None:
     md = reports.comparison_table(frame[frame.method == "tv"])
     assert "| tv |" in md
