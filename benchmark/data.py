@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from benchmark import imagefiles, resources
-from benchmark.errors import UserError, one_line, unknown
+from benchmark.errors import DataUnavailable, UserError, one_line, unknown
 from benchmark.pinned import Unavailable, locate, sha256_of
 from benchmark.pinned import download as download  # re-exported: data.download is the public name
 
@@ -167,12 +167,32 @@ def _resolve_file(manifest: Manifest, file_name: str) -> Path:
     url = manifest.url.format(name=file_name, stem=Path(file_name).stem) if manifest.url else None
     try:
         return locate(f"image file {file_name} of dataset {manifest.name!r}", expected, candidates, url)
-    except Unavailable as exc:
-        if url is not None:
-            raise
-        where = f"{root / manifest.name}" if root else "$DIPBENCH_DATA/" + manifest.name
-        raise UserError(f"dataset {manifest.name!r}: missing image file {file_name} and no public download; "
-                        f"place the files in {where}") from exc
+    except Unavailable as exc:  # a corrupt file is a ChecksumMismatch and stops the run instead
+        raise unavailable(manifest.name, f"missing image file {file_name} and no public download" if url is None
+                          else one_line(exc)) from exc
+
+
+def unavailable(name: str, why: str) -> DataUnavailable:
+    """The error of a standard set that cannot be had here, with the fix: the variable to set, or
+    the internet (the harness skips the set's cells with this message)."""
+    root = data_root()
+    where = (f"put its files in {root / name} (DIPBENCH_DATA={root})" if root else
+             f"set DIPBENCH_DATA to a folder holding {name}/ (e.g. DIPBENCH_DATA=../shared/datasets)")
+    return DataUnavailable(name, f"dataset {name!r} unavailable here ({why}): {where}, or run where its pinned "
+                                 "source can be downloaded (internet)")
+
+
+def image_ids(name: str, *, limit: int | None = None) -> list[str]:
+    """The ids of the first ``limit`` test images of standard set ``name``, read off its
+    manifest (no file is needed: the cells of a set that cannot be had are still named)."""
+    files = sorted(manifests()[name].files)[: limit if limit else None]
+    return [Path(f).stem for f in files]
+
+
+def channels_of(name: str, mode: str | None = None) -> int:
+    """Channels of the images of standard set ``name`` read as ``mode`` (default: its manifest's):
+    1 for gray and CT, 3 for colour, 2 for complex MRI (real, imaginary)."""
+    return {"gray": 1, "rgb": 3, "mri": 2, "ct": 1}[mode or manifests()[name].mode]
 
 
 def folder_images(folder: str | Path, mode: str | None = None) -> tuple[str, list[Image]]:

@@ -17,6 +17,19 @@ class WeightsUnavailable(UserError):
     """
 
 
+class DataUnavailable(UserError):
+    """A standard dataset whose files cannot be had here (not in ``$DIPBENCH_DATA``, not in the
+    download cache, and no download possible: offline, refused, no public address).
+
+    Like missing weights, not an error of the run: the cells that need the set are recorded as
+    skipped with this message (which says what to set) and every other cell runs. A file that is
+    there but corrupt (a checksum mismatch) is an error, never this."""
+
+    def __init__(self, dataset: str, message: str) -> None:
+        super().__init__(message)
+        self.dataset = dataset
+
+
 class NotApplicable(UserError):
     """A method cannot serve these cells as configured (e.g. its training images are gray and the
     test images colour); the harness records them as skipped with this message, which says how

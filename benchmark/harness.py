@@ -27,7 +27,7 @@ from benchmark import metrics, registry, seeding, spaces, tasks
 from benchmark.api import Method, Problem, TrainingContext, TrainingReport, as_reconstruction
 from benchmark.calibration import Calibration, Calibrator, cache_key
 from benchmark.clock import PeakMemory, Stopwatch
-from benchmark.errors import NotApplicable, WeightsUnavailable
+from benchmark.errors import DataUnavailable, NotApplicable, WeightsUnavailable
 from benchmark.plan import Cell
 from benchmark.store import Record
 
@@ -291,10 +291,12 @@ def run_cells(
             ready.append(_Prepared(position, cell, record, image, *measurement(cell, image, pool.device)))
         except Exception as exc:  # noqa: BLE001 - a failing cell must not stop the benchmark
             outcomes[position] = _failure(cell, profile, exc, record, pool.device)
-            if isinstance(exc, (WeightsUnavailable, NotApplicable)):  # not an error of the method: skipped,
-                outcomes[position].record.status = "skipped"  # with the reason and the fix
+            if isinstance(exc, (WeightsUnavailable, NotApplicable, DataUnavailable)):  # not an error of the
+                outcomes[position].record.status = "skipped"  # method: skipped, with the reason and the fix
                 if isinstance(exc, WeightsUnavailable):
                     outcomes[position].record.info["weights_unavailable"] = True
+                if isinstance(exc, DataUnavailable):  # its training set cannot be had here
+                    outcomes[position].record.info["data_unavailable"] = exc.dataset
     if len(ready) > 1 and len({(r.cell.method, r.cell.params_json, r.cell.task, r.x.shape) for r in ready}) > 1:
         raise ValueError("a batch must hold cells of one method, parameters, task and image size")
     skip = frozenset(skip_metrics) | (frozenset() if with_lpips else {"lpips"})
@@ -378,6 +380,18 @@ def _failure(cell: Cell, profile: str, exc: BaseException, record: Record | None
     outcome.record.info["traceback"] = traceback.format_exc(limit=8)
     outcome.record.device = str(device)
     return outcome
+
+
+def data_unavailable_outcome(cell: Cell, profile: str, reason: str, device: str) -> CellOutcome:
+    """The record of a cell whose images cannot be had here (``DataUnavailable``): skipped with
+    the reason and the fix; the next run tries it again (``ResultsStore.done_keys``)."""
+    method = registry.get(cell.method)
+    record = Record(cell_key=cell.key, method=cell.method, task=cell.task, dataset=cell.dataset,
+                    image_id=cell.image_id, seed=cell.seed, params=cell.params, family=method.family,
+                    stopping_rule=method.stopping_rule, profile=profile, device=device,
+                    label=cell.label or cell.method, status="skipped", error=reason, finished_at=time.time())
+    record.info["data_unavailable"] = cell.dataset
+    return CellOutcome(record)
 
 
 def failed_outcome(cell: Cell, profile: str, error: str, record: Record | None = None) -> CellOutcome:

@@ -21,6 +21,11 @@ class Unavailable(UserError):
     """Not in any local candidate and not downloadable here (no address, offline, refused)."""
 
 
+class ChecksumMismatch(UserError):
+    """A file (local or downloaded) whose content is not the pinned one: always an error, never
+    taken for a file that cannot be had."""
+
+
 def weights_root() -> Path | None:
     """The local folder of every released weight file (``$DIPBENCH_WEIGHTS``), when set."""
     root = os.environ.get(WEIGHTS_ENV)
@@ -40,7 +45,7 @@ def verify(path: Path, sha256: str, fix: str = "", kind: str = "") -> Path:
     actual = sha256_of(path)
     if actual != sha256:
         hint = f"; {fix}" if fix else ""
-        raise UserError(f"checksum mismatch for {kind + ' ' if kind else ''}{path}: expected sha256 {sha256}, "
+        raise ChecksumMismatch(f"checksum mismatch for {kind + ' ' if kind else ''}{path}: expected sha256 {sha256}, "
                         f"got {actual} "
                         f"(corrupt or different file){hint}")
     return path
@@ -57,13 +62,13 @@ def download(url: str, dest: Path, sha256: str, timeout: float = 60.0) -> Path:
                 out.write(chunk)
         actual = sha256_of(tmp)
         if actual != sha256:
-            raise UserError(
+            raise ChecksumMismatch(
                 f"checksum mismatch for {url}: expected sha256 {sha256}, got {actual}; "
                 "the file was not kept"
             )
         os.replace(tmp, dest)
     except (OSError, ValueError, http.client.HTTPException) as exc:
-        raise UserError(f"could not download {url}: {exc}") from exc
+        raise Unavailable(f"could not download {url}: {exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return dest
@@ -73,15 +78,11 @@ def locate(what: str, sha256: str, candidates: Sequence[Path], url: str | None =
            download_ok: bool = True, fix: str = "", kind: str = "") -> Path:
     """A verified local path of the pinned file ``what``: the first candidate that exists (a
     mismatch is an error, never skipped), else a download of ``url`` into the last candidate.
-    :class:`Unavailable` when neither is possible, so callers can say what to set."""
+    :class:`Unavailable` when neither is possible, so callers can say what to set; a file whose
+    content is not the pinned one is a :class:`ChecksumMismatch`, never taken for a missing one."""
     for path in candidates:
         if path.is_file():
             return verify(path, sha256, fix, kind)
     if url is None or not download_ok:
         raise Unavailable(f"{what} not found (looked in {', '.join(map(str, candidates))})")
-    try:
-        return download(url, candidates[-1], sha256)
-    except Unavailable:
-        raise
-    except UserError as exc:
-        raise Unavailable(str(exc)) from exc
+    return download(url, candidates[-1], sha256)  # Unavailable when it cannot; a wrong file: ChecksumMismatch

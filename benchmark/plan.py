@@ -18,7 +18,7 @@ from typing import Any
 
 from benchmark import data, grid, registry, tasks, tuning
 from benchmark.api import TRAIN_IMAGES
-from benchmark.errors import UserError
+from benchmark.errors import DataUnavailable, UserError
 from benchmark.profiles import DatasetSpec, Profile
 
 #: the version of how the harness measures a cell (measurement noise and masks, seeds, metrics,
@@ -205,8 +205,13 @@ def _listed(dataset: str, names: list[str], instances: list[MethodInstance]) -> 
     return out
 
 
-def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[data.Image]]]:
-    """All cells of ``profile`` plus the images they need (validating every name and value first)."""
+def make_plan(profile: Profile, unavailable: dict[str, str] | None = None
+              ) -> tuple[list[Cell], dict[tuple[str, int], list[data.Image]]]:
+    """All cells of ``profile`` plus the images they need (validating every name and value first).
+
+    A standard set whose files cannot be had here (``DataUnavailable``) stops the plan, unless
+    ``unavailable`` is given: then its name and the reason (with the fix) go there, its cells are
+    still planned (image ids from its manifest) and it gets no images; the run skips them."""
     instances = method_instances(profile)
     task_objs = [tasks.get(t) for t in profile.tasks]
     for spec in profile.datasets:
@@ -232,9 +237,20 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
             if spec.tasks is not None and task.name not in spec.tasks:
                 continue
             key = (spec.name, task.size_multiple)
-            if key not in images:
-                images[key] = load_images(spec, task.size_multiple)
-            channels = {int(image.tensor.shape[0]) for image in images[key]}
+            if key not in images and spec.name not in (unavailable or {}):
+                try:
+                    images[key] = load_images(spec, task.size_multiple)
+                except DataUnavailable as exc:
+                    if unavailable is None:
+                        raise
+                    unavailable[spec.name] = str(exc)
+            if spec.name in (unavailable or {}):
+                images[key] = []
+                ids = data.image_ids(spec.name, limit=spec.limit)
+                channels = {data.channels_of(spec.name, spec.mode)}
+            else:
+                ids = [image.id for image in images[key]]
+                channels = {int(image.tensor.shape[0]) for image in images[key]}
             if not channels <= set(task.space.channels):
                 if spec.tasks is None:  # a dataset without a task list runs the tasks its images fit
                     continue
@@ -243,7 +259,8 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
                                 f"({'/'.join(map(str, task.space.channels))} channels): list each dataset's tasks "
                                 "(tasks: in its entry)")
             prep = f"resize{spec.resize}-crop{spec.crop}" + (f"-{spec.mode}" if spec.mode else "")
-            train = training_set(profile, int(images[key][0].tensor.shape[0]), task) if images[key] else ""
+            first = int(images[key][0].tensor.shape[0]) if images[key] else min(channels)
+            train = training_set(profile, first, task) if ids else ""
             for instance in instances:
                 if chosen is not None and instance.label not in chosen:
                     continue
@@ -252,9 +269,9 @@ def make_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[
                 if training:
                     requested[(instance.label, training)] = params
                 params_json = canonical_json(params)
-                for image in images[key]:
+                for image_id in ids:
                     for seed in profile.seeds:
-                        cell = Cell(instance.name, params_json, task.name, spec.name, image.id, prep, seed,
+                        cell = Cell(instance.name, params_json, task.name, spec.name, image_id, prep, seed,
                                     instance.label, training, version_of(instance.name))
                         cells.setdefault(cell.key, cell)  # two instances with equal parameters: one cell
     check_training_sets(profile, requested)

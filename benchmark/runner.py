@@ -21,10 +21,10 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark import calibration, data, registry, resources, tasks, tuning
-from benchmark.harness import CellOutcome, MethodPool, calibrate, pick_device, run_cells
+from benchmark.harness import CellOutcome, MethodPool, calibrate, data_unavailable_outcome, pick_device, run_cells
 from benchmark.plan import Cell, batch_group, batches, make_plan
 from benchmark.profiles import Profile, TrainingSpec
-from benchmark.store import ResultsStore, StoreError
+from benchmark.store import Record, ResultsStore, StoreError
 from benchmark.tracking import Tracker
 
 
@@ -101,6 +101,8 @@ class Summary:
     skipped: int = 0
     #: methods skipped because their released weights cannot be had here → the reason and fix
     no_weights: dict[str, str] = field(default_factory=dict)
+    #: standard sets (test or training) that cannot be had here → the reason and fix; their cells were skipped
+    no_data: dict[str, str] = field(default_factory=dict)
     wall_s: float = 0.0
     results_dir: Path = Path()
     parent_run_id: str = ""
@@ -137,11 +139,14 @@ def _write_artifacts(root: Path, artifacts: dict[str, bytes]) -> None:
         os.replace(tmp, path)
 
 
-def checked_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], list[Any]],
-                                            dict[tuple[str, str, str], torch.Tensor], torch.device]:
+def checked_plan(profile: Profile, unavailable: dict[str, str] | None = None
+                 ) -> tuple[list[Cell], dict[tuple[str, int], list[Any]],
+                            dict[tuple[str, str, str], torch.Tensor], torch.device]:
     """The plan's cells, its images (also by (dataset, task, image id)) and the device, after
-    every check that can run before any work: names, values, images measurable, memory."""
-    cells, images = make_plan(profile)
+    every check that can run before any work: names, values, images measurable, memory. With
+    ``unavailable``, the sets that cannot be had here go there (``make_plan``); their cells have
+    no image and are left out of the checks."""
+    cells, images = make_plan(profile, unavailable)
     device = pick_device(profile.device)
     by_id = {}
     for (dataset, multiple), imgs in images.items():
@@ -149,7 +154,8 @@ def checked_plan(profile: Profile) -> tuple[list[Cell], dict[tuple[str, int], li
             if tasks.get(task_name).size_multiple == multiple:
                 by_id.update({(dataset, task_name, img.id): img.tensor for img in imgs})
     # auto: one problem must fit; the calibration tries only the batch sizes that fit (``_batch_sizes``)
-    resources.check_plan(cells, lambda c: by_id[(c.dataset, c.task, c.image_id)], profile.lpips,
+    resources.check_plan([c for c in cells if c.dataset not in (unavailable or {})],
+                         lambda c: by_id[(c.dataset, c.task, c.image_id)], profile.lpips,
                          profile.batch_size if isinstance(profile.batch_size, int) else 1, device)
     return cells, images, by_id, device
 
@@ -168,11 +174,13 @@ def run_benchmark(
     """Run (or resume) ``profile``; everything is validated before any run is written."""
     started = time.perf_counter()
     parts: dict[str, float] = {}
-    cells, images, by_id, device = checked_plan(profile)
+    unavailable: dict[str, str] = {}  # standard sets that cannot be had here → the reason and the fix
+    cells, images, by_id, device = checked_plan(profile, unavailable)
     results_dir = Path(results_dir or default_results_dir(profile))
     store = ResultsStore(results_dir / "results.sqlite")
     done = store.done_keys()
-    todo = [c for c in cells if c.key not in done]
+    todo = [c for c in cells if c.key not in done and c.dataset not in unavailable]
+    absent = [c for c in cells if c.key not in done and c.dataset in unavailable]
     work = Work(profile.name, str(device), profile.trajectory_every, profile.lpips, profile.save_reconstructions,
                 profile.training,
                 str(checkpoint_dir()), by_id, progress)
@@ -186,10 +194,19 @@ def run_benchmark(
         tuned = tuning.load(profile)
         if tuned.records:  # the tune records behind the values this run uses, under its parent run
             tracker.log_tuning(profile.name, list(tuned.records), tuned.path)
-    summary = Summary(planned=len(cells), already_done=len(cells) - len(todo), ran=0, results_dir=results_dir,
+    summary = Summary(planned=len(cells), already_done=len(cells) - len(todo) - len(absent), ran=0,
+                      results_dir=results_dir,
                       parent_run_id=tracker.parent_id or "", keys=[c.key for c in cells], parts=parts)
     status = "FAILED"
     try:
+        with _timed(parts, "files and store"):
+            for cell in absent:  # recorded as skipped, with the fix, before any work; retried by the next run
+                skipped = data_unavailable_outcome(cell, profile.name, unavailable[cell.dataset], str(device))
+                store.put(skipped.record)
+                summary.ran += 1
+                _tally(summary, skipped.record)
+                if on_record:
+                    on_record(skipped)
         pool = work.pool()
         pool.progress = progress
         prepare_started = time.perf_counter()
@@ -212,13 +229,7 @@ def run_benchmark(
             for name in ("metrics", "trajectory", "png"):
                 parts[name] = parts.get(name, 0.0) + float(rec.info.get(f"{name}_s", 0.0))
             summary.ran += 1
-            if rec.status == "failed":
-                where = f"{rec.label or rec.method} · {rec.task} · {rec.dataset} · {rec.image_id} · seed {rec.seed}"
-                summary.failed.append((where, rec.error))
-            elif rec.status == "skipped":
-                summary.skipped += 1
-                if rec.info.get("weights_unavailable"):
-                    summary.no_weights.setdefault(rec.method, rec.error or "")
+            _tally(summary, rec)
             summary.reconstruct_s += float(rec.info.get("batch_share_s", rec.runtime_s or 0.0))
             if on_record:
                 on_record(outcome)
@@ -251,6 +262,19 @@ def run_benchmark(
     if strict and summary.failed:
         raise BenchmarkFailed(summary)
     return summary
+
+
+def _tally(summary: Summary, rec: Record) -> None:
+    """Count a finished cell's failure or skip (and why) in the summary."""
+    if rec.status == "failed":
+        where = f"{rec.label or rec.method} · {rec.task} · {rec.dataset} · {rec.image_id} · seed {rec.seed}"
+        summary.failed.append((where, rec.error))
+    elif rec.status == "skipped":
+        summary.skipped += 1
+        if rec.info.get("weights_unavailable"):
+            summary.no_weights.setdefault(rec.method, rec.error or "")
+        if rec.info.get("data_unavailable"):
+            summary.no_data.setdefault(str(rec.info["data_unavailable"]), rec.error or "")
 
 
 class BenchmarkFailed(Exception):
