@@ -76,6 +76,9 @@ def locate(spec: WeightFile, *, download: bool = True) -> Path:
         raise WeightsUnavailable(
             f"{exc}; set ${WEIGHTS_ENV} to a folder holding {spec.describe()} ({hint})"
         ) from exc
+    except pinned.ChecksumMismatch as exc:  # a wrong file is an error, not weights that cannot be had
+        raise pinned.ChecksumMismatch(f"{exc}; set ${WEIGHTS_ENV} to a folder holding the published "
+                                      f"{spec.describe()}") from exc
 
 
 @dataclass(frozen=True)
