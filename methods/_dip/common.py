@@ -164,12 +164,13 @@ INPUTS = ("noise", "fbp")
 
 
 def _pseudo_inverse_input(y: torch.Tensor, physics: Any, height: int, width: int) -> torch.Tensor:
-    """``A_dagger(y)`` projected into the image space, reflection-padded to ``height``×``width``."""
+    """``A_dagger(y)`` projected into the image space, edge-padded to ``height``×``width`` (the
+    network's padded size; reflection cannot pad by more than the image's side)."""
     with torch.no_grad():
         x0 = spaces.of(physics).project(physics.A_dagger(y))
     top, left = (height - x0.shape[-2]) // 2, (width - x0.shape[-1]) // 2
     pad = (left, width - x0.shape[-1] - left, top, height - x0.shape[-2] - top)
-    return torch.nn.functional.pad(x0, pad, mode="reflect") if any(pad) else x0.clone()
+    return torch.nn.functional.pad(x0, pad, mode="replicate") if any(pad) else x0.clone()
 
 
 def _noise(params: Mapping[str, Any], seed: int, device: torch.device) -> torch.Generator | None:
