@@ -126,7 +126,7 @@ class WholeImagePatches:
         self.images = [img.float() for img in images]
         self.patch = min(patch, *(min(img.shape[-2:]) for img in self.images))
         self.task, self.device, self.generator = task, device, generator
-        self._simulators: dict[tuple[int, ...], MeasurementSimulator] = {}
+        self._simulators: dict[tuple[int, int, int], MeasurementSimulator] = {}
 
     def _randint(self, high: int) -> int:
         return int(torch.randint(high, (1,), generator=self.generator).item())
@@ -139,7 +139,7 @@ class WholeImagePatches:
             turns = self._randint(4)
             img = torch.rot90(img, turns, dims=(1, 2)) if img.shape[1] == img.shape[2] else img
             img = img.flip(2) if self._randint(2) else img
-            shape = tuple(int(s) for s in img.shape)
+            shape = (int(img.shape[0]), int(img.shape[1]), int(img.shape[2]))
             if shape not in self._simulators:
                 self._simulators[shape] = MeasurementSimulator(self.task, shape, self.device, self.generator)
             x = img[None].to(self.device)
