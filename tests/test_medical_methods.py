@@ -132,7 +132,8 @@ def test_conv_decoder_on_a_real_slice_fits_near_the_noise_level_and_zero_filled(
     zero_filled = metrics.psnr(spaces.MRI.view(physics.A_dagger(y)), spaces.MRI.view(x), ctx)
     got = metrics.psnr(spaces.MRI.view(result.x), spaces.MRI.view(x), ctx)
     with capsys.disabled():
-        print(f"\nconv_decoder, mri_brain {image.id} 64² 4x: zero-filled {zero_filled:.2f} dB, ConvDecoder {got:.2f} dB, "
-              f"best fit MSE {result.info['best_fit_mse']:.2e} (σ² = {task.noise_sigma**2:.2e})")
+        print(f"\nconv_decoder, mri_brain {image.id} 64² 4x: zero-filled {zero_filled:.2f} dB, "
+              f"ConvDecoder {got:.2f} dB, best fit MSE {result.info['best_fit_mse']:.2e} "
+              f"(σ² = {task.noise_sigma**2:.2e})")
     assert result.info["best_fit_mse"] < 4 * task.noise_sigma**2
     assert abs(got - zero_filled) < 1.5

@@ -39,10 +39,10 @@ from methods._dip.networks import (
     ConvDecoder,
     DeepDecoder,
     SkipNet,
-    start_at_zero,
     decoder_width_for,
     padded_shape,
     parameter_count,
+    start_at_zero,
 )
 
 #: Parameters of the paper's skip network and fitting loop (the denoising notebook's values).
