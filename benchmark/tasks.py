@@ -36,6 +36,11 @@ class Task:
     quantise_bits: int | None = None
     #: what the images' numbers mean: metrics, PNGs, LPIPS and network outputs follow it
     space: spaces.ImageSpace = spaces.UNIT
+    #: the operator mixes the whole image (MRI's k-space lines, CT's projections), so a patch's own
+    #: measurement is not the patch of the image's: a mask drawn at a patch's width or a sinogram of
+    #: a patch has other artefacts than the test images'. Trained methods then learn from windows
+    #: cut out of measurements of whole images (fastMRI's U-Net and FBPConvNet learn from whole ones)
+    whole_image_operator: bool = False
 
     def physics(self, shape: tuple[int, int, int], device: torch.device, generator: torch.Generator) -> Any:
         physics = self.build(shape, device, generator)
@@ -181,16 +186,18 @@ def _medical() -> list[Task]:
     mri = [
         Task(f"mri_x{acc}", "mri", f"Single-coil MRI, {acc}× Cartesian undersampling (fastMRI random lines, "
              f"{round(100 * cf)}% fully sampled centre), complex noise σ = {MRI_NOISE}",
-             MRI_NOISE, medical.mri(acc, cf), {"acceleration": acc, "center_fraction": cf}, space=spaces.MRI)
+             MRI_NOISE, medical.mri(acc, cf), {"acceleration": acc, "center_fraction": cf}, space=spaces.MRI,
+             whole_image_operator=True)
         for acc, cf in ((4, 0.08), (8, 0.04))
     ]
     multi = Task("mri_multicoil_x4", "mri", "Multi-coil MRI (8 simulated Gaussian coils, Σ|S|² = 1), 4× Cartesian "
                  f"undersampling (fastMRI random lines, 8% centre), complex noise σ = {MRI_NOISE}", MRI_NOISE,
                  medical.mri(4, 0.08, coils=8), {"acceleration": 4, "center_fraction": 0.08, "coils": 8},
-                 space=spaces.MRI)
+                 space=spaces.MRI, whole_image_operator=True)
     ct = [
         Task(f"ct_views{v}", "ct", f"Sparse-view parallel-beam CT, {v} views over 180°, Gaussian sinogram noise "
-             f"σ = {CT_NOISE} (‖A‖ = 1)", CT_NOISE, medical.sparse_view_ct(v), {"views": v}, space=spaces.CT)
+             f"σ = {CT_NOISE} (‖A‖ = 1)", CT_NOISE, medical.sparse_view_ct(v), {"views": v}, space=spaces.CT,
+             whole_image_operator=True)
         for v in (60, 30)
     ]
     return [*mri, multi, *ct]

@@ -352,7 +352,9 @@ def report_rows(profile: Profile) -> list[dict[str, Any]]:
             continue
         now = {k: v for k, v in fixed_params(profile, rec["method"], tasks.get(rec["tasks"][0])).items()
                if k not in rec["grid"]}
-        stale = sorted(k for k in set(now) | set(rec["fixed"]) if now.get(k) != rec["fixed"].get(k))
+        # a parameter added to the method since the record ran as its default then
+        then = {**{k: v for k, v in registry.get(rec["method"]).defaults.items() if k in now}, **rec["fixed"]}
+        stale = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
         rows.append({**rec, "stale": stale})
     for method in names:
         cls = registry.get(method)

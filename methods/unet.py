@@ -5,6 +5,11 @@ For every task the net learns to correct a fixed physics-aware estimate — the 
 into the clean image (residual learning, MSE loss). Training pairs are made by applying the
 task's own physics and noise to random patches of the training split, a fresh random operator
 per patch where the task draws one (inpainting masks), so the net generalises to the test mask.
+Where the operator mixes the whole image (MRI, CT: ``Task.whole_image_operator``) a patch's own
+measurement would have other artefacts than the test images' (a mask drawn at the patch's width,
+the sinogram of a patch), so the patches are windows cut out of measurements of whole training
+images (whole images when ``train_patch`` is at least their side), declared by the task, not
+chosen per profile.
 ``train_images`` limits the training set to its first N images, to chart quality against the
 amount of training data. Gray test sets get a net trained on gray images (Train400), colour ones
 a net trained on colour images (the profile's ``training: {rgb: cbsd432}``); a gray net is never
@@ -14,7 +19,7 @@ super-resolution the net refines the bicubic up-sampling of y, as SRCNN and VDSR
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -77,6 +82,7 @@ class SupervisedUNet(Method):
             "n_images": len(images),
             "images_sha256": loop.images_fingerprint(images),
             "channels_in": channels,
+            **({"windows_of": "whole-image measurements"} if ctx.task.whole_image_operator else {}),
             "params": {k: p[k] for k in sorted(self.defaults)},
             "seed": ctx.seed,
         }
@@ -85,13 +91,10 @@ class SupervisedUNet(Method):
 
         def train() -> tuple[list[float], dict[str, torch.Tensor]]:
             generator = torch.Generator().manual_seed(ctx.seed)
-            sampler = loop.PatchSampler(images, patch, generator)
-            simulator = loop.MeasurementSimulator(ctx.task, (channels, patch, patch), ctx.device, generator)
+            pairs = self._pairs(images, patch, ctx, generator)
 
             def loss_fn() -> torch.Tensor:
-                x = sampler.sample(batch).to(ctx.device)
-                with torch.no_grad():
-                    inputs = simulator.inputs(x)
+                inputs, x = pairs(batch)
                 estimate = inputs[:, :channels] + net(inputs)
                 return torch.mean((estimate - x) ** 2)
 
@@ -106,6 +109,23 @@ class SupervisedUNet(Method):
         used = loop.count(len(images), "image")
         report.description = f"suite U-Net, {used} of {ctx.dataset}, {int(p['train_steps'])} steps"
         return report
+
+    @staticmethod
+    def _pairs(images: list[torch.Tensor], patch: int, ctx: TrainingContext,
+               generator: torch.Generator) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+        """batch → (network inputs, clean patches): patches measured on their own where the
+        operator is local, windows of measured whole images where it mixes the whole image."""
+        if ctx.task.whole_image_operator:
+            return loop.WholeImagePatches(images, patch, ctx.task, ctx.device, generator).sample
+        sampler = loop.PatchSampler(images, patch, generator)
+        simulator = loop.MeasurementSimulator(ctx.task, (images[0].shape[0], patch, patch), ctx.device, generator)
+
+        def sample(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+            x = sampler.sample(batch).to(ctx.device)
+            with torch.no_grad():
+                return simulator.inputs(x), x
+
+        return sample
 
     def reconstruct(
         self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None

@@ -75,6 +75,26 @@ def test_nearest_upsampling_network_fits_and_a_bad_mode_is_refused() -> None:
         common.skip_setup({**params, "upsample": "cubic"}, y, physics, seed=0)
 
 
+def test_dip_on_ct_fits_from_the_filtered_back_projection_without_perturbation_or_averaging() -> None:
+    for method in (DeepImagePrior, DipESWMV):  # every skip-network variant gets the CT settings
+        params = method.resolve_params(tasks.get("ct_views30"), {})
+        assert (params["input"], params["reg_noise_std"], params["ema"]) == ("fbp", 0.0, 0.0)
+    assert _dip("denoising_s25")["input"] == "noise"
+    task = tasks.get("ct_views60")
+    generator = torch.Generator().manual_seed(0)
+    physics = task.physics((1, 32, 32), torch.device("cpu"), generator)
+    x = torch.rand(1, 1, 32, 32, generator=generator)
+    y = task.measure(x, physics, generator)
+    params = {**_dip("ct_views60"), "channels": 8, "scales": 3}
+    setup = common.skip_setup(params, y, physics, seed=0)
+    assert torch.equal(setup.z, physics.A_dagger(y).clamp(0, 1))  # 32 = a multiple of 2**3: no padding
+    assert setup.noise is None and setup.network(setup.z).shape == (1, 1, 32, 32)
+    padded = common.skip_setup({**params, "scales": 5}, y, physics, seed=0)  # 2 pixels left at the 5th scale
+    assert padded.z.shape[-2:] == (64, 64) and torch.equal(padded.z[..., 16:48, 16:48], setup.z)
+    with pytest.raises(UserError, match="'input' must be one of noise, fbp"):
+        DeepImagePrior(**{**params, "input": "zeros"})
+
+
 @pytest.mark.parametrize("side", [64, 256])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_deep_decoder_is_sized_under_the_stated_ratio(side: int, channels: int) -> None:

@@ -266,3 +266,18 @@ def test_an_interrupted_tune_keeps_the_records_it_finished(tmp_path: Path, monke
     assert cli.main(["tune", "--profile", _write(tmp_path), "--tracking-uri", uri]) == 130
     records = yaml.safe_load((tmp_path / "tiny_tuned.yaml").read_text())["records"]
     assert [r["applies_to"] for r in records] == ["denoising_s25"]
+
+
+def test_a_parameter_added_since_a_record_ran_is_stale_only_off_its_default(tmp_path: Path) -> None:
+    """A record written before DIP had `input` ran with its default ("noise"): not stale on the
+    quick profile's tasks; a record that held another value is."""
+    shipped = profiles.load("quick")
+    rec = next(r for r in tuning.load(shipped).records if r["method"] == "dip")
+    before = {**rec, "fixed": {k: v for k, v in rec["fixed"].items() if k != "input"}}
+    other = {**rec, "fixed": {**before["fixed"], "input": "fbp"}}
+    (tmp_path / "quick.yaml").write_text(Path(shipped.source).read_text())
+    for record, stale in ((before, []), (other, ["input"])):
+        (tmp_path / "t.yaml").write_text(yaml.safe_dump({"profile": "quick", "records": [record]}))
+        profile = dataclasses.replace(shipped, source=str(tmp_path / "quick.yaml"), tuned="t.yaml")
+        rows = [r for r in tuning.report_rows(profile) if "stale" in r]
+        assert [r["stale"] for r in rows] == [stale]

@@ -108,6 +108,36 @@ def test_random_inpainting_draws_a_new_mask_for_every_patch() -> None:
     assert not denoising.random_operator and denoising.inputs(x).shape == (4, 2, 16, 16)
 
 
+@pytest.mark.parametrize("task_name", ["mri_x4", "ct_views60"])
+def test_mri_and_ct_nets_learn_from_windows_of_whole_measured_images(task_name: str) -> None:
+    """A fastMRI mask drawn at a patch's width, or the sinogram of a patch, has other artefacts
+    than the test images': the operator is built at the whole image's size, the window cut after."""
+    task = tasks.get(task_name)
+    assert task.whole_image_operator and not tasks.get("inpainting_random50").whole_image_operator
+    channels = task.space.channels[0]
+    images = [torch.rand(channels, 48, 48, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    built: list[tuple[int, ...]] = []
+    real = task.build
+
+    def recording(shape: tuple[int, int, int], device: torch.device, g: torch.Generator) -> object:
+        built.append(shape)
+        return real(shape, device, g)
+
+    task = dataclasses.replace(task, build=recording)
+    ctx = TrainingContext(images=images, dataset="toy", task=task, cache_dir=Path("."), seed=0,
+                          device=torch.device("cpu"), progress=False)
+    inputs, clean = SupervisedUNet._pairs(images, 32, ctx, torch.Generator().manual_seed(0))(3)
+    assert inputs.shape == (3, 2 * channels, 32, 32) and clean.shape == (3, channels, 32, 32)
+    assert built and set(built) == {(channels, 48, 48)}
+    views = [v for img in images for k in range(4) for v in (torch.rot90(img, k, dims=(1, 2)),
+                                                            torch.rot90(img, k, dims=(1, 2)).flip(2))]
+    windows = [any(torch.equal(c, v[..., t:t + 32, s:s + 32]) for v in views for t in range(17) for s in range(17))
+               for c in clean]
+    assert all(windows), "each clean patch is a window of a (flipped, rotated) training image"
+    whole_inputs, whole = SupervisedUNet._pairs(images, 64, ctx, torch.Generator().manual_seed(0))(1)
+    assert whole.shape[-2:] == (48, 48)  # a patch larger than the images: whole images
+
+
 def test_reconstruct_before_training_is_a_clear_error() -> None:
     physics = tasks.get("denoising_s25").physics((1, 8, 8), torch.device("cpu"), torch.Generator())
     with pytest.raises(UserError, match="prepare"):

@@ -112,6 +112,47 @@ class MeasurementSimulator:
         return torch.cat(rows)
 
 
+class WholeImagePatches:
+    """Training pairs for an operator that mixes the whole image (``Task.whole_image_operator``:
+    MRI, CT): each drawn image is flipped and rotated (by 90° only when square), measured whole
+    at its own size, as the test images are (a fresh random operator per image where the task
+    draws one), and one ``patch``² window is cut at the same place from the network's inputs
+    ``[A⁺y, A*A 1]`` and from the clean image; ``patch`` is at most the smallest image side
+    (whole images then, as fastMRI's U-Net, Zbontar et al. 2018, and FBPConvNet, Jin et al.
+    2017, learn)."""
+
+    def __init__(self, images: list[torch.Tensor], patch: int, task: Any, device: torch.device,
+                 generator: torch.Generator) -> None:
+        self.images = [img.float() for img in images]
+        self.patch = min(patch, *(min(img.shape[-2:]) for img in self.images))
+        self.task, self.device, self.generator = task, device, generator
+        self._simulators: dict[tuple[int, int, int], MeasurementSimulator] = {}
+
+    def _randint(self, high: int) -> int:
+        return int(torch.randint(high, (1,), generator=self.generator).item())
+
+    def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs B×2C×p×p, clean images B×C×p×p)."""
+        inputs, targets = [], []
+        for _ in range(batch):
+            img = self.images[self._randint(len(self.images))]
+            turns = self._randint(4)
+            img = torch.rot90(img, turns, dims=(1, 2)) if img.shape[1] == img.shape[2] else img
+            img = img.flip(2) if self._randint(2) else img
+            shape = (int(img.shape[0]), int(img.shape[1]), int(img.shape[2]))
+            if shape not in self._simulators:
+                self._simulators[shape] = MeasurementSimulator(self.task, shape, self.device, self.generator)
+            x = img[None].to(self.device)
+            with torch.no_grad():
+                measured = self._simulators[shape].inputs(x)
+            top = self._randint(shape[1] - self.patch + 1)
+            left = self._randint(shape[2] - self.patch + 1)
+            window = (..., slice(top, top + self.patch), slice(left, left + self.patch))
+            inputs.append(measured[window])
+            targets.append(x[window])
+        return torch.cat(inputs), torch.cat(targets)
+
+
 def first_estimate(physics: Any, y: torch.Tensor) -> torch.Tensor:
     """The estimate a restoration net refines: for super-resolution the bicubic up-sampling of
     y (MATLAB's ``imresize``, the convention of SRCNN, Dong et al. 2014, and VDSR, Kim et al.
