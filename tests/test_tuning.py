@@ -238,8 +238,12 @@ def test_shipped_tuned_values_trace_to_training_images(name: str) -> None:
     assert values.records, f"{name} names no tuned values"
     for rec in values.records:
         val = rec["validation"]
-        space = tasks.get(rec["tasks"][0]).space.name  # MRI and CT tasks draw from their space's set
-        assert val["split"] == "train" and val["dataset"] == profile.training.for_space(space).dataset
+        group = [tasks.get(t) for t in rec["tasks"]]
+        # MRI and CT tasks draw from their space's set, colour-only tasks from the colour set
+        expected = profile.training.for_space(group[0].space.name).dataset
+        if expected == profile.training.dataset and tuning.colour_only(profile, group):
+            expected = str(profile.training.rgb)
+        assert val["split"] == "train" and val["dataset"] == expected
         assert set(val["images"]) <= _train_ids(val["dataset"])
         assert not {(val["dataset"], i) for i in val["images"]} & _test_ids(profile)
         assert rec["chosen"] == max(rec["scores"], key=lambda p: p["psnr"])["params"]
