@@ -9,7 +9,8 @@ needs. Three spaces:
 - ``mri``: complex MR images in deepinv's layout, 2×H×W real and imaginary parts, scaled to a
   largest magnitude of 1 when read. Metrics compare magnitudes with the data range = the
   reference's largest magnitude, as fastMRI does (Zbontar et al. 2018); nothing is clipped (the
-  parts are signed); a network ends linearly (no sigmoid).
+  parts are signed); a network ends linearly (no sigmoid); the parts lie in [-1, 1], where a
+  diffusion prior works as it is (resized slices reach 1.03 at most).
 - ``ct``: attenuation through the fixed window [-1024, 1024] HU mapped to [0, 1] (see
   ``benchmark.imagefiles.CT_WINDOW_HU``); metrics on the window, range 1.
 
@@ -39,6 +40,27 @@ class ImageSpace:
     lpips: bool = True
     #: what a network's last layer must be to produce images of this space
     output_layer: str = "sigmoid"  # "sigmoid" | "linear"
+    #: the interval every value of an image lies in: [0, 1], or [-1, 1] for the real and
+    #: imaginary parts of a complex image of largest magnitude 1; a generative prior working on
+    #: [-1, 1] (DPS's DDPM) maps it there with :meth:`to_signed` and clips its x̂0 there
+    value_range: tuple[float, float] = (0.0, 1.0)
+
+    @property
+    def signed_scale(self) -> float:
+        """How much :meth:`to_signed` stretches a difference of values (2 / the range's width)."""
+        low, high = self.value_range
+        return 2 / (high - low)
+
+    def to_signed(self, x: torch.Tensor) -> torch.Tensor:
+        """The affine map of :attr:`value_range` onto [-1, 1] (a diffusion model's range): x ↦ 2x − 1
+        on [0, 1], exactly the identity on [-1, 1]."""
+        low = self.value_range[0]
+        return x * self.signed_scale - (1 + low * self.signed_scale)
+
+    def from_signed(self, z: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`to_signed`."""
+        low = self.value_range[0]
+        return (z + (1 + low * self.signed_scale)) / self.signed_scale
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """The nearest image of the space (clipped to [0, 1] where bounded)."""
@@ -74,7 +96,7 @@ class ImageSpace:
 UNIT = ImageSpace("unit", "real gray or colour images in [0, 1]", channels=(1, 3))
 MRI = ImageSpace("mri", "complex MR image, 2 channels (real, imaginary), largest magnitude 1; metrics on the "
                  "magnitude, data range = the reference's largest magnitude (fastMRI)", channels=(2,),
-                 bounded=False, complex=True, lpips=False, output_layer="linear")
+                 bounded=False, complex=True, lpips=False, output_layer="linear", value_range=(-1.0, 1.0))
 CT = ImageSpace("ct", "CT attenuation, the window [-1024, 1024] HU mapped linearly to [0, 1]; metrics on the window",
                 channels=(1,), lpips=False)
 

@@ -239,10 +239,12 @@ class ResultsStore:
 
     def done_keys(self) -> set[str]:
         """Cells that need no rerun: finished or skipped (failed cells are tried again, and so are
-        those skipped because a dataset could not be had: the user may have set it since)."""
+        those skipped because a dataset or released weights could not be had: the user may have
+        set the variable since)."""
         with self._open() as conn:
             rows = conn.execute("SELECT cell_key FROM records WHERE status != 'failed' AND NOT (status = 'skipped' "
-                                "AND json_extract(info, '$.data_unavailable') IS NOT NULL)").fetchall()
+                                "AND (json_extract(info, '$.data_unavailable') IS NOT NULL "
+                                "OR json_extract(info, '$.weights_unavailable') IS NOT NULL))").fetchall()
         return {r[0] for r in rows}
 
     def records(self, keys: Iterable[str] | None = None) -> list[Record]:

@@ -129,20 +129,33 @@ def fixed_params(profile: Profile, method: str, task: tasks.Task) -> dict[str, A
     return resolved_params(profile, MethodInstance(method, given, method), task, tuned=False)
 
 
-def validation_images(profile: Profile, multiple: int = 1, space: str = "unit") -> list[data.Image]:
+def colour_only(profile: Profile, task_list: Sequence[tasks.Task]) -> bool:
+    """Whether every standard set the profile runs these tasks on is colour (and the profile
+    names a colour training set): their validation images are then drawn from that set."""
+    if not profile.training.rgb:
+        return False
+    specs = [spec for spec in profile.datasets if any(spec.tasks is None or t.name in spec.tasks for t in task_list)]
+    known = data.manifests()
+    return bool(specs) and all(spec.name in known and data.channels_of(spec.name, spec.mode) == 3 for spec in specs)
+
+
+def validation_images(profile: Profile, multiple: int = 1, space: str = "unit",
+                      colour: bool = False) -> list[data.Image]:
     """``tune.images`` images drawn (seeded) from the training split, resized and cropped as
     ``tune`` says: only ever the training split. Tasks of another image space (MRI, CT) draw
-    from that space's training set, prepared as the profile trains on it."""
+    from that space's training set, prepared as the profile trains on it; ``colour`` tasks
+    (run only on colour sets) from the profile's colour training set (``training: {rgb: …}``)."""
     spec = profile.tune
     training = profile.training.for_space(space)
     if training is profile.training:
-        pool = data.load(training.dataset, split="train", resize=spec.resize, crop=spec.crop, multiple=multiple)
+        name = profile.training.rgb if colour and profile.training.rgb else training.dataset
+        pool = data.load(name, split="train", resize=spec.resize, crop=spec.crop, multiple=multiple)
     else:
         pool = data.load(training.dataset, split="train", resize=training.resize, crop=training.crop,
                          multiple=multiple)
     if len(pool) < spec.images:
         raise UserError(f"tune: {spec.images} validation images asked for; the training split of "
-                        f"{training.dataset!r} has {len(pool)}")
+                        f"{name if training is profile.training else training.dataset!r} has {len(pool)}")
     chosen = sorted(random.Random(spec.seed).sample(range(len(pool)), spec.images))
     return [pool[i] for i in chosen]
 
@@ -283,15 +296,16 @@ def tune(profile: Profile, *, methods: Sequence[str] | None = None, task_names: 
     grids = requests(profile, methods)
     dev = pick_device(device or profile.device)
     run = run or harness_runner(profile, dev)
-    images: dict[tuple[str, int], list[data.Image]] = {}
+    images: dict[tuple[str, int, bool], list[data.Image]] = {}
     records: list[dict[str, Any]] = []
     for method, grid in grids.items():
         for scope, applies_to, group in targets(method, task_list):
+            colour = colour_only(profile, group)
             for task in group:
-                if (task.space.name, task.size_multiple) not in images:
-                    images[(task.space.name, task.size_multiple)] = validation_images(
-                        profile, task.size_multiple, task.space.name)
-            by_task = {t.name: images[(t.space.name, t.size_multiple)] for t in group}
+                if (task.space.name, task.size_multiple, colour) not in images:
+                    images[(task.space.name, task.size_multiple, colour)] = validation_images(
+                        profile, task.size_multiple, task.space.name, colour)
+            by_task = {t.name: images[(t.space.name, t.size_multiple, colour)] for t in group}
             fixed = {t.name: fixed_params(profile, method, t) for t in group}
             started = time.perf_counter()
             chosen, scored = score_grid(method, grid, fixed, group, by_task, run)
@@ -301,6 +315,8 @@ def tune(profile: Profile, *, methods: Sequence[str] | None = None, task_names: 
                 + (f"; at the grid's edge: {', '.join(edge)}" if edge else ""))
             held = {k: v for k, v in fixed[group[0].name].items() if k not in grid}
             training = profile.training.for_space(group[0].space.name)
+            if colour and training is profile.training:
+                training = dataclasses.replace(training, dataset=str(profile.training.rgb))
             prepared = ((profile.tune.resize, profile.tune.crop) if training is profile.training
                         else (training.resize, training.crop))
             records.append({

@@ -23,7 +23,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import deepinv as dinv
 import h5py
 import numpy as np
 import torch
@@ -32,7 +31,7 @@ from torch import nn
 from benchmark.api import Callback, Method, Reconstruction, TrainingContext, TrainingReport
 from benchmark.errors import UserError, WeightsUnavailable
 from benchmark.registry import register
-from methods._noise import noise_sigma
+from methods._noise import denoising_skip_reason, noise_sigma, require_denoising, validate_model_sigma
 from methods._weights import WeightFile, locate
 
 #: The cszn/DnCNN commit the weights are downloaded from (master at the time of pinning).
@@ -201,11 +200,9 @@ class DnCNN(Method):
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:
-        cls.check_names(params)  # model_sigma is a string or a number: no type check
-        fixed = params["model_sigma"]
         released = {s for s, _ in RELEASES}
-        cls.require(params, "model_sigma", fixed == "auto" or (type(fixed) is int and fixed in released),
-                    f"'auto' or one of the released levels ({_offered()})")
+        validate_model_sigma(cls, params, lambda s: type(s) is int and s in released,
+                             f"one of the released levels ({_offered()})")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -227,9 +224,8 @@ class DnCNN(Method):
         return None, f"no released DnCNN-S model for noise σ = {sigma * 255.0:.4g}/255{what}; offered: {_offered()}"
 
     def skip_reason(self, task: Any, channels: int | None = None) -> str | None:
-        if task.family != "denoising":
-            return f"DnCNN-S is a Gaussian denoiser; task {task.name!r} is {task.family}"
-        return self._pick(float(task.noise_sigma), channels)[1]
+        reason = denoising_skip_reason(task, "DnCNN-S")
+        return reason if reason is not None else self._pick(float(task.noise_sigma), channels)[1]
 
     def _network(self, sigma255: int, channels: int, device: torch.device) -> DnCNNNet:
         key = (sigma255, channels, str(device))
@@ -264,8 +260,7 @@ class DnCNN(Method):
     def reconstruct(
         self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None
     ) -> Reconstruction:
-        if not isinstance(physics, dinv.physics.Denoising):
-            raise UserError(f"DnCNN-S only denoises; got {type(physics).__name__} physics")
+        require_denoising(physics, "DnCNN-S")
         channels = int(y.shape[1])
         sigma255, reason = self._pick(noise_sigma(physics, "DnCNN-S"), channels)
         if sigma255 is None:

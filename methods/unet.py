@@ -41,7 +41,9 @@ class SupervisedUNet(Method):
     #: The paper budget is sized for a GPU: 20000 steps of 32 patches of 64² on a 64-channel,
     #: 3-level net (a few minutes per task on one recent GPU, by our estimate; not measured here).
     #: On a CPU, a 32-channel 2-level net trained 6000 steps of 16 × 48² on Train400 reached
-    #: 30.19 dB on Set12 at σ=25 (DnCNN-S: 30.44) in about an hour of one shared core.
+    #: 30.19 dB on Set12 at σ=25 (DnCNN-S: 30.44) in about an hour of one shared core; on all of
+    #: cbsd432 it reached 31.07 dB on CBSD68 at σ=25 (FFDNet: 31.19) in 49 minutes of one shared
+    #: core (tests/perf/test_unet_cbsd68.py).
     defaults = {
         "train_patch": 64,  # side of the random training patches
         "train_batch": 32,  # patches per optimiser step

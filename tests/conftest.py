@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from benchmark.api import TrainingContext
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -47,6 +51,16 @@ def shared_data_available() -> bool:
 
 
 requires_shared = pytest.mark.skipif(not shared_data_available(), reason="needs ../shared/datasets (DIPBENCH_DATA)")
+
+
+def colour_training_context(task_name: str, cache: Path) -> TrainingContext:
+    """Four 96² crops of cbsd432 as the harness hands a colour training set to a trained method
+    (seed 0, CPU, colour test images): the small colour case of the U-Net and DPS tests."""
+    from benchmark import data, tasks  # imported when used: the environment above is set first
+    from benchmark.api import TrainingContext
+    train = [img.tensor for img in data.load("cbsd432", split="train", crop=96, limit=4)]
+    return TrainingContext(images=train, dataset="cbsd432", task=tasks.get(task_name), cache_dir=cache, seed=0,
+                           device=torch.device("cpu"), progress=False, channels=3)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -17,7 +17,7 @@ from methods._training import checkpoint as ckpt
 from methods._training import diffusion
 from methods._training.nets import UNet
 from methods.dps import DPS
-from tests.conftest import requires_shared
+from tests.conftest import colour_training_context, requires_shared
 
 #: a prior small enough for a unit test; sampling with few steps
 TINY = {"prior_channels": 8, "prior_depth": 2, "prior_patch": 32, "prior_batch": 8, "prior_steps": 150,
@@ -157,8 +157,7 @@ def test_a_gray_prior_is_not_applied_to_colour_images(tmp_path: Path) -> None:
 @requires_shared
 def test_colour_images_get_a_colour_prior(tmp_path: Path) -> None:
     """A prior trained on cbsd432 crops models three channels jointly and samples colour images."""
-    train = [img.tensor for img in data.load("cbsd432", split="train", crop=96, limit=4)]
-    ctx = dataclasses.replace(_context("inpainting_random50", tmp_path), images=train, dataset="cbsd432", channels=3)
+    ctx = colour_training_context("inpainting_random50", tmp_path)
     method = DPS(**DPS.resolve_params("inpainting", TINY))
     method.prepare(ctx)
     assert method._eps is not None and method._eps.head.in_channels == 3

@@ -16,6 +16,7 @@ import yaml
 
 from benchmark import cli, data, plan, profiles, registry, tasks, tuning
 from benchmark.errors import UserError
+from tests.conftest import requires_shared
 
 TINY_DOC: dict[str, Any] = {
     "name": "tiny", "methods": ["tv", "trivial"], "tasks": ["denoising_s25", "inpainting_random50"],
@@ -114,6 +115,24 @@ def test_validation_images_are_a_seeded_draw_from_the_training_split() -> None:
     assert ids != [img.id for img in tuning.validation_images(other)]
     with pytest.raises(UserError, match="validation images"):
         tuning.validation_images(dataclasses.replace(profile, tune=dataclasses.replace(profile.tune, images=99)))
+
+
+@requires_shared
+def test_tasks_run_only_on_colour_sets_are_tuned_on_the_colour_training_set() -> None:
+    """The paper profile: inpainting (dip9) and super-resolution (Set5, Set14) are colour only,
+    so their validation images are colour crops of cbsd432; denoising also runs on the gray
+    Set12 and BSD68, so it validates on train400 (gray)."""
+    paper = profiles.load("paper")
+    colour = [tasks.get(t) for t in ("inpainting_random50", "sr_x4", "sr_x4_bicubic")]
+    assert all(tuning.colour_only(paper, [t]) for t in colour)
+    assert not tuning.colour_only(paper, [tasks.get("denoising_s25")])
+    assert not tuning.colour_only(paper, [tasks.get("denoising_s25"), colour[0]])  # a family with a gray set
+    picked = tuning.validation_images(paper, colour=True)
+    assert {tuple(img.tensor.shape) for img in picked} == {(3, paper.tune.crop, paper.tune.crop)}
+    assert {img.id for img in picked} <= {Path(f).stem for f in data.manifests()["cbsd432"].files}
+    assert {tuple(img.tensor.shape[:1]) for img in tuning.validation_images(paper)} == {(1,)}
+    no_rgb = dataclasses.replace(paper, training=dataclasses.replace(paper.training, rgb=None))
+    assert not tuning.colour_only(no_rgb, colour)
 
 
 def test_tune_then_run_uses_and_records_the_tuned_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -222,8 +241,12 @@ def test_shipped_tuned_values_trace_to_training_images(name: str, left_for_a_gpu
     assert values.records, f"{name} names no tuned values"
     for rec in values.records:
         val = rec["validation"]
-        space = tasks.get(rec["tasks"][0]).space.name  # MRI and CT tasks draw from their space's set
-        assert val["split"] == "train" and val["dataset"] == profile.training.for_space(space).dataset
+        group = [tasks.get(t) for t in rec["tasks"]]
+        # MRI and CT tasks draw from their space's set, colour-only tasks from the colour set
+        expected = profile.training.for_space(group[0].space.name).dataset
+        if expected == profile.training.dataset and tuning.colour_only(profile, group):
+            expected = str(profile.training.rgb)
+        assert val["split"] == "train" and val["dataset"] == expected
         assert set(val["images"]) <= _train_ids(val["dataset"])
         assert not {(val["dataset"], i) for i in val["images"]} & _test_ids(profile)
         assert rec["chosen"] == max(rec["scores"], key=lambda p: p["psnr"])["params"]

@@ -14,7 +14,7 @@ from benchmark.errors import NotApplicable, UserError
 from methods._training import loop
 from methods.bicubic import Bicubic
 from methods.unet import SupervisedUNet
-from tests.conftest import requires_shared
+from tests.conftest import colour_training_context, requires_shared
 
 #: a budget small enough for a unit test (a few seconds on a CPU)
 TINY = {"train_patch": 32, "train_batch": 8, "train_steps": 80, "channels": 8, "depth": 1, "lr": 3e-3}
@@ -154,8 +154,7 @@ def test_a_gray_trained_net_is_not_applied_to_colour_images(tmp_path: Path) -> N
 @requires_shared
 def test_colour_images_get_a_net_trained_on_colour_images(tmp_path: Path) -> None:
     """Trained on four cbsd432 crops for 80 steps, the net takes RGB in (6 input channels) and beats the noisy input."""
-    train = [img.tensor for img in data.load("cbsd432", split="train", crop=96, limit=4)]
-    ctx = dataclasses.replace(_context("denoising_s25", tmp_path, train), dataset="cbsd432", channels=3)
+    ctx = colour_training_context("denoising_s25", tmp_path)
     method = SupervisedUNet(**TINY)
     method.prepare(ctx)
     assert method._net is not None and method._net.head.in_channels == 6

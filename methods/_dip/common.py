@@ -46,11 +46,13 @@ from benchmark.errors import UserError
 from methods._dip import loop
 from methods._dip.networks import (
     UPSAMPLE_MODES,
+    ConvDecoder,
     DeepDecoder,
     SkipNet,
     decoder_width_for,
     padded_shape,
     parameter_count,
+    start_at_zero,
 )
 
 #: Parameters of the paper's skip network and fitting loop (the denoising notebook's values).
@@ -151,10 +153,27 @@ def settings(params: Mapping[str, Any]) -> loop.LoopSettings:
         raise UserError(str(exc)) from exc
 
 
-def _fixed_input(channels: int, height: int, width: int, seed: int, like: torch.Tensor) -> torch.Tensor:
+def _fixed_input(channels: int, height: int, width: int, seed: int, like: torch.Tensor,
+                 scale: float = INPUT_SCALE) -> torch.Tensor:
     # Drawn on the CPU in float32 so that the input depends neither on the device nor on the dtype.
     z = torch.rand((1, channels, height, width), generator=seeding.generator(seed, "input"))
-    return (z * INPUT_SCALE).to(device=like.device, dtype=like.dtype)
+    return (z * scale).to(device=like.device, dtype=like.dtype)
+
+
+#: what the skip network's fixed input is: "noise" (``input_channels`` of uniform noise, the
+#: paper's) or "fbp" (the image ``A_dagger(y)``, e.g. the filtered back-projection for CT, as the
+#: DIP-for-CT literature feeds it: Barbano et al. 2022, Denker et al.'s DIP handbook code)
+INPUTS = ("noise", "fbp")
+
+
+def _pseudo_inverse_input(y: torch.Tensor, physics: Any, height: int, width: int) -> torch.Tensor:
+    """``A_dagger(y)`` projected into the image space, edge-padded to ``height``×``width`` (the
+    network's padded size; reflection cannot pad by more than the image's side)."""
+    with torch.no_grad():
+        x0 = spaces.of(physics).project(physics.A_dagger(y))
+    top, left = (height - x0.shape[-2]) // 2, (width - x0.shape[-1]) // 2
+    pad = (left, width - x0.shape[-1] - left, top, height - x0.shape[-2] - top)
+    return torch.nn.functional.pad(x0, pad, mode="replicate") if any(pad) else x0.clone()
 
 
 #: what the skip network's fixed input is: "noise" (``input_channels`` of uniform noise, the
@@ -218,6 +237,39 @@ def decoder_setup(params: Mapping[str, Any], y: torch.Tensor, physics: Any, seed
     ph, pw = padded_shape(h, w, scales)
     z = _fixed_input(width, ph >> scales, pw >> scales, seed, y)
     return Setup(net, z, (h, w), _noise(params, seed, y.device))
+
+
+def conv_decoder_input_size(height: int, width: int, longer: int) -> tuple[int, int]:
+    """The input's size: ``longer`` pixels on the image's longer side, the other side in
+    proportion (at least 1), as the authors' 8×4 input for 640×368 k-space."""
+    if height >= width:
+        return min(longer, height), max(1, min(round(longer * width / height), width))
+    short, long_ = conv_decoder_input_size(width, height, longer)
+    return long_, short
+
+
+def conv_decoder_setup(params: Mapping[str, Any], y: torch.Tensor, physics: Any, seed: int) -> tuple[Setup, float]:
+    """ConvDecoder with uniform [0, 1) input (the authors' ``get_scale_factor``), its output scaled
+    so that the untrained network's image has the norm of the zero-filled image ``A†y`` (the
+    authors scale the measurement by ``‖net(z)‖ / ‖A†y‖`` instead, which Adam follows alike); then
+    its head is zeroed, so that it starts at the zero image as every linear-output network here.
+    Returns the set-up and the factor."""
+    c, h, w = image_shape(y, physics)
+    width = positive_int(params, "channels")
+    layers = positive_int(params, "layers", minimum=2)
+    size = conv_decoder_input_size(h, w, positive_int(params, "input_size"))
+    output = spaces.of(physics).output_layer
+    net = seeding.seeded_build(lambda: ConvDecoder(c, width, layers, size, (h, w), output_layer=output), seed,
+                               "network")
+    net = net.to(device=y.device, dtype=y.dtype)
+    z = _fixed_input(width, size[0], size[1], seed, y, scale=1.0)
+    with torch.no_grad():
+        start = float(net(z).norm())
+        target = float(physics.A_dagger(y).norm())
+        factor = target / start if start > 0 and target > 0 else 1.0
+        net.scale.factor.fill_(factor)
+    start_at_zero(net.head, output)
+    return Setup(net, z, (h, w), _noise(params, seed, y.device)), factor
 
 
 @dataclass

@@ -8,18 +8,24 @@
 * :class:`DeepDecoder` — the under-parameterised decoder of Heckel & Hand (ICLR 2019): 1×1
   convolutions without bias, bilinear ×2 up-sampling, ReLU and channel normalisation, a 1×1
   convolution to the image channels and a sigmoid.
+* :class:`ConvDecoder` — Darestani & Heckel's decoder for MRI (IEEE TCI 2021): from a small
+  input, blocks of nearest-neighbour up-sampling to sizes growing geometrically up to the image
+  size, a 3×3 convolution without bias, ReLU and BatchNorm; one more such block at the image
+  size, then a 1×1 convolution to the output channels, no sigmoid.
 
-Both need input sides that are a multiple of ``2**scales``; :func:`padded_shape` gives the size
+SkipNet and DeepDecoder need input sides that are a multiple of ``2**scales``; :func:`padded_shape` gives the size
 the DIP loop generates before cropping back to the image.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods._dip.stacking import ChannelConcat
+from methods._dip.stacking import ChannelConcat, OutputScale
 
 
 def _conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1, bias: bool = True) -> nn.Sequential:
@@ -143,6 +149,46 @@ class DeepDecoder(nn.Module):
                 h = _upsample(h)
             h = norm(F.relu(h))
         return finish(self.head(h), self.output_layer)
+
+
+def conv_decoder_sizes(input_size: tuple[int, int], output_size: tuple[int, int], blocks: int) -> list[tuple[int, int]]:
+    """The sizes the ``blocks`` up-sampling blocks reach: ``ceil(input · r**n)`` per side with
+    ``r = (output / input)**(1 / blocks)``, the last one exactly the output size (the authors'
+    ``hidden_size``)."""
+    (ih, iw), (oh, ow) = input_size, output_size
+    ry, rx = (oh / ih) ** (1.0 / blocks), (ow / iw) ** (1.0 / blocks)
+    sizes = [(math.ceil(ih * ry**n), math.ceil(iw * rx**n)) for n in range(1, blocks)]
+    return [*sizes, (oh, ow)]
+
+
+class ConvDecoder(nn.Module):
+    """Darestani & Heckel's ConvDecoder (github MLI-lab/ConvDecoder, ``convdecoder`` with
+    ``need_last``): ``layers - 1`` blocks (nearest up-sampling to the next size, 3×3 convolution,
+    ReLU, BatchNorm), a last 3×3 block at the output size, a 1×1 head, and a fixed output scale.
+    Zero padding and no biases, as in the authors' comparison notebook."""
+
+    def __init__(self, out_channels: int, channels: int, layers: int, input_size: tuple[int, int],
+                 output_size: tuple[int, int], output_layer: str = "linear", kernel: int = 3) -> None:
+        super().__init__()
+        if layers < 2:
+            raise ValueError(f"layers must be >= 2, got {layers}")
+        self.output_layer = output_layer
+        self.sizes = conv_decoder_sizes(input_size, output_size, layers - 1)
+
+        def block() -> nn.Sequential:
+            conv = nn.Conv2d(channels, channels, kernel, padding=(kernel - 1) // 2, bias=False)
+            return nn.Sequential(conv, nn.ReLU(), nn.BatchNorm2d(channels))
+
+        self.blocks = nn.ModuleList(block() for _ in self.sizes)
+        self.last = block()
+        self.head = nn.Conv2d(channels, out_channels, 1, bias=False)
+        self.scale = OutputScale(out_channels)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = z
+        for size, layer in zip(self.sizes, self.blocks, strict=True):
+            h = layer(F.interpolate(h, size=size, mode="nearest"))
+        return finish(self.scale(self.head(self.last(h))), self.output_layer)
 
 
 def decoder_parameter_count(channels: int, scales: int, out_channels: int) -> int:

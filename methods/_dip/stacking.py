@@ -7,7 +7,8 @@ the groups, and every ``BatchNorm2d`` one normalisation over B times the channel
 is computed with its own weights and its own batch statistics, so it follows the arithmetic of
 its own network up to the kernels' reduction order. Padding, activations and up-sampling act on
 each channel alone and stay as they are; concatenation along channels must go through
-:class:`ChannelConcat`, which concatenates within each problem's block.
+:class:`ChannelConcat`, which concatenates within each problem's block, and a fixed factor per
+output channel through :class:`OutputScale`, which keeps each problem's factors.
 
 Each problem is a single image (a batch of one), as in DIP. A layer with parameters of a type
 not listed here is refused rather than silently shared between problems.
@@ -40,6 +41,18 @@ class ChannelConcat(nn.Module):
         return merged.reshape(n, h, w, -1).permute(0, 3, 1, 2)
 
 
+class OutputScale(nn.Module):
+    """A fixed factor per output channel (not trained): ConvDecoder's output scaling, one factor
+    per problem, so a batch of grouped networks keeps each problem's own factor."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.factor = nn.Parameter(torch.ones(channels), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor.view(1, -1, 1, 1)
+
+
 def _grouped_conv(convs: Sequence[nn.Conv2d]) -> nn.Conv2d:
     first = convs[0]
     b = len(convs)
@@ -68,8 +81,17 @@ def _grouped_norm(norms: Sequence[nn.BatchNorm2d]) -> nn.BatchNorm2d:
     return grouped
 
 
+def _grouped_scale(scales: Sequence[OutputScale]) -> OutputScale:
+    """Each problem's fixed output factors, side by side."""
+    grouped = OutputScale(scales[0].factor.numel() * len(scales)).to(scales[0].factor)
+    with torch.no_grad():
+        grouped.factor.copy_(torch.cat([s.factor for s in scales]))
+    return grouped
+
+
 _GROUPERS: dict[type[nn.Module], Callable[[Any], nn.Module]] = {nn.Conv2d: _grouped_conv,
-                                                                 nn.BatchNorm2d: _grouped_norm}
+                                                                 nn.BatchNorm2d: _grouped_norm,
+                                                                 OutputScale: _grouped_scale}
 
 
 def group(networks: Sequence[nn.Module]) -> nn.Module:

@@ -1,9 +1,12 @@
 """DDPM pieces for diffusion posterior sampling: the noise schedule, training of the small
 suite-trained prior, loading deepinv ``DiffUNet`` weights, and the DPS sampler itself.
 
-Conventions follow DDPM / guided-diffusion (the code DPS builds on): images live in [-1, 1],
-the network predicts the noise ε, the schedule is linear with β from 1e-4 to 0.02 over 1000
-steps, and sampling with fewer steps re-spaces the schedule evenly (``timestep_respacing``).
+Conventions follow DDPM / guided-diffusion (the code DPS builds on): the model's images live in
+[-1, 1], the network predicts the noise ε, the schedule is linear with β from 1e-4 to 0.02 over
+1000 steps, and sampling with fewer steps re-spaces the schedule evenly (``timestep_respacing``).
+An image space's values reach that range through the space's declared affine map
+(``ImageSpace.to_signed``: [0, 1] → [-1, 1] for gray, colour and CT; the identity for the real
+and imaginary parts of an MR image of largest magnitude 1), never by branching on a task.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from benchmark import spaces
 from benchmark.errors import UserError
 from methods._training.checkpoint import read_weights
 from methods._training.loop import PatchSampler, train_network
@@ -84,8 +88,10 @@ def train_prior(
     seed: int,
     device: torch.device,
     progress: bool,
+    space: spaces.ImageSpace = spaces.UNIT,
 ) -> tuple[list[float], dict[str, torch.Tensor]]:
-    """ε-prediction training on random patches; returns the loss curve and the EMA weights."""
+    """ε-prediction training on random patches of images of ``space`` (mapped to [-1, 1] by its
+    ``to_signed``); returns the loss curve and the EMA weights."""
     generator = torch.Generator().manual_seed(seed)
     sampler = PatchSampler(images, patch, generator)
     sqrt_ab = Schedule.full_alphas_cumprod().sqrt().float().to(device)
@@ -93,7 +99,7 @@ def train_prior(
     ema = EMA(net, ema_decay)
 
     def loss_fn() -> torch.Tensor:
-        x0 = sampler.sample(batch).to(device) * 2 - 1
+        x0 = space.to_signed(sampler.sample(batch).to(device))
         t = torch.randint(TRAIN_STEPS, (batch,), generator=generator).to(device)
         noise = torch.randn(x0.shape, generator=generator).to(device)
         x_t = sqrt_ab[t].view(-1, 1, 1, 1) * x0 + sqrt_1m_ab[t].view(-1, 1, 1, 1) * noise
@@ -161,7 +167,7 @@ def _few(keys: list[str]) -> str:
 
 @dataclass
 class SampleResult:
-    x: torch.Tensor  # [0, 1]
+    x: torch.Tensor  # in the physics' image space (its value range)
     steps_run: int
     budget: int
     final_residual: float
@@ -184,23 +190,26 @@ def dps_sample(
     Each reverse step predicts x̂0 from x_t, takes the ancestral DDPM step, then moves the result
     along -ζ ∇_{x_t} ‖y − A x̂0‖ (the norm, not its square: with the paper's ζ_i = ζ/‖y − A x̂0‖
     on the squared norm this is the same step up to a factor 2, and it is what the authors' code
-    does). The residual is measured in the [-1, 1] units of the diffusion model, so ζ means the
-    same as in the paper. ``zeta`` is given for the paper's 1000 steps: a re-spaced chain of S
-    steps covers 1000/S diffusion steps per step, so it takes ζ·1000/S per step and the guidance
-    summed over the chain stays the same. ``callback(step, x̂0 in [0, 1])`` may stop the chain.
+    does). The model works on [-1, 1]; the physics' image space (``spaces.of(physics)``) says how
+    its values map there, and the residual is measured in the model's units (scaled by the map's
+    stretch), so ζ means the same as in the paper. ``zeta`` is given for the paper's 1000 steps: a
+    re-spaced chain of S steps covers 1000/S diffusion steps per step, so it takes ζ·1000/S per step
+    and the guidance summed over the chain stays the same. ``callback(step, x̂0)`` (x̂0 in the
+    image space, clipped to its value range) may stop the chain.
 
     ``step_sizes`` (first step first) replaces that constant: deepinv's ``DPS`` discretises a
     reverse SDE whose guidance step is the score step s_t s_t' (σ_t² − σ_t'²) times its
     ``weight``; given those sizes this sampler computes deepinv's chain (``tests/test_dps.py``).
     """
     schedule = Schedule.respaced(steps)
+    space = spaces.of(physics)
     device = y.device
     x_t = torch.randn(shape, generator=generator).to(device)
     total = len(schedule.timesteps)
     sizes = list(step_sizes) if step_sizes is not None else [zeta * TRAIN_STEPS / total] * total
     if len(sizes) != total:
         raise ValueError(f"dps: {len(sizes)} step sizes for a chain of {total} steps")
-    x0_01 = x_t
+    x0_image = x_t
     residual = float("nan")
     for step, i in enumerate(reversed(range(total)), start=1):
         a_t = float(schedule.alphas_cumprod[i])
@@ -209,7 +218,7 @@ def dps_sample(
         with torch.enable_grad():
             eps = eps_model(x_t, t)
             x0 = ((x_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5).clamp(-1, 1)
-            norm = torch.linalg.vector_norm(2 * (y - physics.A((x0 + 1) / 2)))
+            norm = torch.linalg.vector_norm(space.signed_scale * (y - physics.A(space.from_signed(x0))))
             (grad,) = torch.autograd.grad(norm, x_t)
         coef_x0, coef_xt, variance = schedule.posterior(i)
         x_prev = coef_x0 * x0.detach() + coef_xt * x_t.detach()
@@ -218,8 +227,7 @@ def dps_sample(
         x_t = x_prev - sizes[step - 1] * grad
         residual = float(norm.detach())
         # The iterate returned if stopped now: x̂0 of this step, or the final sample at the end.
-        x0_01 = ((x_t if i == 0 else x0).detach() + 1) / 2
-        x0_01 = x0_01.clamp(0, 1)
-        if callback is not None and not callback(step, x0_01):
-            return SampleResult(x0_01, step, total, residual)
-    return SampleResult(x0_01, total, total, residual)
+        x0_image = space.from_signed((x_t if i == 0 else x0).detach().clamp(-1, 1))
+        if callback is not None and not callback(step, x0_image):
+            return SampleResult(x0_image, step, total, residual)
+    return SampleResult(x0_image, total, total, residual)
