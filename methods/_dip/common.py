@@ -176,22 +176,6 @@ def _pseudo_inverse_input(y: torch.Tensor, physics: Any, height: int, width: int
     return torch.nn.functional.pad(x0, pad, mode="replicate") if any(pad) else x0.clone()
 
 
-#: what the skip network's fixed input is: "noise" (``input_channels`` of uniform noise, the
-#: paper's) or "fbp" (the image ``A_dagger(y)``, e.g. the filtered back-projection for CT, as the
-#: DIP-for-CT literature feeds it: Barbano et al. 2022, Denker et al.'s DIP handbook code)
-INPUTS = ("noise", "fbp")
-
-
-def _pseudo_inverse_input(y: torch.Tensor, physics: Any, height: int, width: int) -> torch.Tensor:
-    """``A_dagger(y)`` projected into the image space, edge-padded to ``height``×``width`` (the
-    network's padded size; reflection cannot pad by more than the image's side)."""
-    with torch.no_grad():
-        x0 = spaces.of(physics).project(physics.A_dagger(y))
-    top, left = (height - x0.shape[-2]) // 2, (width - x0.shape[-1]) // 2
-    pad = (left, width - x0.shape[-1] - left, top, height - x0.shape[-2] - top)
-    return torch.nn.functional.pad(x0, pad, mode="replicate") if any(pad) else x0.clone()
-
-
 def _noise(params: Mapping[str, Any], seed: int, device: torch.device) -> torch.Generator | None:
     return seeding.generator(seed, "perturbation", device=device) if float(params["reg_noise_std"]) > 0 else None
 
