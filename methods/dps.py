@@ -92,7 +92,7 @@ class DPS(Method):
         # The prior's paper budget is sized for a GPU (a few minutes per training set there, by our
         # estimate; not measured here); the quick profile trains 32 channels, 32² × 16, 800 steps.
         # On one CPU thread, 32 channels, 3 levels, 3000 steps of 16 × 48² on cbsd432 (26 min)
-        # beats TV on Set5 random inpainting but not on ×4 SR (README; tests/perf/test_dps_set5.py).
+        # stays 1.5-2.7 dB behind TV on Set5 inpainting and ×4 SR (README; tests/perf/test_dps_set5.py).
         "prior_channels": 64,  # features of the noise predictor at full resolution, doubled per level
         "prior_depth": 3,
         "prior_patch": 64,  # side of the random training patches (the net is fully convolutional)
