@@ -11,7 +11,9 @@ from benchmark.plan import Cell, canonical_json
 
 
 def harness_psnr(method: str, params: dict[str, Any], task: str, dataset: str, images: list[data.Image]) -> list[float]:
-    """Each image's PSNR as ``run_cells`` records it (seed 0, CPU, no training set)."""
+    """Each image's PSNR as ``run_cells`` records it (seed 0, CPU, no training set). ``params``
+    are used as given, as a cell's: pass what the plan resolves
+    (``Method.resolve_params(task, overrides, budget)``), else per-task defaults are missed."""
     pool = harness.MethodPool(lambda: [], "none", data.cache_root() / "reference", torch.device("cpu"), progress=False)
     psnrs = []
     for image in images:
