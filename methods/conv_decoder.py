@@ -47,10 +47,7 @@ from benchmark.api import Reconstruction
 from benchmark.registry import register
 from methods._dip import common
 from methods._dip.objectives import measurement_loss
-from methods._dip.stopping import PatientMinimum, Verdict
-
-#: relative margin by which a training loss must beat the best so far (the authors' 1.005)
-IMPROVEMENT = 0.005
+from methods._dip.stopping import LowestTrainingLoss
 
 
 @register
@@ -84,10 +81,7 @@ class ConvDecoderMethod(common.DipMethod):
                 f"{task.space.name!r} images, which Deep Decoder (deep_decoder) covers")
 
     def plan(self, y: torch.Tensor, physics: Any, seed: int) -> common.FitPlan:
-        best = PatientMinimum(patience=None, min_delta=IMPROVEMENT)
-
-        def keep_best(step: int, x: torch.Tensor, fit_loss: torch.Tensor) -> Verdict:
-            return best.update(step, float(fit_loss.sum()))
+        best = LowestTrainingLoss()
 
         def finish(result: Reconstruction) -> None:
             result.info["best_fit_mse"] = common.finite_or_none(best.best_value)
@@ -96,5 +90,5 @@ class ConvDecoderMethod(common.DipMethod):
                     result.x = result.x + physics.A_adjoint(y - physics.A(result.x))
 
         setup, factor = common.conv_decoder_setup(self.params, y, physics, seed)
-        return common.FitPlan(setup, measurement_loss(physics, y), rule=keep_best, finish=finish,
+        return common.FitPlan(setup, measurement_loss(physics, y), rule=best, finish=finish,
                               info={"output_scale": factor})

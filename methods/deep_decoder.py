@@ -29,10 +29,8 @@ from benchmark.registry import register
 from methods._dip import common
 from methods._dip.networks import decoder_parameter_count, parameter_count
 from methods._dip.objectives import measurement_loss
-from methods._dip.stopping import PatientMinimum, Verdict
+from methods._dip.stopping import LowestTrainingLoss
 
-#: relative margin by which a training loss must beat the best so far (the authors' 1.005)
-IMPROVEMENT = 0.005
 #: weights per image value of the authors' configurations (see the module docstring)
 DENOISING_RATIO = decoder_parameter_count(128, 5, 3) / (512 * 512 * 3)
 INPAINTING_RATIO = decoder_parameter_count(256, 5, 4) / (512 * 512 * 4)
@@ -73,10 +71,7 @@ class DeepDecoderMethod(common.DipMethod):
         cls.require(params, "reg_noise_decay_every", params["reg_noise_decay_every"] >= 0, "an integer >= 0")
 
     def plan(self, y: torch.Tensor, physics: Any, seed: int) -> common.FitPlan:
-        best = PatientMinimum(patience=None, min_delta=IMPROVEMENT)
-
-        def keep_best(step: int, x: torch.Tensor, fit_loss: torch.Tensor) -> Verdict:
-            return best.update(step, float(fit_loss.sum()))
+        best = LowestTrainingLoss()
 
         def finish(result: Reconstruction) -> None:
             result.info["best_fit_mse"] = common.finite_or_none(best.best_value)
@@ -85,4 +80,4 @@ class DeepDecoderMethod(common.DipMethod):
         c, h, w = common.image_shape(y, physics)
         info = {"channels_k": int(setup.z.shape[1]),
                 "parameters_per_value": parameter_count(setup.network) / (c * h * w)}
-        return common.FitPlan(setup, measurement_loss(physics, y), rule=keep_best, finish=finish, info=info)
+        return common.FitPlan(setup, measurement_loss(physics, y), rule=best, finish=finish, info=info)

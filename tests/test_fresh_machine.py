@@ -34,15 +34,7 @@ def test_missing_weights_skip_their_cells_with_the_fix(tmp_path: Path, monkeypat
     for name, value in {"PIP_CONFIG_FILE": "/dev/null", "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tmp_path)}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(urllib.request, "urlopen", _offline)
-    dncnn._state_dict.cache_clear()
-    ffdnet._state_dict.cache_clear()
-    try:
-        code = main(["run", "--no-progress", "--no-report", "--strict", "--profile", "smoke",
-                     "--methods", "dncnn,ffdnet,trivial", "--tasks", "denoising_s25",
-                     "--results", str(tmp_path / "res"), "--tracking-uri", f"sqlite:///{tmp_path / 'ml.db'}"])
-    finally:
-        dncnn._state_dict.cache_clear()
-        ffdnet._state_dict.cache_clear()
+    code = _run_weighted_methods(tmp_path)
     out = capsys.readouterr().out
     assert code == 0, out  # --strict: no failed cell
     lines = [line for line in out.splitlines() if "weights unavailable" in line]
@@ -59,17 +51,25 @@ def test_missing_weights_skip_their_cells_with_the_fix(tmp_path: Path, monkeypat
     if not (SHARED / "weights" / "ffdnet").is_dir():
         pytest.skip("the rerun with the weights needs ../shared/weights")
     monkeypatch.setenv("DIPBENCH_WEIGHTS", str(SHARED / "weights"))  # the fix the summary gave
+    code = _run_weighted_methods(tmp_path)
+    assert code == 0 and "weights unavailable" not in capsys.readouterr().out
+    with sqlite3.connect(tmp_path / "res" / "results.sqlite") as conn:
+        statuses = {method: status for method, status in conn.execute("SELECT method, status FROM records")}
+    assert statuses == {"dncnn": "ok", "ffdnet": "ok", "trivial": "ok"}  # the skipped cells were retried
+
+
+def _run_weighted_methods(tmp_path: Path) -> int:
+    """``benchmark run`` of DnCNN, FFDNet and trivial on the smoke profile, with the weight caches
+    cleared before and after, so that each run looks for the weights afresh."""
+    dncnn._state_dict.cache_clear()
+    ffdnet._state_dict.cache_clear()
     try:
-        code = main(["run", "--no-progress", "--no-report", "--strict", "--profile", "smoke",
+        return main(["run", "--no-progress", "--no-report", "--strict", "--profile", "smoke",
                      "--methods", "dncnn,ffdnet,trivial", "--tasks", "denoising_s25",
                      "--results", str(tmp_path / "res"), "--tracking-uri", f"sqlite:///{tmp_path / 'ml.db'}"])
     finally:
         dncnn._state_dict.cache_clear()
         ffdnet._state_dict.cache_clear()
-    assert code == 0 and "weights unavailable" not in capsys.readouterr().out
-    with sqlite3.connect(tmp_path / "res" / "results.sqlite") as conn:
-        statuses = {method: status for method, status in conn.execute("SELECT method, status FROM records")}
-    assert statuses == {"dncnn": "ok", "ffdnet": "ok", "trivial": "ok"}  # the skipped cells were retried
 
 
 class _Quiet(SimpleHTTPRequestHandler):

@@ -190,9 +190,7 @@ def skip_setup(params: Mapping[str, Any], y: torch.Tensor, physics: Any, seed: i
     upsample = params["upsample"]
     if upsample not in UPSAMPLE_MODES:
         raise UserError(f"parameter 'upsample' must be one of {', '.join(UPSAMPLE_MODES)}, got {upsample!r}")
-    source = params.get("input", "noise")
-    if source not in INPUTS:
-        raise UserError(f"parameter 'input' must be one of {', '.join(INPUTS)}, got {source!r}")
+    source = params.get("input", "noise")  # checked by validate
     depth = c if source == "fbp" else depth
     output = spaces.of(physics).output_layer
     net = seeding.seeded_build(lambda: SkipNet(depth, c, width, skip, scales, upsample, output_layer=output), seed,

@@ -48,6 +48,22 @@ class PatientMinimum:
         return Verdict(stop=self.patience is not None and self.waited >= self.patience, best=False)
 
 
+#: relative margin by which a training loss must beat the best so far in the decoders' "lowest
+#: training loss" rule (Heckel & Hand's and Darestani & Heckel's ``fit(find_best=True)``: 1.005)
+DECODER_IMPROVEMENT = 0.005
+
+
+class LowestTrainingLoss(PatientMinimum):
+    """The decoders' rule: run the whole budget, return the iterate with the lowest training loss
+    (a new best must beat the old by ``DECODER_IMPROVEMENT``); used as a DIP plan's ``rule``."""
+
+    def __init__(self) -> None:
+        super().__init__(patience=None, min_delta=DECODER_IMPROVEMENT)
+
+    def __call__(self, step: int, x: torch.Tensor, fit_loss: torch.Tensor) -> Verdict:
+        return self.update(step, float(fit_loss.sum()))
+
+
 class HeldOutLoss:
     """Self-validation: the loss on held-out measurements, smoothed over the last ``window`` steps;
     stop when its minimum has not improved for ``patience`` steps, return the iterate at it."""
