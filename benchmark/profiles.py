@@ -62,7 +62,8 @@ class TuneSpec:
     (seeded) from the training split of ``training.dataset``, prepared with ``resize``/``crop``;
     never on test images. ``grids``: method → {parameter: values}, replacing the method's
     declared grid (only declared tunables); ``methods``: which to tune (None: every selected
-    method that declares tunables and needs no training)."""
+    method that declares tunables and needs no training: a trained one, named here or with
+    ``--methods``, trains again without the validation images)."""
 
     images: int = 4
     resize: int | None = None

@@ -10,6 +10,10 @@ each choice with its record (grid, every score, images, the other parameters, co
 commit, command) to the tuned-values file the profile names (``tuned:``). The plan applies the
 choices: defaults ← per-task defaults ← the budget ← tuned ← the profile's ``method_params``,
 grids and ``--set``.
+
+A method that learns from the training split (DPS's prior, say) is tuned with its validation
+images held out: it trains on the rest of the split (:class:`HeldOut`), so a choice is never
+scored on an image the method has seen, as a validation split is meant to be.
 """
 
 from __future__ import annotations
@@ -37,8 +41,35 @@ METRIC = "psnr"
 #: what a method instance's label shows for a parameter the tuned file chooses: ``tv[weight=tuned]``
 TUNED = "tuned"
 REQUIRED = ("method", "scope", "applies_to", "tasks", "chosen", "grid", "scores", "fixed", "validation")
-#: ``run(method, params, task, images, trajectory_every)`` → one harness record per image
-Runner = Callable[[str, dict[str, Any], tasks.Task, Sequence[data.Image], int], list[Any]]
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The training set of a trained method while it is tuned: the training split of ``dataset``
+    (prepared as the benchmark trains on it) without the validation images ``excluded``."""
+
+    dataset: str
+    excluded: tuple[str, ...]
+    resize: int | None = None
+    crop: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The set's name in cells and reports (and, with its images, in the cache key)."""
+        return f"{self.dataset} without validation images {','.join(self.excluded)}"
+
+    def load(self) -> list[torch.Tensor]:
+        images = data.load(self.dataset, split="train", resize=self.resize, crop=self.crop)
+        kept = [img.tensor for img in images if img.id not in self.excluded]
+        if len(kept) != len(images) - len(set(self.excluded)) or not kept:
+            raise UserError(f"tune: the validation images {', '.join(self.excluded)} are not all in the training "
+                            f"split of {self.dataset!r}, or none is left to train on")
+        return kept
+
+
+#: ``run(method, params, task, images, trajectory_every, held_out)`` → one harness record per
+#: image; ``held_out`` is the training set of a trained method (None: it trains on nothing)
+Runner = Callable[[str, dict[str, Any], tasks.Task, Sequence[data.Image], int, HeldOut | None], list[Any]]
 
 
 def tuned_path(profile: Profile) -> Path | None:
@@ -174,8 +205,6 @@ def requests(profile: Profile, methods: Sequence[str] | None = None) -> dict[str
     out: dict[str, dict[str, list[Any]]] = {}
     for name in names:
         cls = registry.get(name)
-        if cls.needs_training:
-            raise UserError(f"tune: {name!r} learns from the training split, where the validation images come from")
         if not cls.tunable:
             raise UserError(f"tune: method {name!r} declares no tunable parameter; tunable methods: "
                             f"{', '.join(m for m, c in registry.available().items() if c.tunable) or '(none)'}")
@@ -201,6 +230,14 @@ def requests(profile: Profile, methods: Sequence[str] | None = None) -> dict[str
     return out
 
 
+def held_out_set(profile: Profile, task: tasks.Task, images: Sequence[data.Image], colour: bool) -> HeldOut:
+    """What a trained method learns from while it is tuned on ``images``: the training set the
+    validation images were drawn from, prepared as the benchmark trains on it, without them."""
+    spec = profile.training.for_space(task.space.name)
+    dataset = str(profile.training.rgb) if colour and spec is profile.training else spec.dataset
+    return HeldOut(dataset, tuple(img.id for img in images), spec.resize, spec.crop)
+
+
 def targets(method: str, task_list: Sequence[tasks.Task]) -> list[tuple[str, str, list[tasks.Task]]]:
     """(scope, applies_to, tasks scored): each task, or each family with all its tasks."""
     scope = registry.get(method).tune_by
@@ -223,10 +260,12 @@ def _at_step(trajectory: Sequence[Mapping[str, float]], step: int) -> float:
 
 def score_grid(method: str, grid: Mapping[str, Sequence[Any]], fixed: Mapping[str, dict[str, Any]],
                task_list: Sequence[tasks.Task], images: Mapping[str, Sequence[data.Image]],
-               run: Runner) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+               run: Runner, held_out: Mapping[str, HeldOut] | None = None,
+               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Score every point of ``grid`` (mean PSNR over ``task_list`` × their validation images);
     return (the best point, every point with its scores). A budget parameter's values are read
-    off one run at the largest budget; ties go to the earlier grid point."""
+    off one run at the largest budget; ties go to the earlier grid point. ``held_out``: per task,
+    the training set of a trained method (its validation images left out)."""
     from math import gcd
 
     budget = registry.get(method).budget_parameter
@@ -238,7 +277,7 @@ def score_grid(method: str, grid: Mapping[str, Sequence[Any]], fixed: Mapping[st
         per_task: dict[str, list[Any]] = {}
         for task in task_list:
             params = {**fixed[task.name], **point, **({budget: budgets[-1]} if budget else {})}
-            records = run(method, params, task, images[task.name], every)
+            records = run(method, params, task, images[task.name], every, (held_out or {}).get(task.name))
             failed = [r for r in records if r.status != "ok"]
             if failed:
                 raise RuntimeError(f"tuning {method} on {task.name} failed: {failed[0].error or failed[0].status}")
@@ -262,15 +301,23 @@ def harness_runner(profile: Profile, device: torch.device) -> Runner:
     from benchmark.plan import Cell, batches, canonical_json, version_of
     from benchmark.runner import checkpoint_dir
 
-    pool = MethodPool(list, profile.training.dataset, checkpoint_dir(), device, progress=False)
+    sets: dict[str, HeldOut] = {}
+    pool = MethodPool(list, profile.training.dataset, checkpoint_dir(), device, progress=False,
+                      load_training=lambda name: sets[name].load())
     skip = {m.name for m in metrics.registered()} - {METRIC}
     prep = f"tune-resize{profile.tune.resize}-crop{profile.tune.crop}"
 
     def run(method: str, params: dict[str, Any], task: tasks.Task, images: Sequence[data.Image],
-            every: int) -> list[Any]:
+            every: int, held_out: HeldOut | None) -> list[Any]:
         by_id = {img.id: img.tensor for img in images}
+        training = ""
+        if held_out is not None:
+            leaked = sorted({img.id for img in images} - set(held_out.excluded))
+            if leaked:
+                raise RuntimeError(f"tuning {method}: validation images {leaked} would be in its training set")
+            sets[held_out.name], training = held_out, held_out.name
         cells = [Cell(method, canonical_json(params), task.name, f"{profile.training.dataset}:train", img.id, prep,
-                      profile.tune.seed, method, version=version_of(method)) for img in images]
+                      profile.tune.seed, method, training, version=version_of(method)) for img in images]
         out = {}
         for batch in batches(cells, lambda c: tuple(by_id[c.image_id].shape), len(cells)):
             for o in run_cells(batch, [by_id[c.image_id] for c in batch], pool, profile="tune",
@@ -307,8 +354,10 @@ def tune(profile: Profile, *, methods: Sequence[str] | None = None, task_names: 
                         profile, task.size_multiple, task.space.name, colour)
             by_task = {t.name: images[(t.space.name, t.size_multiple, colour)] for t in group}
             fixed = {t.name: fixed_params(profile, method, t) for t in group}
+            held_out = {t.name: held_out_set(profile, t, by_task[t.name], colour) for t in group
+                        if registry.get(method).needs_training}
             started = time.perf_counter()
-            chosen, scored = score_grid(method, grid, fixed, group, by_task, run)
+            chosen, scored = score_grid(method, grid, fixed, group, by_task, run, held_out)
             cost = time.perf_counter() - started
             edge = [k for k, v in chosen.items() if len(grid[k]) > 1 and v in (grid[k][0], grid[k][-1])]
             log(f"{method} · {applies_to}: {chosen} ({len(scored)} grid points, {cost:.0f} s)"
@@ -325,7 +374,9 @@ def tune(profile: Profile, *, methods: Sequence[str] | None = None, task_names: 
                 "grid": {k: list(v) for k, v in grid.items()}, "scores": scored, "fixed": held,
                 "validation": {"dataset": training.dataset, "split": "train",
                                "images": [img.id for img in by_task[group[0].name]],
-                               "resize": prepared[0], "crop": prepared[1], "seed": profile.tune.seed},
+                               "resize": prepared[0], "crop": prepared[1], "seed": profile.tune.seed,
+                               **({"held_out": f"left out of {method}'s training set ({held_out[group[0].name].name})"}
+                                  if held_out else {})},
                 "cost_s": round(cost, 1), "device": str(dev), "threads": torch.get_num_threads(),
                 "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"), "commit": git_commit(),
                 "command": command or f"python -m benchmark tune --profile {profile.name}",

@@ -106,7 +106,8 @@ class DPS(Method):
     }
     #: ζ per family, chosen on crops of the embedded training images with the small prior at
     #: 100-200 steps (denoising prefers a weak pull: the residual is mostly noise); deblurring
-    #: keeps the authors' 0.3, unchecked here.
+    #: keeps the authors' 0.3, unchecked here. A profile tunes ζ per family for its own prior
+    #: (``benchmark tune --methods dps``: the prior trains again without the validation images).
     task_defaults = {
         "denoising": {"zeta": 0.15},
         "inpainting": {"zeta": 0.2},
@@ -119,6 +120,10 @@ class DPS(Method):
                    "prior_patch": 32, "prior_lr": 3e-3}
     quick_params = {"sampling_steps": 200, "prior_steps": 800, "prior_channels": 32, "prior_patch": 32,
                     "prior_batch": 16}
+    #: the guidance strength depends on the prior and the task (the authors hand-pick it per task
+    #: in [0.1, 1]); one choice per family
+    tunable = {"zeta": [0.1, 0.2, 0.3, 0.5, 0.8, 1.2]}
+    tune_by = "family"
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from benchmark import cli, data, plan, profiles, registry, tasks, tuning
@@ -41,7 +42,8 @@ def test_the_best_grid_point_is_chosen_and_budgets_come_from_one_trajectory() ->
     """A fixture where the answer is known: PSNR peaks at step 300 for λ = 0.01, lower elsewhere."""
     calls: list[dict[str, Any]] = []
 
-    def run(method: str, params: dict[str, Any], task: tasks.Task, images: Any, every: int) -> list[Any]:
+    def run(method: str, params: dict[str, Any], task: tasks.Task, images: Any, every: int,
+            held_out: Any = None) -> list[Any]:
         calls.append({**params, "every": every, "task": task.name})
         bonus = 1.0 if params["tv_weight"] == 0.01 else 0.0
         traj = [{"step": s, "psnr": bonus + 20 - abs(s - 300) / 100} for s in range(100, params["iterations"] + 1, 100)]
@@ -61,7 +63,8 @@ def test_the_best_grid_point_is_chosen_and_budgets_come_from_one_trajectory() ->
 
 def test_a_family_is_scored_over_all_its_tasks() -> None:
     """DIP-TV's λ is one per family: the mean over the family's tasks decides, not its first one."""
-    def run(method: str, params: dict[str, Any], task: tasks.Task, images: Any, every: int) -> list[Any]:
+    def run(method: str, params: dict[str, Any], task: tasks.Task, images: Any, every: int,
+            held_out: Any = None) -> list[Any]:
         favourite = {"denoising_s15": 0.001, "denoising_s50": 0.1}[task.name]
         gain = 3.0 if task.name == "denoising_s50" else 1.0
         return [_record(gain if params["tv_weight"] == favourite else 0.0,
@@ -89,15 +92,49 @@ def test_the_loader_never_gets_a_test_image(tmp_path: Path, monkeypatch: pytest.
     profile = profiles.load(_write(tmp_path))
     real_runner = tuning.harness_runner(profile, plan_device())
 
-    def run(method: str, params: dict[str, Any], task: tasks.Task, images: Any, every: int) -> list[Any]:
+    def run(method: str, params: dict[str, Any], task: tasks.Task, images: Any, every: int,
+            held_out: Any = None) -> list[Any]:
         seen.extend(img.id for img in images)
-        return real_runner(method, params, task, images, every)
+        return real_runner(method, params, task, images, every, held_out)
 
     records = tuning.tune(profile, run=run, log=lambda _: None)
     assert loads and all(call.get("split") == "train" for call in loads)
     assert set(seen) and set(seen) <= set(data.EMBEDDED_TRAIN)
     assert not set(seen) & set(data.EMBEDDED_TEST)
     assert all(rec["validation"]["images"] == sorted(set(seen), key=seen.index) for rec in records)
+
+
+def test_a_trained_method_is_tuned_on_images_it_never_trained_on(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """DPS's ζ is chosen on validation images drawn from the training split: its prior then
+    trains on the rest of the split, never on them, and the record says so."""
+    from methods.dps import DPS
+
+    seen: list[tuple[str, list[Any]]] = []
+    real_prepare = DPS.prepare
+
+    def spy(self: DPS, ctx: Any) -> Any:
+        seen.append((ctx.dataset, list(ctx.images)))
+        return real_prepare(self, ctx)
+
+    monkeypatch.setattr(DPS, "prepare", spy)
+    path = _write(tmp_path, methods=["dps"], tasks=["inpainting_random50"],
+                  tune={**TINY_DOC["tune"], "methods": ["dps"], "grids": {"dps": {"zeta": [0.2, 0.8]}}})
+    (rec,) = tuning.tune(profiles.load(path), log=lambda _: None)
+    validation = rec["validation"]["images"]
+    assert rec["chosen"]["zeta"] in (0.2, 0.8) and len(rec["scores"]) == 2
+    assert seen and {name for name, _ in seen} == {f"embedded without validation images {','.join(validation)}"}
+    full = {img.id: img.tensor for img in data.load("embedded", split="train")}
+    for _, images in seen:
+        assert len(images) == len(full) - len(validation)
+        assert not any(torch.equal(img, full[i]) for img in images for i in validation)
+    assert "left out of dps's training set" in rec["validation"]["held_out"]
+
+
+def test_a_held_out_set_that_misses_its_validation_images_is_refused() -> None:
+    held = tuning.HeldOut("embedded", ("not-an-image",))
+    with pytest.raises(UserError, match="not all in the training split"):
+        held.load()
 
 
 def plan_device() -> Any:
@@ -186,7 +223,8 @@ def test_tune_then_run_uses_and_records_the_tuned_value(tmp_path: Path, capsys: 
     ({"tune": {"grids": {"tv": {"tau": [0.1]}}}}, "tv.tau is not tunable"),
     ({"tune": {"grids": {"nope": {"x": [1]}}}}, "unknown method"),
     ({"tune": {"methods": ["trivial"]}}, "declares no tunable parameter"),
-    ({"tune": {"methods": ["unet"]}}, "learns from the training split"),
+    ({"tune": {"methods": ["unet"]}}, "declares no tunable parameter"),
+    ({"tune": {"methods": ["dps"], "grids": {"dps": {"zeta": [-1.0]}}}}, "'zeta' must be a number >= 0"),
     ({"method_params": {"tv": {"weight": 0.1}}}, "would override the tuned value"),
     ({"tuned": 5}, "expected text"),
     ({"tuned": "../elsewhere.yaml"}, "leads outside"),
@@ -280,10 +318,10 @@ def test_an_interrupted_tune_keeps_the_records_it_finished(tmp_path: Path, monke
         run = real(profile, device)
 
         def stop_on_inpainting(method: str, params: dict[str, Any], task: tasks.Task, images: Any,
-                               every: int) -> list[Any]:
+                               every: int, held_out: Any) -> list[Any]:
             if task.family == "inpainting":
                 raise KeyboardInterrupt
-            return run(method, params, task, images, every)
+            return run(method, params, task, images, every, held_out)
 
         return stop_on_inpainting
 
