@@ -133,6 +133,10 @@ class Method:
     test_params: ClassVar[Mapping[str, Any]] = {}
     #: the budget of the quick profile (a CPU-sized run of the whole suite)
     quick_params: ClassVar[Mapping[str, Any]] = {}
+    #: per budget, what a task family (or task name, which wins) keeps over that budget's
+    #: parameters: a per-task default chosen for that budget's sizes, e.g. DIP's MRI learning
+    #: rate, chosen with the quick network, survives the quick budget's lr
+    budget_task_params: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
     #: how the method decides when to stop and which iterate to return, in a few words (e.g.
     #: "windowed moving variance"); methods that have one appear in the early-stopping table
     stopping_rule: ClassVar[str] = ""
@@ -195,11 +199,16 @@ class Method:
             raise UserError(f"method {cls.name!r}: parameter {key!r} must be {expected}, got {params[key]!r}")
 
     @classmethod
-    def budget_params(cls, budget: str) -> dict[str, Any]:
-        """The parameters a budget sets: ``test_params``, ``quick_params``, or none for "paper"."""
+    def budget_params(cls, budget: str, task: Any = None) -> dict[str, Any]:
+        """The parameters a budget sets: ``test_params``, ``quick_params``, or none for "paper";
+        for ``task`` (a ``benchmark.tasks.Task``) with its ``budget_task_params`` entries on top."""
         if budget not in BUDGETS:
             raise unknown("budget", budget, BUDGETS)
-        return dict({"test": cls.test_params, "quick": cls.quick_params}.get(budget, {}))
+        out = dict({"test": cls.test_params, "quick": cls.quick_params}.get(budget, {}))
+        if task is not None and not isinstance(task, str):
+            per_task = cls.budget_task_params.get(budget, {})
+            out.update({**per_task.get(task.family, {}), **per_task.get(task.name, {})})
+        return out
 
     @classmethod
     def defaults_for(cls, task: Any) -> dict[str, Any]:
@@ -212,7 +221,7 @@ class Method:
         """Defaults, then the per-task defaults, then the budget's, then the overrides. ``task`` is a
         ``benchmark.tasks.Task``, or a family name for tools that have none (family entries only)."""
         per_task = cls.task_defaults.get(task, {}) if isinstance(task, str) else cls.defaults_for(task)
-        return {**cls.defaults, **per_task, **cls.budget_params(budget), **overrides}
+        return {**cls.defaults, **per_task, **cls.budget_params(budget, task), **overrides}
 
     def skip_reason(self, task: Any, channels: int | None = None) -> str | None:
         """Why this method does not apply to ``task`` (on images of ``channels`` channels, when

@@ -430,7 +430,7 @@ def report_rows(profile: Profile) -> list[dict[str, Any]]:
             for name in sorted(set(cls.tunable) - set(tuned)):
                 given = profile.method_params.get(method, {})
                 where = ("set in the profile" if name in given else f"budget {profile.budget}"
-                         if name in cls.budget_params(profile.budget) else "method default")
+                         if name in cls.budget_params(profile.budget, task) else "method default")
                 rows.append({"method": method, "applies_to": task.name, "untuned": name, "where": where,
                              "value": fixed_params(profile, method, task)[name]})
     return rows

@@ -47,6 +47,17 @@ def test_profile_overrides_win_and_stopping_variants_keep_the_task_settings() ->
     assert DipESWMV.resolve_params(tasks.get("inpainting_random50"), {})["iterations"] == 11000
 
 
+def test_the_mri_lr_chosen_with_the_quick_network_survives_the_quick_budget() -> None:
+    """DIP's MRI lr (0.003) was chosen at the quick network's sizes: the quick budget's lr 0.01
+    (which undoes the inpainting notebook's 0.001) replaces it on no MRI task, and nowhere else."""
+    for budget in ("paper", "quick"):
+        assert DeepImagePrior.resolve_params(tasks.get("mri_x4"), {}, budget)["lr"] == 0.003
+        assert DeepImagePrior.resolve_params(tasks.get("mri_x8"), {}, budget)["lr"] == 0.003
+    assert DeepImagePrior.resolve_params(tasks.get("inpainting_random50"), {}, "quick")["lr"] == 0.01
+    assert DeepImagePrior.resolve_params(tasks.get("denoising_s25"), {}, "quick")["lr"] == 0.01
+    assert DeepImagePrior.resolve_params(tasks.get("mri_x4"), {"lr": 0.02}, "quick")["lr"] == 0.02  # a profile wins
+
+
 class _SigmaScaled(Method):
     name = "test_sigma_scaled"
     defaults = {"weight": 1.0}
