@@ -91,8 +91,9 @@ class DPS(Method):
         "zeta": 0.3,  # guidance ζ on ∇‖y − A x̂0‖, in 1000-step units (per-family values below)
         # The prior's paper budget is sized for a GPU (a few minutes per training set there, by our
         # estimate; not measured here); the quick profile trains 32 channels, 32² × 16, 800 steps.
-        # On one CPU thread, 32 channels, 3 levels, 3000 steps of 16 × 48² on cbsd432 (26 min)
-        # stays 1.5-2.7 dB behind TV on Set5 inpainting and ×4 SR (README; tests/perf/test_dps_set5.py).
+        # The dps_cpu profile's prior (32 channels, 3 levels, 3000 steps of 16 × 48² on cbsd432,
+        # 13-26 min on one CPU thread) beats TV on Set5 inpainting crops and stays 2.4 dB below
+        # it on ×4 SR, with the best LPIPS there (README; tests/perf/test_dps_set5.py).
         "prior_channels": 64,  # features of the noise predictor at full resolution, doubled per level
         "prior_depth": 3,
         "prior_patch": 64,  # side of the random training patches (the net is fully convolutional)
@@ -104,14 +105,16 @@ class DPS(Method):
         "pretrained": "",  # released DiffUNet weights ("ffhq" or "imagenet"); empty: train the small prior
         "pretrained_path": "",  # any local deepinv DiffUNet state dict (no checksum); empty: none
     }
-    #: ζ per family, chosen on crops of the embedded training images with the small prior at
-    #: 100-200 steps (denoising prefers a weak pull: the residual is mostly noise); deblurring
-    #: keeps the authors' 0.3, unchecked here. A profile tunes ζ per family for its own prior
-    #: (``benchmark tune --methods dps``: the prior trains again without the validation images).
+    #: ζ per family where a profile has not tuned it: the choices of ``benchmark tune`` (records
+    #: in ``benchmark/profiles/tuned/``, validation crops held out of the prior's training set)
+    #: for the two priors tuned so far: denoising 0.3 (quick prior, 200 steps), inpainting 0.5
+    #: (quick prior and the 3000-step cbsd432 prior of the dps_cpu profile; also the authors'
+    #: value), super-resolution 1.2 (dps_cpu; 0.8 within 0.001 dB). Deblurring keeps the authors'
+    #: 0.3, unchecked here. A profile tunes ζ for its own prior with ``--methods dps``.
     task_defaults = {
-        "denoising": {"zeta": 0.15},
-        "inpainting": {"zeta": 0.2},
-        "super-resolution": {"zeta": 0.5},
+        "denoising": {"zeta": 0.3},
+        "inpainting": {"zeta": 0.5},
+        "super-resolution": {"zeta": 1.2},
         "deblurring": {"zeta": 0.3},
     }
     # 400 steps at a higher rate: at 150 the prior of MR slices (small signed values in [-1, 1])

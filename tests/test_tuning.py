@@ -268,7 +268,7 @@ def _train_ids(name: str) -> set[str]:
 
 #: the medical profile's TV on CT runs at 512², 300 steps of a ~4 s projection pair per slice on
 #: the 2-core CPU: its weight is left for a GPU (the profile says so); every other task has it
-@pytest.mark.parametrize(("name", "left_for_a_gpu"), [("quick", ()), ("paper", ()), ("ct_cpu", ()),
+@pytest.mark.parametrize(("name", "left_for_a_gpu"), [("quick", ()), ("paper", ()), ("ct_cpu", ()), ("dps_cpu", ()),
                                                       ("medical", ("ct_views60", "ct_views30"))])
 def test_shipped_tuned_values_trace_to_training_images(name: str, left_for_a_gpu: tuple[str, ...]) -> None:
     """Issue 12's bar: every tuned value of the shipped profiles has a tune record on training
@@ -290,6 +290,8 @@ def test_shipped_tuned_values_trace_to_training_images(name: str, left_for_a_gpu
         assert rec["chosen"] == max(rec["scores"], key=lambda p: p["psnr"])["params"]
         assert rec["date"] and rec["commit"] and rec["command"].startswith("python -m benchmark tune")
         assert not set(rec["chosen"]) & set(profile.method_params.get(rec["method"], {}))
+        if registry.get(rec["method"]).needs_training:  # tuned on images its training never saw
+            assert val["held_out"].endswith(f"({val['dataset']} without validation images {','.join(val['images'])})")
     for row in tuning.report_rows(profile):
         assert not row.get("stale"), f"{row['method']} {row['applies_to']}: retune, {row['stale']} changed"
     for task_name in set(profile.tasks) - set(left_for_a_gpu):
@@ -298,7 +300,7 @@ def test_shipped_tuned_values_trace_to_training_images(name: str, left_for_a_gpu
     assert not re.search(r"(picked|chosen|tuned|selected) on (the )?(\w+ )?test", text, re.IGNORECASE)
 
 
-@pytest.mark.parametrize("name", ["quick", "paper", "ct_cpu", "medical"])
+@pytest.mark.parametrize("name", ["quick", "paper", "ct_cpu", "dps_cpu", "medical"])
 def test_the_report_lists_every_tunable_used_untuned(name: str) -> None:
     profile = profiles.load(name)
     values = tuning.load(profile)
