@@ -191,8 +191,8 @@ def image_ids(name: str, *, limit: int | None = None) -> list[str]:
 
 def channels_of(name: str, mode: str | None = None) -> int:
     """Channels of the images of standard set ``name`` read as ``mode`` (default: its manifest's):
-    1 for gray and CT, 3 for colour, 2 for complex MRI (real, imaginary)."""
-    return {"gray": 1, "rgb": 3, "mri": 2, "ct": 1}[mode or manifests()[name].mode]
+    1 for gray and CT, 3 for colour, 2 for complex MRI (real, imaginary); the embedded set is gray."""
+    return {"gray": 1, "rgb": 3, "mri": 2, "ct": 1}[mode or ("gray" if name == EMBEDDED else manifests()[name].mode)]
 
 
 def folder_images(folder: str | Path, mode: str | None = None) -> tuple[str, list[Image]]:

@@ -34,7 +34,7 @@ import yaml
 
 from benchmark import data, registry, tasks
 from benchmark.errors import UserError, one_line
-from benchmark.grid import MethodSpec
+from benchmark.grid import MethodSpec, parse_spec
 from benchmark.profiles import PROFILE_DIR, Profile
 
 METRIC = "psnr"
@@ -405,6 +405,26 @@ def write(path: Path, profile: Profile, records: Sequence[dict[str, Any]]) -> Pa
     return path
 
 
+def runs_on(profile: Profile, method: str, task: tasks.Task) -> bool:
+    """Whether some dataset of the profile runs ``method`` on ``task``: an entry may name only
+    some tasks and only some methods (by name or label); one without a task list runs the tasks
+    its images fit (as the plan decides)."""
+    for spec in profile.datasets:
+        if spec.tasks is not None and task.name not in spec.tasks:
+            continue
+        if spec.methods is not None and not any(parse_spec(m).name == method for m in spec.methods):
+            continue
+        if spec.tasks is None:
+            try:
+                channels: int | None = data.channels_of(spec.name, spec.mode)
+            except KeyError:  # a folder of the user's images: known once read
+                channels = None
+            if channels is not None and channels not in task.space.channels:
+                continue
+        return True
+    return False
+
+
 def report_rows(profile: Profile) -> list[dict[str, Any]]:
     """For the report: each tuned value the profile uses with its record (and the parameters
     it was tuned with that differ now: stale), then each tunable a planned method uses untuned."""
@@ -426,6 +446,8 @@ def report_rows(profile: Profile) -> list[dict[str, Any]]:
     for method in names:
         cls = registry.get(method)
         for task in task_list:
+            if not runs_on(profile, method, task):
+                continue
             tuned = values.params_for(method, task)
             for name in sorted(set(cls.tunable) - set(tuned)):
                 given = profile.method_params.get(method, {})

@@ -310,7 +310,16 @@ def test_the_report_lists_every_tunable_used_untuned(name: str) -> None:
         for task_name in profile.tasks:
             chosen = values.params_for(method, tasks.get(task_name))
             for parameter in registry.get(method).tunable:
-                assert (parameter in chosen) != ((method, task_name, parameter) in untuned)
+                listed = (method, task_name, parameter) in untuned
+                assert listed == (parameter not in chosen and tuning.runs_on(profile, method, tasks.get(task_name)))
+
+
+def test_the_report_lists_no_untuned_value_where_the_method_does_not_run() -> None:
+    """The quick profile runs DPS on the embedded images only, not on its MRI slices: no row
+    says DPS's ζ is untuned on mri_x4; DIP, which runs there, has its budget's record."""
+    rows = tuning.report_rows(profiles.load("quick"))
+    assert not [r for r in rows if r["method"] == "dps" and r["applies_to"] == "mri_x4"]
+    assert [r["chosen"] for r in rows if r["method"] == "dip" and r["applies_to"] == "mri_x4"] == [{"iterations": 800}]
 
 
 def test_an_interrupted_tune_keeps_the_records_it_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
