@@ -40,8 +40,8 @@ Step size ζ is given as in the paper, for its 1000-step chain: each step moves 
 squared norm, ζ' ∈ [0.1, 1]). A chain re-spaced to S steps takes ζ·1000/S per step, so the total
 guidance, and the meaning of ζ, do not change with the step count. The authors' code uses
 ζ = 0.3 for super-resolution and Gaussian deblurring and 0.5 for random inpainting (256² colour
-faces); the per-family defaults below were checked on crops of the embedded training images,
-never the test split, for the small suite prior.
+faces); the per-family defaults below are what ``benchmark tune`` chose for the suite's priors on
+training crops held out of the prior's training set (records in ``benchmark/profiles/tuned/``).
 """
 
 from __future__ import annotations
