@@ -8,19 +8,23 @@ release is migrated in place, in one transaction, when it is opened; a corrupt o
 store, or one from a newer release, is reported and left as it is. Rows are committed one by
 one as cells finish (a crash loses at most the cells in flight), keyed by the cell's hash (a
 rerun neither loses nor duplicates a result); SQLite's locking, with WAL and a busy timeout,
-lets two benchmark commands write to one store at once.
+lets two benchmark commands write to one store at once. SQLite answers "database is locked"
+without waiting in a few races its busy timeout does not cover (two processes switching a new
+store to WAL, a reader meeting a WAL recovery): those steps are retried until ``BUSY_WAIT_S``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import random
 import sqlite3
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -29,6 +33,28 @@ from benchmark.errors import UserError
 #: 1: one ``records`` table with psnr/ssim/lpips columns and [step, psnr, ssim] trajectories
 #: (no user_version); 2: a ``metrics`` table, trajectories as {"step", <metric>...} points.
 SCHEMA_VERSION = 2
+
+#: How long a step waits for another process's lock before it is reported (SQLite's busy timeout too).
+BUSY_WAIT_S = 120.0
+
+_T = TypeVar("_T")
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    message = str(exc).lower()
+    return "locked" in message or "busy" in message
+
+
+def _patiently(step: Callable[[], _T]) -> _T:
+    """``step()``, tried again while SQLite says another process holds the lock, up to ``BUSY_WAIT_S``."""
+    deadline = time.monotonic() + BUSY_WAIT_S
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(random.uniform(0.01, 0.2))
 
 
 @dataclass(slots=True)
@@ -115,15 +141,20 @@ class ResultsStore:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._open() as conn:
-                conn.execute("PRAGMA journal_mode=WAL")
+            _patiently(self._use_wal)
         except (OSError, sqlite3.OperationalError) as exc:
+            if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+                raise self._locked(exc) from exc
             raise StoreError(f"cannot write the results store {self.path} ({exc}): is the folder read-only? "
                              "Nothing was changed; choose another folder with --results") from exc
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(exc) from exc
         self._check()
         self._upgrade()
+
+    def _use_wal(self) -> None:
+        with self._open() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
 
     @classmethod
     def open_existing(cls, path: Path) -> ResultsStore:
@@ -145,14 +176,14 @@ class ResultsStore:
         if self.read_only:
             # a read-only folder cannot hold WAL's shared-memory file: read the file as it is
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
-            conn = sqlite3.connect(uri, uri=True, timeout=120.0, isolation_level=None)
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_WAIT_S, isolation_level=None)
             try:
                 conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
                 return conn
             except sqlite3.OperationalError:
                 conn.close()
-                return sqlite3.connect(f"{uri}&immutable=1", uri=True, timeout=120.0, isolation_level=None)
-        return sqlite3.connect(self.path, timeout=120.0, isolation_level=None)
+                return sqlite3.connect(f"{uri}&immutable=1", uri=True, timeout=BUSY_WAIT_S, isolation_level=None)
+        return sqlite3.connect(self.path, timeout=BUSY_WAIT_S, isolation_level=None)
 
     @contextmanager
     def _open(self) -> Iterator[sqlite3.Connection]:
@@ -168,7 +199,7 @@ class ResultsStore:
         any error. An error of the disk or the folder becomes ``failure`` (``{path}``, ``{exc}``)."""
         try:
             with self._open() as conn:
-                conn.execute("BEGIN IMMEDIATE")
+                _patiently(lambda: conn.execute("BEGIN IMMEDIATE"))
                 try:
                     yield conn
                     conn.execute("COMMIT")
@@ -176,7 +207,13 @@ class ResultsStore:
                     conn.execute("ROLLBACK")
                     raise
         except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                raise self._locked(exc) from exc
             raise StoreError(failure.format(path=self.path, exc=exc)) from exc
+
+    def _locked(self, exc: Exception) -> StoreError:
+        return StoreError(f"the results store {self.path} stayed locked by another process for {BUSY_WAIT_S:g} s "
+                          f"({exc}); nothing was changed: try again when that process is done")
 
     def _corrupt(self, exc: Exception | str) -> StoreError:
         return StoreError(f"the results store {self.path} is corrupt or truncated ({exc}); it was left as it "
@@ -185,9 +222,9 @@ class ResultsStore:
     def _check(self) -> None:
         """Refuse a damaged store, or one from a newer release, before anything reads or writes it."""
         try:
-            with self._open() as conn:
-                result = conn.execute("PRAGMA quick_check").fetchone()[0]
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
+            result, version = _patiently(self._integrity)
+        except sqlite3.OperationalError as exc:
+            raise (self._locked(exc) if _is_busy(exc) else self._corrupt(exc)) from exc
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(exc) from exc
         if result != "ok":
@@ -198,6 +235,10 @@ class ResultsStore:
         if self.read_only and version < SCHEMA_VERSION and self._tables() and "records" in self._tables():
             raise StoreError(f"the results store {self.path} has schema version {version} and is read-only; "
                              f"open it once writable (any `benchmark run` or `report` on it) to migrate it")
+
+    def _integrity(self) -> tuple[str, int]:
+        with self._open() as conn:
+            return conn.execute("PRAGMA quick_check").fetchone()[0], conn.execute("PRAGMA user_version").fetchone()[0]
 
     def _tables(self) -> set[str]:
         with self._open() as conn:
