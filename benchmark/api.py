@@ -113,6 +113,16 @@ def _same_kind(value: Any, default: Any) -> bool:
     return isinstance(value, type(default))
 
 
+def _entries_for(table: Mapping[str, Mapping[str, Any]], task: Any) -> dict[str, Any]:
+    """A per-task table's values for ``task``: its family's entry, then its name's (which wins);
+    for a family name (tools without a task), the family's entry alone; none for ``None``."""
+    if task is None:
+        return {}
+    if isinstance(task, str):
+        return dict(table.get(task, {}))
+    return {**table.get(task.family, {}), **table.get(task.name, {})}
+
+
 class Method:
     """Base class of every registered method. Subclass it in one file under ``methods/``.
 
@@ -201,26 +211,24 @@ class Method:
     @classmethod
     def budget_params(cls, budget: str, task: Any = None) -> dict[str, Any]:
         """The parameters a budget sets: ``test_params``, ``quick_params``, or none for "paper";
-        for ``task`` (a ``benchmark.tasks.Task``) with its ``budget_task_params`` entries on top."""
+        for ``task`` (a ``benchmark.tasks.Task`` or a family name) with its ``budget_task_params``
+        entries on top."""
         if budget not in BUDGETS:
             raise unknown("budget", budget, BUDGETS)
-        out = dict({"test": cls.test_params, "quick": cls.quick_params}.get(budget, {}))
-        if task is not None and not isinstance(task, str):
-            per_task = cls.budget_task_params.get(budget, {})
-            out.update({**per_task.get(task.family, {}), **per_task.get(task.name, {})})
-        return out
+        base = {"test": cls.test_params, "quick": cls.quick_params}.get(budget, {})
+        return {**base, **_entries_for(cls.budget_task_params.get(budget, {}), task)}
 
     @classmethod
     def defaults_for(cls, task: Any) -> dict[str, Any]:
         """The per-task defaults for ``task`` (a ``benchmark.tasks.Task``): the ``task_defaults``
-        entry of its family, updated by the entry of its name."""
-        return {**cls.task_defaults.get(task.family, {}), **cls.task_defaults.get(task.name, {})}
+        entry of its family, updated by the entry of its name (a method may compute them)."""
+        return _entries_for(cls.task_defaults, task)
 
     @classmethod
     def resolve_params(cls, task: Any, overrides: Mapping[str, Any], budget: str = "paper") -> dict[str, Any]:
         """Defaults, then the per-task defaults, then the budget's, then the overrides. ``task`` is a
         ``benchmark.tasks.Task``, or a family name for tools that have none (family entries only)."""
-        per_task = cls.task_defaults.get(task, {}) if isinstance(task, str) else cls.defaults_for(task)
+        per_task = _entries_for(cls.task_defaults, task) if isinstance(task, str) else cls.defaults_for(task)
         return {**cls.defaults, **per_task, **cls.budget_params(budget, task), **overrides}
 
     def skip_reason(self, task: Any, channels: int | None = None) -> str | None:

@@ -45,18 +45,6 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in message or "busy" in message
 
 
-def _patiently(step: Callable[[], _T]) -> _T:
-    """``step()``, tried again while SQLite says another process holds the lock, up to ``BUSY_WAIT_S``."""
-    deadline = time.monotonic() + BUSY_WAIT_S
-    while True:
-        try:
-            return step()
-        except sqlite3.OperationalError as exc:
-            if not _is_busy(exc) or time.monotonic() > deadline:
-                raise
-        time.sleep(random.uniform(0.01, 0.2))
-
-
 @dataclass(slots=True)
 class Record:
     """One reconstruction: keys, the registry's metrics, cost, and the trajectory."""
@@ -141,16 +129,28 @@ class ResultsStore:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            _patiently(self._use_wal)
+            self._patiently(self._use_wal)
         except (OSError, sqlite3.OperationalError) as exc:
-            if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
-                raise self._locked(exc) from exc
             raise StoreError(f"cannot write the results store {self.path} ({exc}): is the folder read-only? "
                              "Nothing was changed; choose another folder with --results") from exc
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(exc) from exc
         self._check()
         self._upgrade()
+
+    def _patiently(self, step: Callable[[], _T]) -> _T:
+        """``step()``, tried again while SQLite says another process holds the lock; after
+        ``BUSY_WAIT_S``, the lock is reported (a ``StoreError``)."""
+        deadline = time.monotonic() + BUSY_WAIT_S
+        while True:
+            try:
+                return step()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise self._locked(exc) from exc
+            time.sleep(random.uniform(0.01, 0.2))
 
     def _use_wal(self) -> None:
         with self._open() as conn:
@@ -199,7 +199,7 @@ class ResultsStore:
         any error. An error of the disk or the folder becomes ``failure`` (``{path}``, ``{exc}``)."""
         try:
             with self._open() as conn:
-                _patiently(lambda: conn.execute("BEGIN IMMEDIATE"))
+                self._patiently(lambda: conn.execute("BEGIN IMMEDIATE"))
                 try:
                     yield conn
                     conn.execute("COMMIT")
@@ -222,9 +222,7 @@ class ResultsStore:
     def _check(self) -> None:
         """Refuse a damaged store, or one from a newer release, before anything reads or writes it."""
         try:
-            result, version = _patiently(self._integrity)
-        except sqlite3.OperationalError as exc:
-            raise (self._locked(exc) if _is_busy(exc) else self._corrupt(exc)) from exc
+            result, version = self._patiently(self._integrity)
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(exc) from exc
         if result != "ok":

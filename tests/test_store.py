@@ -248,7 +248,8 @@ def test_a_lock_held_past_the_wait_is_reported_as_a_lock_not_as_damage(tmp_path:
         holder.close()
 
 
-def test_a_step_is_retried_only_while_the_store_is_locked() -> None:
+def test_a_step_is_retried_only_while_the_store_is_locked(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "results.sqlite")
     answers = iter([sqlite3.OperationalError("database is locked"), sqlite3.OperationalError("database is busy"), 7])
 
     def step() -> int:
@@ -257,7 +258,7 @@ def test_a_step_is_retried_only_while_the_store_is_locked() -> None:
             raise answer
         return answer
 
-    assert store_module._patiently(step) == 7
+    assert store._patiently(step) == 7
     calls = []
 
     def broken() -> None:
@@ -265,5 +266,5 @@ def test_a_step_is_retried_only_while_the_store_is_locked() -> None:
         raise sqlite3.OperationalError("no such table: records")
 
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
-        store_module._patiently(broken)
+        store._patiently(broken)
     assert len(calls) == 1
