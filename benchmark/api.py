@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from benchmark.errors import UserError, unknown
+from benchmark.core.errors import UserError, unknown
 
 #: ``callback(step, x_k) -> keep_going``. Iterative methods call it once per iteration with the
 #: iterate they would return if stopped now; the harness decides when to measure it.
@@ -57,7 +57,7 @@ class TrainingContext:
 
     images: Sequence[torch.Tensor]  # training split, each C×H×W in [0, 1], loaded on first access
     dataset: str  # name of the training set (part of the cache key)
-    task: Any  # benchmark.tasks.Task
+    task: Any  # benchmark.problems.tasks.Task
     cache_dir: Path
     seed: int
     device: torch.device
@@ -158,7 +158,7 @@ class Method:
     #: networks in one step)
     max_batch: ClassVar[int] = 1
     #: parameters ``benchmark tune`` may choose on validation images drawn from the training
-    #: split (never test images), each with its default grid (``benchmark.tuning``)
+    #: split (never test images), each with its default grid (``benchmark.run.tuning``)
     tunable: ClassVar[Mapping[str, Sequence[Any]]] = {}
     #: one tuned choice per ``"task"`` (e.g. per noise level) or per task ``"family"``
     tune_by: ClassVar[str] = "task"
@@ -211,7 +211,7 @@ class Method:
     @classmethod
     def budget_params(cls, budget: str, task: Any = None) -> dict[str, Any]:
         """The parameters a budget sets: ``test_params``, ``quick_params``, or none for "paper";
-        for ``task`` (a ``benchmark.tasks.Task`` or a family name) with its ``budget_task_params``
+        for ``task`` (a ``benchmark.problems.tasks.Task`` or a family name) with its ``budget_task_params``
         entries on top."""
         if budget not in BUDGETS:
             raise unknown("budget", budget, BUDGETS)
@@ -220,14 +220,14 @@ class Method:
 
     @classmethod
     def defaults_for(cls, task: Any) -> dict[str, Any]:
-        """The per-task defaults for ``task`` (a ``benchmark.tasks.Task``): the ``task_defaults``
+        """The per-task defaults for ``task`` (a ``benchmark.problems.tasks.Task``): the ``task_defaults``
         entry of its family, updated by the entry of its name (a method may compute them)."""
         return _entries_for(cls.task_defaults, task)
 
     @classmethod
     def resolve_params(cls, task: Any, overrides: Mapping[str, Any], budget: str = "paper") -> dict[str, Any]:
         """Defaults, then the per-task defaults, then the budget's, then the overrides. ``task`` is a
-        ``benchmark.tasks.Task``, or a family name for tools that have none (family entries only)."""
+        ``benchmark.problems.tasks.Task``, or a family name for tools that have none (family entries only)."""
         per_task = _entries_for(cls.task_defaults, task) if isinstance(task, str) else cls.defaults_for(task)
         return {**cls.defaults, **per_task, **cls.budget_params(budget, task), **overrides}
 

@@ -19,14 +19,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from benchmark.errors import UserError, one_line
+from benchmark.core.errors import UserError, one_line
 
 if TYPE_CHECKING:
-    from benchmark.profiles import DatasetSpec, Profile
-    from benchmark.runner import Summary
+    from benchmark.run.profiles import DatasetSpec, Profile
+    from benchmark.run.runner import Summary
 
 
 def _csv(value: str) -> list[str]:
@@ -119,7 +120,8 @@ def _dataset(name: str, template: DatasetSpec) -> DatasetSpec:
     dataset), or a folder of images (a path, or an existing folder that is no registered name),
     resized and cropped like the profile's first dataset but with all its images (only
     ``--limit`` limits them): a photo is brought to the profile's image size, not cut to a patch."""
-    from benchmark import data, profiles
+    from benchmark.problems import data
+    from benchmark.run import profiles
 
     is_folder = name not in data.available() and (any(sep in name for sep in "/\\") or name.startswith((".", "~"))
                                                    or Path(name).is_dir())
@@ -131,7 +133,7 @@ def _dataset(name: str, template: DatasetSpec) -> DatasetSpec:
 
 
 def _select(profile: Profile, args: argparse.Namespace) -> Profile:
-    from benchmark import grid, profiles
+    from benchmark.run import grid, profiles
 
     changes: dict[str, Any] = {}
     if args.methods:
@@ -171,19 +173,32 @@ def _select(profile: Profile, args: argparse.Namespace) -> Profile:
     return dataclasses.replace(profile, **changes)
 
 
+def report_builder(profile: Profile) -> Callable[[Any, Path], Path]:
+    """What the CLI makes of a profile's results: the report (HTML, Markdown, LaTeX) in
+    ``<results>/report``, with the profile's tune records and untuned tunables."""
+    import reports
+    from benchmark.run import tuning
+
+    def build(frame: Any, results_dir: Path) -> Path:
+        return reports.build_report(frame, Path(results_dir) / "report", title=f"dipbench · {profile.name}",
+                                    recon_root=Path(results_dir) / "recons", tuning=tuning.report_rows(profile))
+
+    return build
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark import profiles, runner
+    from benchmark.run import profiles, runner
 
     profile = _select(profiles.load(args.profile), args)
     executor = None
     if args.executor == "ray":
-        from benchmark.ray_executor import RayExecutor
+        from benchmark.run.ray_executor import RayExecutor
 
         executor = RayExecutor(address=args.address)
     try:
         summary = runner.run_benchmark(profile, results_dir=args.results, tracking_uri=args.tracking_uri,
                                        executor=executor, strict=args.strict, progress=not args.no_progress,
-                                       report=not args.no_report)
+                                       report=None if args.no_report else report_builder(profile))
     except runner.BenchmarkFailed as exc:
         _print_summary(exc.summary)
         print(f"error: {exc} (--strict)", file=sys.stderr)
@@ -196,7 +211,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: Summary) -> None:
-    from benchmark.store import ResultsStore
+    from benchmark.results.store import ResultsStore
 
     frame = ResultsStore(summary.results_dir / "results.sqlite").frame(summary.keys)
     try:
@@ -230,20 +245,20 @@ def _print_summary(summary: Summary) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from benchmark import profiles, tuning
-    from benchmark.tracking import Tracker
+    from benchmark.results.tracking import Tracker
+    from benchmark.run import profiles, tuned_values, tuning
 
     profile = profiles.load(args.profile)
     if args.tasks:
         unknown = [t for t in args.tasks if t not in profile.tasks]
         if unknown:
             raise UserError(f"--tasks: {unknown[0]!r} is not among the profile's tasks: {', '.join(profile.tasks)}")
-    out = args.out or tuning.default_path(profile)
+    out = args.out or tuned_values.default_path(profile)
     command = " ".join(["python -m benchmark", *sys.argv[1:]]) if sys.argv[1:2] == ["tune"] else ""
     trackers: list[Tracker] = []  # opened with the first record: a refused request writes nothing
 
     def keep(record: dict[str, Any]) -> None:  # written at once: an interrupted tune keeps its finished records
-        path = tuning.write(Path(out), profile, [record])
+        path = tuned_values.write(Path(out), profile, [record])
         trackers[:] = trackers or [Tracker(args.tracking_uri)]
         trackers[0].log_tuning(profile.name, [record], path)
 
@@ -251,13 +266,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
                 command=command or f"python -m benchmark tune --profile {args.profile}", on_record=keep)
     path = Path(out)
     print(f"tuned values: {path}")
-    if tuning.tuned_path(profile) != Path(out):
+    if tuned_values.tuned_path(profile) != Path(out):
         print(f"(profile {profile.name!r} does not read this file; `tuned: {path}` in it makes the benchmark use it)")
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from benchmark import data, profiles, registry, tasks
+    from benchmark import registry
+    from benchmark.problems import data, tasks
+    from benchmark.run import profiles
 
     if args.what in ("methods", "all"):
         print("methods:")
@@ -279,28 +296,24 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import reports
-    from benchmark import profiles, runner, tuning
-    from benchmark.store import ResultsStore
+    from benchmark.results.store import ResultsStore
+    from benchmark.run import profiles, runner
+    from benchmark.run.plan import make_plan
 
     profile = profiles.load(args.profile)
     results = args.results or runner.default_results_dir(profile)
     db = Path(results) / "results.sqlite"
     if not db.exists():
         raise UserError(f"no results store at {db}; run `python -m benchmark run --profile {profile.name}` first")
-    from benchmark.plan import make_plan
-
     cells, _ = make_plan(profile)
     frame = ResultsStore.open_existing(db).frame([c.key for c in cells])
-    path = reports.build_report(frame, Path(results) / "report", title=f"dipbench · {profile.name}",
-                                recon_root=Path(results) / "recons", tuning=tuning.report_rows(profile))
-    print(f"report: {path}")
+    print(f"report: {report_builder(profile)(frame, Path(results))}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from benchmark import profiles, runner
-    from benchmark.export import export
+    from benchmark.results.export import export
+    from benchmark.run import profiles, runner
 
     results = args.results or runner.default_results_dir(profiles.load(args.profile))
     for name, path in export(Path(results) / "results.sqlite", args.out, args.format).items():
@@ -330,8 +343,8 @@ def _open_when_up(base: str, urls: list[str], server: subprocess.Popen[bytes]) -
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from benchmark import leaderboard
-    from benchmark.tracking import EXPERIMENT, tracking_uri
+    from benchmark.results import leaderboard
+    from benchmark.results.tracking import EXPERIMENT, tracking_uri
 
     uri = tracking_uri(args.tracking_uri)
     base = f"http://{args.host}:{args.port}"

@@ -1,7 +1,7 @@
 """``make gpu-check``: what one lent GPU does with the paper profile, in under 10 minutes.
 
 On the first dip9 images (512² RGB) at σ = 25 it fits the paper's DIP (the paper profile's
-parameters) one image at a time and at the batch size ``auto`` picks (``benchmark.calibration``),
+parameters) one image at a time and at the batch size ``auto`` picks (``benchmark.run.calibration``),
 each in float32 and in mixed precision (bf16 autocast where the card has it, else fp16), then
 runs DPS and the U-Net on the same images with priors trained here on a few training images. It
 writes ``gpu_check.json`` and ``gpu_check.md``: the card, torch, and per part the seconds per
@@ -121,7 +121,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _psnr(x_hat: torch.Tensor, x: torch.Tensor) -> float:
-    from benchmark import metrics
+    from benchmark.problems import metrics
 
     return metrics.psnr(x_hat.clamp(0, 1).reshape(x.shape), x)
 
@@ -147,7 +147,7 @@ def environment(device: torch.device) -> dict[str, Any]:
 def _measure(images: list[tuple[str, str, torch.Tensor]], device: torch.device,
              dataset: str) -> list[tuple[Any, torch.Tensor]]:
     """(physics, y) per image, drawn as the harness draws them (dataset, task, image id, seed 0)."""
-    from benchmark import tasks
+    from benchmark.problems import tasks
 
     task = tasks.get(SIGMA_TASK)
     out = []
@@ -169,7 +169,7 @@ def dip_params(quick: bool) -> dict[str, Any]:
     overrides = dict((profile.get("method_params") or {}).get("dip", {}))
     if quick:
         overrides.update(iterations=6, channels=8, scales=3)
-    from benchmark import tasks
+    from benchmark.problems import tasks
 
     return DIP.resolve_params(tasks.get(SIGMA_TASK), overrides)
 
@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     def calibrate() -> dict[str, Any]:
         from benchmark.api import Problem
-        from benchmark.calibration import Calibrator, cache_key, candidates
+        from benchmark.run.calibration import Calibrator, cache_key, candidates
         from methods.dip import DeepImagePrior as DIP
 
         problems = [Problem(y, physics, 0) for physics, y in data]
@@ -290,8 +290,8 @@ def data_driven(name: str, args: argparse.Namespace, check: Check, train: list[t
         raise _Skip("no training images (--train DIR)")
     if check.left() <= 0:
         raise _Skip("the budget is spent")
-    from benchmark import tasks
     from benchmark.api import TrainingContext
+    from benchmark.problems import tasks
 
     if name == "unet":
         from methods.unet import SupervisedUNet

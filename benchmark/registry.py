@@ -1,4 +1,4 @@
-"""Method registry: every module in the ``methods`` package that defines a ``Method`` subclass
+"""Method registry: every module in the ``methods`` package (``PLUGIN_PACKAGES``) that defines a ``Method`` subclass
 with a ``name`` is discovered automatically, so adding a method touches one file."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pkgutil
 from functools import lru_cache
 
 from benchmark.api import Method
-from benchmark.errors import unknown
+from benchmark.core.errors import unknown
 
 _REGISTRY: dict[str, type[Method]] = {}
 
@@ -24,14 +24,19 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
+#: the packages whose modules are method plug-ins, imported by name when the registry is first read
+#: (the contract layer knows where plug-ins live, never what they are)
+PLUGIN_PACKAGES = ("methods",)
+
+
 @lru_cache(maxsize=1)
 def discover() -> None:
-    """Import every module of the ``methods`` package once (their decorators register them)."""
-    import methods
-
-    for info in pkgutil.iter_modules(methods.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"methods.{info.name}")
+    """Import every public module of the plug-in packages once (their decorators register them)."""
+    for package_name in PLUGIN_PACKAGES:
+        package = importlib.import_module(package_name)
+        for info in pkgutil.iter_modules(package.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{package_name}.{info.name}")
 
 
 def available() -> dict[str, type[Method]]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import deepinv as dinv
 import torch
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 if TYPE_CHECKING:
     from benchmark.api import Method

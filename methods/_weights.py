@@ -4,7 +4,7 @@ A weight file is looked up, in order, at
 
 1. ``$DIPBENCH_WEIGHTS/<group>/<file>`` — a read-only folder of released weights (tests and CI
    point it at a shared copy, e.g. ``DIPBENCH_WEIGHTS=../shared/weights``);
-2. ``<cache>/weights/<group>/<file>``, where ``<cache>`` is ``benchmark.data.cache_root()``
+2. ``<cache>/weights/<group>/<file>``, where ``<cache>`` is ``benchmark.problems.data.cache_root()``
    (``$DIPBENCH_CACHE``, by default ``~/.cache/dipbench``);
 
 and when neither holds it, it is downloaded from its public address into the cache. Every file
@@ -23,8 +23,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark import data, pinned
-from benchmark.errors import UserError, WeightsUnavailable
+from benchmark.core.errors import UserError, WeightsUnavailable
+from benchmark.problems import data, pinned
 
 WEIGHTS_ENV = pinned.WEIGHTS_ENV
 
@@ -67,7 +67,7 @@ def verify(path: Path, spec: WeightFile) -> Path:
 
 def locate(spec: WeightFile, *, download: bool = True) -> Path:
     """A verified local path of ``spec``: the weights folder, then the cache, then a download
-    (``benchmark.pinned.locate``, the suite's one way to a pinned file)."""
+    (``benchmark.problems.pinned.locate``, the suite's one way to a pinned file)."""
     try:
         return pinned.locate(f"weights {spec.describe()}", spec.sha256, candidates(spec), spec.url,
                              download_ok=download, fix=f"delete it or replace it with {spec.url}", kind="weights")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from benchmark.api import Callback, Method, Reconstruction
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 from benchmark.registry import register
 from methods._noise import noise_sigma
 

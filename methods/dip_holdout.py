@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from benchmark import seeding
 from benchmark.api import Reconstruction
+from benchmark.core import seeding
 from benchmark.registry import register
 from methods._dip import common
 from methods._dip.objectives import held_out_error, measured_entries, measurement_loss, split_pixels

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from benchmark.api import Callback, Method, Reconstruction, TrainingContext, TrainingReport
-from benchmark.errors import UserError, WeightsUnavailable
+from benchmark.core.errors import UserError, WeightsUnavailable
 from benchmark.registry import register
 from methods._noise import denoising_skip_reason, noise_sigma, require_denoising, validate_model_sigma
 from methods._weights import WeightFile, locate

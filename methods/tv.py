@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from benchmark import spaces
 from benchmark.api import Callback, Method, Reconstruction
+from benchmark.problems import spaces
 from benchmark.registry import register
 
 

@@ -24,9 +24,10 @@ from typing import Any
 
 import torch
 
-from benchmark import seeding, spaces
 from benchmark.api import Callback, Method, Reconstruction, TrainingContext, TrainingReport
-from benchmark.errors import UserError
+from benchmark.core import seeding
+from benchmark.core.errors import UserError
+from benchmark.problems import spaces
 from benchmark.registry import register
 from methods._training import loop
 from methods._training.nets import UNet as UNetNet

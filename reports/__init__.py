@@ -12,7 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from reports import data_efficiency, plots, stats, tables
+from benchmark.results import statistics as stats
+from reports import data_efficiency, plots, tables
 from reports import html as _html
 from reports import tuning as tuning_table
 
@@ -57,7 +58,7 @@ def _figure(anchor: str, title: str, caption: str, fig: object | None) -> tuple[
 def build_report(frame: pd.DataFrame, out_dir: Path, *, title: str, recon_root: Path | None = None,
                  tuning: list[dict[str, Any]] | None = None) -> Path:
     """Write the report for ``frame`` into ``out_dir`` and return the path of ``index.html``;
-    ``tuning``: the profile's tune records and untuned tunables (``benchmark.tuning.report_rows``)."""
+    ``tuning``: the profile's tune records and untuned tunables (``benchmark.run.tuning.report_rows``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     df = stats.normalize(frame)

@@ -23,8 +23,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from benchmark import metrics as registry
-from reports import stats
+from benchmark.problems import metrics as registry
+from benchmark.results import statistics as stats
 from reports.plots import Palette, _grid, _method_legend
 from reports.tables import Entry, Table
 

@@ -22,8 +22,8 @@ from matplotlib import MatplotlibDeprecationWarning  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from benchmark import metrics as registry  # noqa: E402
-from reports import stats  # noqa: E402
+from benchmark.problems import metrics as registry  # noqa: E402
+from benchmark.results import statistics as stats  # noqa: E402
 
 Palette = dict[str, tuple[float, float, float]]
 DPI = 110

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.store import Record, records_frame
+from benchmark.results.store import Record, records_frame
 
 TASKS = ("denoising_s25", "inpainting_random50")
 IMAGES = ("astronaut", "camera", "coins", "moon")

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from benchmark import metrics as registry
-from reports import stats
+from benchmark.problems import metrics as registry
+from benchmark.results import statistics as stats
 
 
 @dataclass

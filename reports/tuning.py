@@ -19,7 +19,7 @@ def _point(params: dict[str, Any], names: bool = True) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> Table:
-    """``rows``: ``benchmark.tuning.report_rows`` (tune records, then untuned tunables)."""
+    """``rows``: ``benchmark.run.tuning.report_rows`` (tune records, then untuned tunables)."""
     out = Table("tuning", CAPTION, "method",
                 ["applies to", "parameter", "value", "validation PSNR [dB]", "grid (best … worst)",
                  "validation images", "record"], [], text_columns={0, 1, 2, 4, 5, 6})

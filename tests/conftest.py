@@ -64,8 +64,8 @@ def cpu_bar(variable: str, cost: str) -> list[pytest.MarkDecorator]:
 def colour_training_context(task_name: str, cache: Path) -> TrainingContext:
     """Four 96² crops of cbsd432 as the harness hands a colour training set to a trained method
     (seed 0, CPU, colour test images): the small colour case of the U-Net and DPS tests."""
-    from benchmark import data, tasks  # imported when used: the environment above is set first
     from benchmark.api import TrainingContext
+    from benchmark.problems import data, tasks  # imported when used: the environment above is set first
     train = [img.tensor for img in data.load("cbsd432", split="train", crop=96, limit=4)]
     return TrainingContext(images=train, dataset="cbsd432", task=tasks.get(task_name), cache_dir=cache, seed=0,
                            device=torch.device("cpu"), progress=False, channels=3)

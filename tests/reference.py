@@ -6,8 +6,9 @@ from typing import Any
 
 import torch
 
-from benchmark import data, harness
-from benchmark.plan import Cell, canonical_json
+from benchmark.problems import data
+from benchmark.run import harness
+from benchmark.run.plan import Cell, canonical_json
 
 
 def harness_psnr(method: str, params: dict[str, Any], task: str, dataset: str, images: list[data.Image]) -> list[float]:

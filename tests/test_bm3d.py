@@ -10,8 +10,8 @@ import pytest
 import torch
 from reference import harness_psnr
 
-from benchmark import data, metrics, tasks
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
+from benchmark.problems import data, metrics, tasks
 from methods.bm3d import BM3D, point_spread_function
 
 CPU = torch.device("cpu")

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import calibration, registry, runner
+from benchmark import registry
 from benchmark.api import Method, Problem, Reconstruction
-from benchmark.calibration import Calibration, Calibrator
-from benchmark.harness import MethodPool, run_cells
-from benchmark.plan import Cell, canonical_json
-from benchmark.profiles import parse
+from benchmark.run import calibration, runner
+from benchmark.run.calibration import Calibration, Calibrator
+from benchmark.run.harness import MethodPool, run_cells
+from benchmark.run.plan import Cell, canonical_json
+from benchmark.run.profiles import parse
 
 STEPS = 12
 WORKSPACE_MB = 256
@@ -114,7 +115,7 @@ def test_auto_records_its_choice_and_a_fixed_size_still_works(tmp_path: Path, mo
     monkeypatch.setenv("DIPBENCH_CACHE", str(tmp_path / "cache"))
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     summary = runner.run_benchmark(parse(doc), results_dir=tmp_path / "auto", tracking_uri=uri,
-                                   progress=False, report=False)
+                                   progress=False)
     assert summary.ran == 2 and not summary.failed and summary.calibrate_s > 0
     frame = runner.ResultsStore(tmp_path / "auto" / "results.sqlite").frame()
     for info in frame["info"]:
@@ -128,14 +129,14 @@ def test_auto_records_its_choice_and_a_fixed_size_still_works(tmp_path: Path, mo
     assert params["batch_size.dip.denoising_s25.1x32x32"] in {"1", "2"}
 
     fixed = runner.run_benchmark(parse({**doc, "batch_size": 2}), results_dir=tmp_path / "fixed",
-                                 tracking_uri=uri, progress=False, report=False)
+                                 tracking_uri=uri, progress=False)
     assert fixed.calibrate_s == 0  # the same method and shape: served from the cache
     infos = runner.ResultsStore(tmp_path / "fixed" / "results.sqlite").frame()["info"]
     assert [info["batch_size"] for info in infos] == [2, 2]
 
 
 def test_bad_batch_sizes_are_refused() -> None:
-    from benchmark.errors import UserError
+    from benchmark.core.errors import UserError
 
     base = {"name": "x", "methods": ["dip"], "tasks": ["denoising_s25"], "datasets": ["embedded"]}
     assert parse(base).batch_size == "auto"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmark import data
+from benchmark.problems import data
 
 
 def test_cbsd432_is_a_colour_training_set_disjoint_from_cbsd68() -> None:

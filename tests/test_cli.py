@@ -87,7 +87,7 @@ def test_malformed_profile_exits_2(content: str, message: str, tmp_path: Path,
 
 def test_corrupt_image_exits_2_without_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    from benchmark import data
+    from benchmark.problems import data
 
     data_dir = tmp_path / "data" / "set5"
     data_dir.mkdir(parents=True)

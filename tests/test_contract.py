@@ -13,10 +13,12 @@ from functools import cache
 import pytest
 import torch
 
-from benchmark import data, metrics, profiles, registry, spaces, tasks
+from benchmark import registry
 from benchmark.api import Method, Problem, TrainingContext, as_reconstruction
-from benchmark.data import cache_root
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
+from benchmark.problems import data, metrics, spaces, tasks
+from benchmark.problems.data import cache_root
+from benchmark.run import profiles
 
 SMOKE = profiles.load("smoke")
 METHODS = sorted(registry.available())

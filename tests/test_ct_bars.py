@@ -13,7 +13,9 @@ import statistics
 import pytest
 from reference import harness_psnr
 
-from benchmark import data, profiles, registry, tasks, tuning
+from benchmark import registry
+from benchmark.problems import data, tasks
+from benchmark.run import profiles, tuned_values
 from tests.conftest import requires_shared
 
 pytestmark = [pytest.mark.slow, requires_shared]
@@ -37,7 +39,7 @@ def test_ct_views60_fbp_is_beaten_by_tv_and_by_dip(capsys: pytest.CaptureFixture
     so the tuned budget is the grid's largest; with the denoising notebook's noise input,
     perturbation and EMA, 500 steps gave 23.65 dB here, below FBP."""
     task = tasks.get("ct_views60")
-    tuned = tuning.load(profiles.load("ct_cpu"))
+    tuned = tuned_values.load(profiles.load("ct_cpu"))
     images = data.load("ct_chest", limit=2, resize=256)
     steps = min(CPU_STEPS, tuned.params_for("dip", task)["iterations"])
     runs = {"FBP": _psnrs("trivial", task.name, images), "TV": _psnrs("tv", task.name, images,

@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 
-from benchmark import data
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
+from benchmark.problems import data
 from tests.conftest import requires_shared
 
 
@@ -116,7 +116,8 @@ def test_datasets_folder_cannot_shadow_huggingface_datasets(tmp_path: Path) -> N
     fake_site = tmp_path / "site"
     (fake_site / "datasets").mkdir(parents=True)
     (fake_site / "datasets" / "__init__.py").write_text("load_dataset = 'huggingface'\n")
-    out = _python("import deepinv, mlflow, benchmark.data, datasets; print(datasets.load_dataset)", root, fake_site)
+    out = _python("import deepinv, mlflow, benchmark.problems.data, datasets; print(datasets.load_dataset)",
+                  root, fake_site)
     assert out.endswith("huggingface")
     # Without HuggingFace installed, importing from it fails the way deepinv and mlflow expect.
     code = ("import deepinv, mlflow\ntry:\n from datasets import load_dataset\n"

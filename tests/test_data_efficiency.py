@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports import build_report, data_efficiency, plots, stats
+from benchmark.results import statistics as stats
+from reports import build_report, data_efficiency, plots
 
 
 def _frame(with_column: bool) -> pd.DataFrame:

@@ -16,8 +16,11 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark import data, metrics, plan, registry, seeding, tasks
+from benchmark import registry
 from benchmark.api import Problem, as_reconstruction
+from benchmark.core import seeding
+from benchmark.problems import data, metrics, tasks
+from benchmark.run import plan
 from methods._dip import loop, stacking
 from methods._dip.networks import DeepDecoder, SkipNet
 from methods._dip.stopping import Verdict

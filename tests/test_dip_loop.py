@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark import tasks
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
+from benchmark.problems import tasks
 from methods._dip import loop
 from methods._dip.networks import DeepDecoder, SkipNet, padded_shape, parameter_count
 from methods._dip.objectives import total_variation

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from benchmark import data, tasks
+from benchmark.problems import data, tasks
 from methods._dip.objectives import measurement_loss
 from methods.deep_decoder import DeepDecoderMethod
 from methods.dip import DeepImagePrior

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import torch
 
-from benchmark import tasks
 from benchmark.api import Method
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
+from benchmark.problems import tasks
 from methods._dip import common
 from methods._dip.loop import LoopSettings
 from methods._dip.networks import DeepDecoder, decoder_parameter_count, decoder_width_for, parameter_count

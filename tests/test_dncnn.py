@@ -18,8 +18,8 @@ import deepinv as dinv
 import pytest
 import torch
 
-from benchmark import data, metrics, tasks
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
+from benchmark.problems import data, metrics, tasks
 from methods import _weights
 from methods.dncnn import RELEASES, DnCNN, DnCNNNet, _state_dict, convert, load_network, read_matconvnet
 

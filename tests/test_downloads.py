@@ -18,9 +18,9 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from benchmark import data, tasks
 from benchmark.api import TrainingContext
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
+from benchmark.problems import data, tasks
 from methods import _weights, dps
 from methods._training import diffusion
 from methods._weights import WeightFile
@@ -76,7 +76,7 @@ def files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
-# --- benchmark.data.download -----------------------------------------------------------------
+# --- benchmark.problems.data.download -----------------------------------------------------------------
 
 def test_download_stores_the_verified_file(served: tuple[str, Path], tmp_path: Path) -> None:
     url, root = served
@@ -224,7 +224,7 @@ def test_dps_release_pins_are_deepinvs_files() -> None:
     assert FFHQ.name == "diffusion_ffhq_10m.pt"
 
 
-# --- datasets through benchmark.data.load ------------------------------------------------------
+# --- datasets through benchmark.problems.data.load ------------------------------------------------------
 
 @pytest.fixture
 def manifest_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:

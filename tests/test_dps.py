@@ -10,9 +10,9 @@ import pytest
 import torch
 from deepinv.models import Denoiser
 
-from benchmark import data, tasks
 from benchmark.api import TrainingContext
-from benchmark.errors import NotApplicable, UserError
+from benchmark.core.errors import NotApplicable, UserError
+from benchmark.problems import data, tasks
 from methods._training import checkpoint as ckpt
 from methods._training import diffusion
 from methods._training.nets import UNet

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import data, metrics, spaces, tasks
 from benchmark.api import TrainingContext
+from benchmark.problems import data, metrics, spaces, tasks
 from methods._training import diffusion
 from methods.dps import DPS
 from tests.conftest import requires_shared

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from benchmark import profiles, registry, runner
-from benchmark.store import ResultsStore
-from benchmark.tracking import EXPERIMENT
+from benchmark import cli, registry
+from benchmark.results.store import ResultsStore
+from benchmark.results.tracking import EXPERIMENT
+from benchmark.run import profiles, runner
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +18,8 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unty
     tmp = tmp_path_factory.mktemp("e2e")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     profile = profiles.load("smoke")
-    summary = runner.run_benchmark(profile, results_dir=tmp / "results", tracking_uri=uri, progress=False)
+    summary = runner.run_benchmark(profile, results_dir=tmp / "results", tracking_uri=uri, progress=False,
+                                   report=cli.report_builder(profile))
     return profile, summary, uri, tmp
 
 
@@ -111,6 +113,6 @@ def test_rendered_table_and_report(smoke_run) -> None:  # type: ignore[no-untype
 
 def test_rerun_resumes_without_duplicates(smoke_run) -> None:  # type: ignore[no-untyped-def]
     profile, summary, uri, tmp = smoke_run
-    again = runner.run_benchmark(profile, results_dir=tmp / "results", tracking_uri=uri, progress=False, report=False)
+    again = runner.run_benchmark(profile, results_dir=tmp / "results", tracking_uri=uri, progress=False)
     assert again.ran == 0 and again.already_done == summary.planned
     assert len(ResultsStore(tmp / "results" / "results.sqlite").frame()) == summary.planned

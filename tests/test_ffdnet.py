@@ -15,8 +15,8 @@ import pytest
 import torch
 from reference import harness_psnr
 
-from benchmark import data, metrics, tasks
-from benchmark.errors import UserError, WeightsUnavailable
+from benchmark.core.errors import UserError, WeightsUnavailable
+from benchmark.problems import data, metrics, tasks
 from methods import _weights
 from methods.ffdnet import RELEASES, FFDNet, FFDNetNet, _state_dict, convert, load_network
 

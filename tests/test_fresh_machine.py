@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from benchmark import data
 from benchmark.cli import main
+from benchmark.problems import data
 from methods import dncnn, ffdnet
 from tests.conftest import SHARED
 

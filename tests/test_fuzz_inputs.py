@@ -22,8 +22,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image as PILImage
 
-from benchmark import cli, data, plan, profiles, runner
-from benchmark.errors import UserError
+from benchmark import cli
+from benchmark.core.errors import UserError
+from benchmark.problems import data
+from benchmark.run import plan, profiles, runner
 
 FUZZ = settings(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 

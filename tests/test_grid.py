@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import grid, plan, profiles, tasks
 from benchmark.cli import main
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
+from benchmark.problems import tasks
+from benchmark.run import grid, plan, profiles
 
 SMOKE = profiles.load("smoke")
 

@@ -13,8 +13,10 @@ import tifffile
 import torch
 from PIL import Image as PILImage
 
-from benchmark import imagefiles, profiles, registry, resources, runner
-from benchmark.errors import UserError
+from benchmark import registry
+from benchmark.core.errors import UserError
+from benchmark.problems import imagefiles
+from benchmark.run import profiles, resources, runner
 
 
 def png_bytes(array: np.ndarray, bit_depth: int = 16, size: tuple[int, int] | None = None) -> bytes:
@@ -127,14 +129,14 @@ def test_a_1x1_image_loads_and_is_refused_before_any_work(tmp_path: Path) -> Non
                               "datasets": [{"path": str(tmp_path)}], "lpips": False})
     with pytest.raises(UserError, match=r"image 'dot' .* a 1×1 image is too small to measure ssim"):
         runner.run_benchmark(profile, results_dir=tmp_path / "res", tracking_uri=f"sqlite:///{tmp_path / 'ml.db'}",
-                             progress=False, report=False)
+                             progress=False)
     assert not (tmp_path / "res").exists() and not (tmp_path / "ml.db").exists()
 
 
 def test_an_image_smaller_than_the_dip_downsampling_is_padded_inside_the_network() -> None:
     """DIP's skip network halves the image 5 times (needs 32 px); a 20×20 image is padded to
     64×64 inside the network and the reconstruction has the image's own size."""
-    from benchmark import tasks
+    from benchmark.problems import tasks
 
     method = registry.get("dip")(iterations=2, channels=4, scales=5)
     x = torch.rand(1, 1, 20, 20, generator=torch.Generator().manual_seed(0))
@@ -164,7 +166,7 @@ def test_an_image_too_large_for_memory_is_refused_at_plan_time(tmp_path: Path, m
     with pytest.raises(UserError, match=r"image 'big' .* method dip on a 1×1024×1536 image needs at least "
                                         r"[0-9.]+ GiB .* crop or resize"):
         runner.run_benchmark(profile, results_dir=tmp_path / "res", tracking_uri=f"sqlite:///{tmp_path / 'ml.db'}",
-                             progress=False, report=False)
+                             progress=False)
     assert not (tmp_path / "res").exists() and not (tmp_path / "ml.db").exists()
     # One fits, eight at once do not: the message says which batch size would.
     monkeypatch.setattr(resources, "available_bytes", lambda device="cpu": needed * 3)
@@ -172,4 +174,4 @@ def test_an_image_too_large_for_memory_is_refused_at_plan_time(tmp_path: Path, m
                               "datasets": [{"path": str(folder)}], "lpips": False, "batch_size": 4})
     with pytest.raises(UserError, match=r"on 4 1×1024×1536 images at once .* use --batch-size 3"):
         runner.run_benchmark(profile, results_dir=tmp_path / "res", tracking_uri=f"sqlite:///{tmp_path / 'ml.db'}",
-                             progress=False, report=False)
+                             progress=False)

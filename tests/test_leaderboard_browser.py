@@ -19,8 +19,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from benchmark import leaderboard
-from reports import stats
+from benchmark.results import leaderboard
+from benchmark.results import statistics as stats
 from reports.synthetic import TASKS, demo_frame
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -94,7 +94,7 @@ def populate(uri: str, artifacts: Path, monkeypatch: pytest.MonkeyPatch) -> tupl
     import mlflow.tracking._tracking_service.utils as tracking_utils
 
     from benchmark.api import TrainingReport
-    from benchmark.tracking import Tracker
+    from benchmark.results.tracking import Tracker
 
     # the tracker sets mlflow's process-wide URI; put it back after the test
     monkeypatch.setattr(tracking_utils, "_tracking_uri", getattr(tracking_utils, "_tracking_uri", None), raising=False)
@@ -175,13 +175,12 @@ def benchmark_through_the_server(url: str, tmp_path: Path, monkeypatch: pytest.M
 
     import mlflow.tracking._tracking_service.utils as tracking_utils
 
-    from benchmark import profiles, runner
+    from benchmark.run import profiles, runner
 
     monkeypatch.setattr(tracking_utils, "_tracking_uri", getattr(tracking_utils, "_tracking_uri", None), raising=False)
     profile = dataclasses.replace(profiles.load("smoke"), methods=["trivial", "tv"], tasks=["denoising_s25"],
                                   lpips=False)
-    summary = runner.run_benchmark(profile, results_dir=tmp_path / "served", tracking_uri=url, progress=False,
-                                   report=False)
+    summary = runner.run_benchmark(profile, results_dir=tmp_path / "served", tracking_uri=url, progress=False)
     assert summary.ran == summary.planned == 4 and not summary.failed
     experiment = api(url, "experiments/get-by-name?experiment_name=dipbench")["experiment"]["experiment_id"]
     children = api(url, "runs/search", {"experiment_ids": [experiment],

@@ -21,7 +21,8 @@ import statistics
 import pytest
 from reference import harness_psnr, harness_psnr_trained
 
-from benchmark import data, registry, tasks
+from benchmark import registry
+from benchmark.problems import data, tasks
 from methods.dip import MRI_DEFAULTS
 from tests.conftest import requires_shared
 

@@ -17,9 +17,9 @@ import scipy.io
 import torch
 import yaml
 
-from benchmark import data, imagefiles
 from benchmark.cli import main
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
+from benchmark.problems import data, imagefiles
 from tests.conftest import requires_shared
 
 SHARED = Path(str(data.data_root())) if data.data_root() else Path("/nonexistent")

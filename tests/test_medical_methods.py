@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark import registry, spaces, tasks
+from benchmark import registry
 from benchmark.api import Problem, as_reconstruction
+from benchmark.problems import spaces, tasks
 from tests.conftest import requires_shared
 
 
@@ -54,7 +55,7 @@ def test_mri_networks_end_linearly_and_start_at_zero() -> None:
 
 def test_pnp_denoises_real_and_imaginary_parts() -> None:
     """PnP-FFDNet applies to MRI (its parts as gray images) and beats the zero-filled image."""
-    from benchmark import metrics
+    from benchmark.problems import metrics
 
     method = registry.get("pnp_ffdnet")(iterations=8)
     task = tasks.get("mri_x4")
@@ -117,7 +118,7 @@ def test_conv_decoder_on_a_real_slice_fits_near_the_noise_level_and_zero_filled(
     floor (σ², the noise on every k-space entry; measured 2.9σ²) and its image stays within
     1.5 dB of the zero-filled one (measured 18.18 against 18.94 dB): it does not beat it on this
     budget (the authors' gains are at 640×368 with 20000 iterations; methods/conv_decoder.py)."""
-    from benchmark import data, metrics
+    from benchmark.problems import data, metrics
 
     image = data.load("mri_brain", limit=1, resize=64)[0]
     task = tasks.get("mri_x4")

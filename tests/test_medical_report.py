@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark import plan, profiles, runner
-from benchmark.profiles import parse
-from benchmark.store import ResultsStore
-from reports import data_efficiency, plots, stats
+from benchmark import cli
+from benchmark.results import statistics as stats
+from benchmark.results.store import ResultsStore
+from benchmark.run import plan, profiles, runner
+from benchmark.run.profiles import parse
+from reports import data_efficiency, plots
 from tests.conftest import requires_shared
 from tests.test_report_browser import CHROMIUM, report_page, screenshot_dir
 
@@ -36,8 +38,9 @@ PROFILE = {
 @pytest.fixture(scope="module")
 def medical_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("medical")
-    summary = runner.run_benchmark(parse(PROFILE), results_dir=tmp / "results",
-                                   tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}", progress=False)
+    profile = parse(PROFILE)
+    summary = runner.run_benchmark(profile, results_dir=tmp / "results", tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
+                                   progress=False, report=cli.report_builder(profile))
     assert summary.planned == 8 * 2 * 2 and not summary.failed and not summary.skipped, summary.failed
     return tmp / "results"
 

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from benchmark import harness, medical, metrics, spaces, tasks
-from benchmark.plan import Cell
+from benchmark.problems import medical, metrics, spaces, tasks
+from benchmark.run import harness
+from benchmark.run.plan import Cell
 from tests.conftest import requires_shared
 
 MEDICAL = sorted(name for name, task in tasks.TASKS.items() if task.space is not spaces.UNIT)
@@ -139,7 +140,8 @@ def test_quick_profile_pairs_each_dataset_with_the_tasks_its_images_fit(selected
                                                                         expected: set[tuple[str, str]]) -> None:
     """The gray embedded images never meet the MRI task (their space does not fit it); --tasks
     narrows a dataset's own task list and leaves out a dataset with none left."""
-    from benchmark import cli, plan, profiles
+    from benchmark import cli
+    from benchmark.run import plan, profiles
 
     argv = ["run", "--profile", "quick", "--methods", "trivial"] + (["--tasks", selected] if selected else [])
     args = cli.build_parser().parse_args(argv)
@@ -149,8 +151,8 @@ def test_quick_profile_pairs_each_dataset_with_the_tasks_its_images_fit(selected
 
 @requires_shared
 def test_a_dataset_listing_a_task_its_images_do_not_fit_is_refused() -> None:
-    from benchmark import plan, profiles
-    from benchmark.errors import UserError
+    from benchmark.core.errors import UserError
+    from benchmark.run import plan, profiles
 
     doc = {"name": "bad", "methods": ["trivial"], "tasks": ["mri_x4"],
            "datasets": [{"name": "embedded", "resize": 64, "crop": 32, "limit": 1, "tasks": ["mri_x4"]}]}

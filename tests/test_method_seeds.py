@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import data, registry
+from benchmark import registry
 from benchmark.api import Method, Reconstruction
-from benchmark.harness import MethodPool, run_cells
-from benchmark.plan import Cell, canonical_json
+from benchmark.problems import data
+from benchmark.run.harness import MethodPool, run_cells
+from benchmark.run.plan import Cell, canonical_json
 from methods._dip import common
 
 SMALL_NET = {**common.SKIP_DEFAULTS, "channels": 4, "scales": 2, "skip_channels": 2, "input_channels": 4}

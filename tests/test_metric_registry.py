@@ -14,11 +14,14 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import reports
-from benchmark import cli, metrics, profiles, runner
-from benchmark.export import long_curves, long_results
-from benchmark.store import ResultsStore
-from benchmark.tracking import EXPERIMENT
-from reports import plots, stats
+from benchmark import cli
+from benchmark.problems import metrics
+from benchmark.results import statistics as stats
+from benchmark.results.export import long_curves, long_results
+from benchmark.results.store import ResultsStore
+from benchmark.results.tracking import EXPERIMENT
+from benchmark.run import profiles, runner
+from reports import plots
 
 SEEN: list[metrics.MetricContext] = []
 
@@ -51,7 +54,7 @@ def test_a_registered_metric_reaches_store_export_tables_plots_and_mlflow(
     profile = dataclasses.replace(profiles.load("smoke"), methods=["trivial", "tv"], lpips=False,
                                   save_reconstructions=False)
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    summary = runner.run_benchmark(profile, results_dir=tmp_path / "r", tracking_uri=uri, progress=False, report=False)
+    summary = runner.run_benchmark(profile, results_dir=tmp_path / "r", tracking_uri=uri, progress=False)
     assert summary.planned == 8 and not summary.failed
     # (the plan's size check probes every metric once on a zero image, without a task)
     measured = [ctx for ctx in SEEN if ctx.task is not None]

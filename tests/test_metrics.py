@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from benchmark import metrics
-from benchmark.errors import UserError
-from benchmark.lpips_offline import NumpyOnlyUnpickler, alexnet_state, load_numpy_pickle
+from benchmark.core.errors import UserError
+from benchmark.problems import metrics
+from benchmark.problems.lpips_offline import NumpyOnlyUnpickler, alexnet_state, load_numpy_pickle
 from tests.conftest import SHARED
 
 LPIPS_DIR = SHARED / "lpips_reference"

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import data, metrics, registry
+from benchmark import registry
 from benchmark.api import ORACLE_STREAM, Method, Reconstruction
-from benchmark.harness import MethodPool, Stopwatch, TrajectoryRecorder, run_cells
-from benchmark.plan import Cell, canonical_json
+from benchmark.problems import data, metrics
+from benchmark.run.harness import MethodPool, Stopwatch, TrajectoryRecorder, run_cells
+from benchmark.run.plan import Cell, canonical_json
 
 PSNR = next(m for m in metrics.registered() if m.name == "psnr")
 PEAK = 7  # between the callback steps 5 and 10

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from benchmark import data, profiles
 from benchmark.cli import main
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
+from benchmark.problems import data
+from benchmark.run import profiles
 
 
 def _picture(seed: int, colour: bool, size: tuple[int, int] = (48, 40)) -> np.ndarray:

@@ -9,9 +9,10 @@ import deepinv as dinv
 import pytest
 import torch
 
-from benchmark import data, metrics, registry, tasks
+from benchmark import registry
 from benchmark.api import as_reconstruction
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
+from benchmark.problems import data, metrics, tasks
 from methods.pnp_ffdnet import PnPFFDNet, schedule
 from methods.tv import TotalVariation
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import profiles, runner
-from benchmark.ray_executor import RayExecutor, follow_stderr
-from benchmark.store import ResultsStore
+from benchmark.results.store import ResultsStore
+from benchmark.run import profiles, runner
+from benchmark.run.ray_executor import RayExecutor, follow_stderr
 
 pytestmark = pytest.mark.slow
 
@@ -28,15 +28,14 @@ def test_ray_executor_matches_local_executor(tmp_path: Path) -> None:
     profile = dataclasses.replace(profiles.load("smoke"), methods=["trivial", "tv", "dip"], lpips=False,
                                   save_reconstructions=True, device="cpu")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    local = runner.run_benchmark(profile, results_dir=tmp_path / "local", tracking_uri=uri, progress=False,
-                                 report=False)
+    local = runner.run_benchmark(profile, results_dir=tmp_path / "local", tracking_uri=uri, progress=False)
     os.environ["RAY_AUTH_MODE"] = "disabled"
     # Ray's socket paths must stay short, so its temp dir lives directly under /tmp.
     ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     executor = RayExecutor(num_cpus=2, temp_dir=ray_tmp)
     try:
         remote = runner.run_benchmark(profile, results_dir=tmp_path / "ray", tracking_uri=uri, executor=executor,
-                                      progress=False, report=False)
+                                      progress=False)
     finally:
         executor.shutdown()
     assert remote.ran == local.ran == local.planned and not remote.failed

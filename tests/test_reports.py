@@ -12,8 +12,9 @@ import pytest
 from scipy import stats as sps
 
 import reports
-from benchmark import metrics
-from reports import plots, stats, tables
+from benchmark.problems import metrics
+from benchmark.results import statistics as stats
+from reports import plots, tables
 from reports.synthetic import METHODS, TASKS, demo_frame
 
 DEN, INP = TASKS

@@ -15,10 +15,12 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from benchmark import profiles, registry, runner, seeding
+from benchmark import registry
 from benchmark.api import Method
-from benchmark.store import ResultsStore
-from benchmark.tracking import EXPERIMENT
+from benchmark.core import seeding
+from benchmark.results.store import ResultsStore
+from benchmark.results.tracking import EXPERIMENT
+from benchmark.run import profiles, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +74,7 @@ def test_failing_and_diverging_cells_are_recorded_and_the_benchmark_goes_on(brok
                                                                             tmp_path: Path) -> None:
     profile = _profile(["test_raises", "test_diverges", "trivial"], lpips=False)
     summary = runner.run_benchmark(profile, results_dir=tmp_path / "r", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
-                                   progress=False, report=False)
+                                   progress=False)
     frame = ResultsStore(tmp_path / "r" / "results.sqlite").frame()
     assert len(frame) == summary.planned == 12
     assert set(frame[frame.method == "trivial"].status) == {"ok"}
@@ -83,7 +85,7 @@ def test_failing_and_diverging_cells_are_recorded_and_the_benchmark_goes_on(brok
     assert len(summary.failed) == 8 and any("test_raises" in where for where, _ in summary.failed)
     # Failed cells are retried by the next run, finished ones are not.
     again = runner.run_benchmark(profile, results_dir=tmp_path / "r", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
-                                 progress=False, report=False)
+                                 progress=False)
     assert again.ran == 8 and again.already_done == 4
 
 
@@ -91,7 +93,7 @@ def test_a_method_whose_code_changed_is_recomputed_and_the_others_are_reused(tmp
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A store made before a method's ``revision`` bump (or the harness's ``PROTOCOL``) is not
     reused for that method: its cells run again and the report reads only the new ones."""
-    from benchmark import plan
+    from benchmark.run import plan
 
     profile = _profile(["trivial", "tv"], lpips=False, method_params={"tv": {"iterations": 5}})
     where = {"results_dir": tmp_path / "r", "tracking_uri": f"sqlite:///{tmp_path / 'm.db'}", "progress": False,
@@ -110,7 +112,7 @@ def test_a_method_whose_code_changed_is_recomputed_and_the_others_are_reused(tmp
 def test_a_failing_problem_does_not_take_its_batch_down(broken_methods: None, tmp_path: Path) -> None:
     profile = _profile(["test_odd_seeds_fail"], seeds=[0, 1], lpips=False, batch_size=8)
     summary = runner.run_benchmark(profile, results_dir=tmp_path / "r", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
-                                   progress=False, report=False)
+                                   progress=False)
     frame = ResultsStore(tmp_path / "r" / "results.sqlite").frame()
     assert len(frame) == summary.planned == 2 * 2 * 2  # tasks × images × seeds, one batch per task
     # the method gets each cell's own seed (run seed mixed with dataset and image): odd ones fail
@@ -124,7 +126,7 @@ def test_a_failing_problem_does_not_take_its_batch_down(broken_methods: None, tm
 def test_strict_makes_failures_fail_the_command(broken_methods: None, tmp_path: Path) -> None:
     with pytest.raises(runner.BenchmarkFailed, match="4 cell"):
         runner.run_benchmark(_profile(["test_raises", "trivial"], lpips=False), results_dir=tmp_path / "r",
-                             tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", progress=False, report=False, strict=True)
+                             tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", progress=False, strict=True)
 
 
 def _slow_profile(tmp_path: Path, methods: str = "[trivial, tv]") -> Path:

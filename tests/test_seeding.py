@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from benchmark import seeding, tasks
+from benchmark.core import seeding
+from benchmark.problems import tasks
 
 
 def test_seeds_are_pinned_so_stored_results_stay_comparable() -> None:

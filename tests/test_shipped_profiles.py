@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark import profiles, runner
+from benchmark.run import profiles, runner
 from tests.conftest import requires_shared
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from benchmark.store import ResultsStore
-from benchmark.tracking import EXPERIMENT
+from benchmark.results.store import ResultsStore
+from benchmark.results.tracking import EXPERIMENT
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES, SEEDS, KILLS = 4, 50, 5

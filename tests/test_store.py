@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 
 import reports
-from benchmark import cli, profiles, runner
-from benchmark import store as store_module
-from benchmark.store import SCHEMA_VERSION, Record, ResultsStore, StoreError
+from benchmark import cli
+from benchmark.results import store as store_module
+from benchmark.results.store import SCHEMA_VERSION, Record, ResultsStore, StoreError
+from benchmark.run import profiles, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 #: written by commit acd20ae (schema 1, no user_version): smoke profile, trivial and tv, 8 cells
@@ -66,7 +67,7 @@ def test_a_first_release_store_is_recomputed_under_todays_protocol_and_keeps_its
     _copy_fixture(tmp_path / "r")
     profile = dataclasses.replace(profiles.load("smoke"), methods=["trivial", "tv"], lpips=False)
     summary = runner.run_benchmark(profile, results_dir=tmp_path / "r", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
-                                   progress=False, report=False)
+                                   progress=False)
     assert (summary.planned, summary.already_done, summary.ran) == (8, 0, 8)
     store = ResultsStore(tmp_path / "r" / "results.sqlite")
     old_keys = [key for key, *_ in _v1_rows()]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark import seeding, tasks
+from benchmark.core import seeding
+from benchmark.problems import tasks
 
 
 def _measure(name: str, image_id: str = "img", seed: int = 0, shape: tuple[int, int, int] = (1, 32, 32),  # type: ignore[no-untyped-def]

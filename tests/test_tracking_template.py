@@ -1,4 +1,4 @@
-"""A new MLflow store is a copy of an empty store MLflow migrated once (benchmark/tracking.py)."""
+"""A new MLflow store is a copy of an empty store MLflow migrated once (benchmark/results/tracking.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import tracking
+from benchmark.results import tracking
 
 
 def test_a_new_store_is_the_migrated_template_with_its_own_default_experiment(

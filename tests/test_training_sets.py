@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark import plan, profiles, runner
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
+from benchmark.run import plan, profiles, runner
 from tests.conftest import requires_shared
 
 SMOKE = profiles.load("smoke")
@@ -71,9 +71,9 @@ def test_a_gray_training_set_for_colour_images_skips_the_cells_with_the_fix(tmp_
     profile = dataclasses.replace(profile, datasets=[dataclasses.replace(SMOKE.datasets[0], limit=1),
                                                      profile.datasets[1]])
     summary = runner.run_benchmark(profile, results_dir=tmp_path / "r", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
-                                   progress=False, report=False)
+                                   progress=False)
     assert not summary.failed and summary.skipped == 2 and summary.ran == 3
-    from benchmark.store import ResultsStore
+    from benchmark.results.store import ResultsStore
 
     frame = ResultsStore(tmp_path / "r" / "results.sqlite").frame(summary.keys)
     skipped = frame[frame.status == "skipped"]

@@ -15,8 +15,10 @@ import pytest
 import torch
 import yaml
 
-from benchmark import cli, data, plan, profiles, registry, tasks, tuning
-from benchmark.errors import UserError
+from benchmark import cli, registry
+from benchmark.core.errors import UserError
+from benchmark.problems import data, tasks
+from benchmark.run import plan, profiles, tuned_values, tuning
 from tests.conftest import requires_shared
 
 TINY_DOC: dict[str, Any] = {
@@ -138,7 +140,7 @@ def test_a_held_out_set_that_misses_its_validation_images_is_refused() -> None:
 
 
 def plan_device() -> Any:
-    from benchmark.harness import pick_device
+    from benchmark.run.harness import pick_device
 
     return pick_device("cpu")
 
@@ -275,7 +277,7 @@ def test_shipped_tuned_values_trace_to_training_images(name: str, left_for_a_gpu
     images, chose the grid's best, still fits the parameters it was tuned with, and no profile
     comment says a value was picked on test images."""
     profile = profiles.load(name)
-    values = tuning.load(profile)
+    values = tuned_values.load(profile)
     assert values.records, f"{name} names no tuned values"
     for rec in values.records:
         val = rec["validation"]
@@ -303,7 +305,7 @@ def test_shipped_tuned_values_trace_to_training_images(name: str, left_for_a_gpu
 @pytest.mark.parametrize("name", ["quick", "paper", "ct_cpu", "dps_cpu", "medical"])
 def test_the_report_lists_every_tunable_used_untuned(name: str) -> None:
     profile = profiles.load(name)
-    values = tuning.load(profile)
+    values = tuned_values.load(profile)
     rows = tuning.report_rows(profile)
     untuned = {(r["method"], r["applies_to"], r["untuned"]) for r in rows if "untuned" in r}
     for method in plan.selected_methods(profile):
@@ -347,7 +349,7 @@ def test_a_parameter_added_since_a_record_ran_is_stale_only_off_its_default(tmp_
     """A record written before DIP had `input` ran with its default ("noise"): not stale on the
     quick profile's tasks; a record that held another value is."""
     shipped = profiles.load("quick")
-    rec = next(r for r in tuning.load(shipped).records if r["method"] == "dip")
+    rec = next(r for r in tuned_values.load(shipped).records if r["method"] == "dip")
     before = {**rec, "fixed": {k: v for k, v in rec["fixed"].items() if k != "input"}}
     other = {**rec, "fixed": {**before["fixed"], "input": "fbp"}}
     (tmp_path / "quick.yaml").write_text(Path(shipped.source).read_text())

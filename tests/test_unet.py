@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import data, tasks
 from benchmark.api import TrainingContext, TrainingReport
-from benchmark.errors import NotApplicable, UserError
+from benchmark.core.errors import NotApplicable, UserError
+from benchmark.problems import data, tasks
 from methods._training import loop
 from methods.bicubic import Bicubic
 from methods.unet import SupervisedUNet

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark import seeding
+from benchmark.core import seeding
 from methods._dip.stopping import PatientMinimum, Verdict
 
 #: the authors' encoder widths for a 512×512 image (seven levels), the last one being the code's

@@ -40,9 +40,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from benchmark import seeding, spaces
 from benchmark.api import ORACLE_STREAM, Callback, Method, Problem, Reconstruction
-from benchmark.errors import UserError
+from benchmark.core import seeding
+from benchmark.core.errors import UserError
+from benchmark.problems import spaces
 from methods._dip import loop
 from methods._dip.networks import (
     UPSAMPLE_MODES,

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 #: bump when the file layout or a training recipe changes, so old checkpoints are not reused
 FORMAT_VERSION = 1

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark import spaces
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
+from benchmark.problems import spaces
 from methods._training.checkpoint import read_weights
 from methods._training.loop import PatchSampler, train_network
 

@@ -17,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from benchmark.api import TrainingContext, TrainingReport
-from benchmark.errors import NotApplicable, UserError
+from benchmark.core.errors import NotApplicable, UserError
 from methods._training import checkpoint as ckpt
 from methods.bicubic import upsample
 

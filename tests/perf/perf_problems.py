@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from benchmark import data, tasks
 from benchmark.api import Problem
+from benchmark.problems import data, tasks
 
 
 def denoising_problems(side: int, count: int) -> list[Problem]:

@@ -17,11 +17,11 @@ import pytest
 import torch
 from perf_problems import denoising_problems
 
-from benchmark import data
 from benchmark.api import Problem
-from benchmark.calibration import Calibrator, candidates
-from benchmark.harness import MethodPool, run_cells
-from benchmark.plan import Cell, canonical_json
+from benchmark.problems import data
+from benchmark.run.calibration import Calibrator, candidates
+from benchmark.run.harness import MethodPool, run_cells
+from benchmark.run.plan import Cell, canonical_json
 from methods.dip import DeepImagePrior
 
 pytestmark = pytest.mark.perf

@@ -17,7 +17,7 @@ import pytest
 import torch
 from perf_problems import denoising_problems
 
-from benchmark import seeding
+from benchmark.core import seeding
 from methods._dip import loop
 from methods._dip.networks import SkipNet
 from methods._dip.objectives import measurement_loss

@@ -14,7 +14,8 @@ import deepinv
 import pytest
 import torch
 
-from benchmark import data, seeding, tasks
+from benchmark.core import seeding
+from benchmark.problems import data, tasks
 from methods._dip import loop
 from methods._dip.networks import SkipNet
 from methods._dip.objectives import measurement_loss

@@ -5,7 +5,7 @@ DPS (Chung et al., ICLR 2023) with a colour prior the suite trains on all 432 cb
 bicubic on 64² centre crops of Set5, random inpainting and bicubic ×4 super-resolution. Every
 tuned value comes from ``benchmark/profiles/tuned/dps_cpu.yaml``: TV's weight per task and DPS's
 ζ per family, chosen on four cbsd432 crops that DPS's prior was trained without
-(``benchmark.tuning.HeldOut``).
+(``benchmark.run.tuning.HeldOut``).
 
 The test asserts what was measured (README, "DPS measured on this CPU"): with its ζ tuned, DPS
 beats TV on inpainting, and on super-resolution it stays below TV in PSNR by at most
@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from benchmark import cli
-from benchmark.store import ResultsStore
+from benchmark.results.store import ResultsStore
 from tests.conftest import cpu_bar
 
 #: how far DPS may stay below TV in PSNR on ``sr_x4_bicubic`` (measured 2.4 dB: see the README)

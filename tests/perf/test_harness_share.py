@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import profiles, runner
+from benchmark.run import profiles, runner
 
 pytestmark = pytest.mark.perf
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import profiles, runner
-from benchmark.ray_executor import RayExecutor
+from benchmark.run import profiles, runner
+from benchmark.run.ray_executor import RayExecutor
 
 pytestmark = pytest.mark.perf
 
@@ -37,8 +37,7 @@ def test_ray_versus_local_on_smoke(tmp_path: Path, threads: int, capsys) -> None
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        local = runner.run_benchmark(profile, results_dir=tmp_path / "local", tracking_uri=uri, progress=False,
-                                     report=False)
+        local = runner.run_benchmark(profile, results_dir=tmp_path / "local", tracking_uri=uri, progress=False)
         remote, ray_start_s = _on_ray(profile, tmp_path, uri)
     finally:
         torch.set_num_threads(before)
@@ -56,7 +55,7 @@ def _on_ray(profile: profiles.Profile, tmp_path: Path, uri: str) -> tuple[runner
         executor._init()
         ray_start_s = time.perf_counter() - start
         remote = runner.run_benchmark(profile, results_dir=tmp_path / "ray", tracking_uri=uri, executor=executor,
-                                      progress=False, report=False)
+                                      progress=False)
     finally:
         executor.shutdown()
     return remote, ray_start_s

@@ -15,7 +15,8 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from benchmark import metrics, seeding
+from benchmark.core import seeding
+from benchmark.problems import metrics
 from methods._dip import stacking
 from methods._dip.networks import SkipNet
 

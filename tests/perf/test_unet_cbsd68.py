@@ -19,7 +19,7 @@ import statistics
 
 import pytest
 
-from benchmark import data
+from benchmark.problems import data
 from tests.conftest import cpu_bar
 from tests.reference import harness_psnr, harness_psnr_trained
 

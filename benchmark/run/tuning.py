@@ -24,25 +24,32 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from benchmark import data, registry, tasks
-from benchmark.errors import UserError, one_line
-from benchmark.grid import MethodSpec, parse_spec
-from benchmark.profiles import PROFILE_DIR, Profile
+from benchmark import registry
+from benchmark.core.errors import UserError
+from benchmark.core.keys import canonical_json
+from benchmark.problems import data, metrics, tasks
+from benchmark.results.tracking import git_commit
+from benchmark.run import harness
+from benchmark.run.grid import MethodSpec, parse_spec
+from benchmark.run.harness import MethodPool, pick_device, run_cells
+from benchmark.run.plan import (
+    Cell,
+    MethodInstance,
+    batches,
+    method_instances,
+    resolved_params,
+    selected_methods,
+    version_of,
+)
+from benchmark.run.profiles import Profile
+from benchmark.run.tuned_values import load
 
 METRIC = "psnr"
-#: what a method instance's label shows for a parameter the tuned file chooses: ``tv[weight=tuned]``
-TUNED = "tuned"
-REQUIRED = ("method", "scope", "applies_to", "tasks", "chosen", "grid", "scores", "fixed", "validation")
-
-
 @dataclass(frozen=True)
 class HeldOut:
     """The training set of a trained method while it is tuned: the training split of ``dataset``
@@ -72,90 +79,8 @@ class HeldOut:
 Runner = Callable[[str, dict[str, Any], tasks.Task, Sequence[data.Image], int, HeldOut | None], list[Any]]
 
 
-def tuned_path(profile: Profile) -> Path | None:
-    """The tuned-values file a profile names: a path relative to the profile's own folder, which
-    it may not leave (``tuned: tuned/quick.yaml``)."""
-    if profile.tuned is None:
-        return None
-    where = f"profile {profile.name!r}: tuned"
-    if not profile.tuned or "\x00" in profile.tuned or Path(profile.tuned).is_absolute():
-        raise UserError(f"{where}: expected a file path relative to the profile's folder, got {profile.tuned!r}")
-    source = Path(profile.source)
-    folder = source.parent if profile.source and source.is_file() else PROFILE_DIR
-    return data.inside(folder / profile.tuned, folder, where)
-
-
-def default_path(profile: Profile) -> Path:
-    return tuned_path(profile) or PROFILE_DIR / "tuned" / f"{profile.name}.yaml"
-
-
-@dataclass(frozen=True)
-class TunedValues:
-    """The records of a tuned-values file; ``params_for`` is what the plan applies."""
-
-    records: tuple[dict[str, Any], ...] = ()
-    path: Path | None = None
-
-    def records_for(self, method: str, task: tasks.Task) -> list[dict[str, Any]]:
-        return [r for r in self.records if r["method"] == method
-                and r["applies_to"] == (task.name if r["scope"] == "task" else task.family)]
-
-    def params_for(self, method: str, task: tasks.Task) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for rec in self.records_for(method, task):
-            out.update(rec["chosen"])
-        return out
-
-    def names(self, method: str, task_list: Sequence[tasks.Task]) -> set[str]:
-        """The parameters of ``method`` tuned for at least one of ``task_list``."""
-        return {name for task in task_list for name in self.params_for(method, task)}
-
-
-def _check_record(where: str, rec: Any) -> None:
-    if not isinstance(rec, dict):
-        raise UserError(f"{where}: expected a mapping")
-    missing = [k for k in REQUIRED if k not in rec]
-    if missing:
-        raise UserError(f"{where}: lacks {', '.join(missing)}")
-    if rec["scope"] not in ("task", "family"):
-        raise UserError(f"{where}: scope {rec['scope']!r} is not task or family")
-    cls = registry.get(rec["method"])  # an unknown method is a UserError naming the valid ones
-    if not isinstance(rec["chosen"], dict) or not rec["chosen"]:
-        raise UserError(f"{where}: chosen must map parameters to values")
-    cls.check_names(rec["chosen"])
-    if rec["validation"].get("split") != "train":
-        raise UserError(f"{where}: validation images must come from the training split")
-
-
-@lru_cache(maxsize=16)
-def _read(path: str, mtime: float) -> TunedValues:
-    try:
-        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise UserError(f"cannot read tuned values {path}: {one_line(exc)}") from exc
-    records = doc.get("records") if isinstance(doc, dict) else None
-    if not isinstance(records, list):
-        raise UserError(f"tuned values {path}: expected a mapping with a 'records' list")
-    for i, rec in enumerate(records):
-        _check_record(f"tuned values {path}: record {i}", rec)
-    return TunedValues(tuple(records), Path(path))
-
-
-def load(profile: Profile) -> TunedValues:
-    """The profile's tuned values (none when it names no file)."""
-    path = tuned_path(profile)
-    if path is None:
-        return TunedValues()
-    if not path.is_file():
-        raise UserError(f"profile {profile.name!r} names tuned values {path}, which does not exist; "
-                        f"run `python -m benchmark tune --profile {profile.name}`")
-    return _read(str(path), path.stat().st_mtime)
-
-
 def fixed_params(profile: Profile, method: str, task: tasks.Task) -> dict[str, Any]:
     """The parameters a tuning run holds fixed: the plan's, without tuned values, grids or ``--set``."""
-    from benchmark.plan import MethodInstance, resolved_params
-
     given = tuple(sorted(profile.method_params.get(method, {}).items()))
     return resolved_params(profile, MethodInstance(method, given, method), task, tuned=False)
 
@@ -193,8 +118,6 @@ def validation_images(profile: Profile, multiple: int = 1, space: str = "unit",
 
 def requests(profile: Profile, methods: Sequence[str] | None = None) -> dict[str, dict[str, list[Any]]]:
     """method → grid to search, every name and value checked before any work."""
-    from benchmark.plan import selected_methods
-
     for name in profile.tune.grids:
         registry.get(name)
     names = list(methods or profile.tune.methods or [])
@@ -296,13 +219,8 @@ def score_grid(method: str, grid: Mapping[str, Sequence[Any]], fixed: Mapping[st
 
 def harness_runner(profile: Profile, device: torch.device) -> Runner:
     """Validation runs through the benchmark's own harness (PSNR only, nothing saved)."""
-    from benchmark import metrics
-    from benchmark.harness import MethodPool, run_cells
-    from benchmark.plan import Cell, batches, canonical_json, version_of
-    from benchmark.runner import checkpoint_dir
-
     sets: dict[str, HeldOut] = {}
-    pool = MethodPool(list, profile.training.dataset, checkpoint_dir(), device, progress=False,
+    pool = MethodPool(list, profile.training.dataset, harness.checkpoint_dir(), device, progress=False,
                       load_training=lambda name: sets[name].load())
     skip = {m.name for m in metrics.registered()} - {METRIC}
     prep = f"tune-resize{profile.tune.resize}-crop{profile.tune.crop}"
@@ -332,9 +250,6 @@ def tune(profile: Profile, *, methods: Sequence[str] | None = None, task_names: 
          on_record: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Run the grid searches of ``profile`` and return their records; ``on_record`` gets each
     as soon as it is made (the CLI writes it then, so an interrupted tune keeps what it finished)."""
-    from benchmark.harness import pick_device
-    from benchmark.tracking import git_commit
-
     profile = dataclasses.replace(profile, tuned=None)  # tuning never reads earlier choices
     task_list = [tasks.get(t) for t in (task_names or profile.tasks)]
     grids = requests(profile, methods)
@@ -383,25 +298,6 @@ def tune(profile: Profile, *, methods: Sequence[str] | None = None, task_names: 
     return records
 
 
-def write(path: Path, profile: Profile, records: Sequence[dict[str, Any]]) -> Path:
-    """Merge ``records`` into the tuned-values file (a new record replaces the one it re-tunes)."""
-    old: list[dict[str, Any]] = []
-    if path.is_file():
-        old = list(_read(str(path), path.stat().st_mtime).records)
-    fresh = {(r["method"], r["scope"], r["applies_to"]) for r in records}
-    kept = [r for r in old if (r["method"], r["scope"], r["applies_to"]) not in fresh]
-    doc = {"profile": profile.name, "records": kept + list(records)}
-    header = (f"# Tuned hyperparameters of the {profile.name!r} profile, chosen on validation images drawn from the\n"
-              f"# training split (never test images). Written by `python -m benchmark tune --profile "
-              f"{profile.name}`\n# (each record: command, date, commit, images, grid and every score); "
-              "rerun it rather than editing values.\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=110), encoding="utf-8")
-    tmp.replace(path)
-    return path
-
-
 def runs_on(profile: Profile, method: str, task: tasks.Task) -> bool:
     """Whether some dataset of the profile runs ``method`` on ``task``: an entry may name only
     some tasks and only some methods (by name or label); one without a task list runs the tasks
@@ -425,8 +321,6 @@ def runs_on(profile: Profile, method: str, task: tasks.Task) -> bool:
 def report_rows(profile: Profile) -> list[dict[str, Any]]:
     """For the report: each tuned value the profile uses with its record (and the parameters
     it was tuned with that differ now: stale), then each tunable a planned method uses untuned."""
-    from benchmark.plan import method_instances
-
     values = load(profile)
     task_list = [tasks.get(t) for t in profile.tasks]
     names = list(dict.fromkeys(i.name for i in method_instances(profile)))

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmark.harness import CellOutcome, MethodPool, failed_outcome
-from benchmark.plan import Cell
+from benchmark.run.harness import CellOutcome, MethodPool, failed_outcome
+from benchmark.run.plan import Cell
 
 _WORKER_POOLS: dict[str, MethodPool] = {}
 

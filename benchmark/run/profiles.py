@@ -14,12 +14,12 @@ from typing import Any
 import torch
 import yaml
 
-from benchmark import grid
 from benchmark.api import BUDGETS
-from benchmark.data import plain_name
-from benchmark.errors import UserError, one_line, unknown
+from benchmark.core.errors import UserError, one_line, unknown
+from benchmark.problems.data import plain_name
+from benchmark.run import grid
 
-PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class TrainingSpec:
     rgb: str | None = None
     crop: int | None = None
     resize: int | None = None
-    #: another training set per image space (``benchmark.spaces``): the tasks of that space learn
+    #: another training set per image space (``benchmark.problems.spaces``): the tasks of that space learn
     #: from it, e.g. ``spaces: {mri: {dataset: mri_brain_train}}``
     spaces: dict[str, TrainingSpec] = field(default_factory=dict)
 
@@ -89,7 +89,7 @@ class Profile:
     lpips: bool = True
     save_reconstructions: bool = True
     #: cells of one method, task and image size handed to a method at once (DIP fits them in
-    #: one step); "auto": the fastest measured per image (``benchmark.calibration``). An
+    #: one step); "auto": the fastest measured per image (``benchmark.run.calibration``). An
     #: execution setting, not part of a cell's identity
     batch_size: int | str = "auto"
     #: which budget every method runs with: its ``test_params``, its ``quick_params``, or its
@@ -196,7 +196,7 @@ def _mapping(where: str, value: Any) -> dict[str, Any]:
 
 def training_entry(where: str, entry: dict[str, Any], nested: bool = False) -> TrainingSpec:
     """The ``training`` mapping: dataset, crop, resize, and per image space another such mapping."""
-    from benchmark.spaces import SPACES
+    from benchmark.problems.spaces import SPACES
 
     _check_keys(where, entry, set(TrainingSpec.__dataclass_fields__) - ({"spaces", "rgb"} if nested else set()))
     by_space = _mapping(f"{where}: spaces", entry.get("spaces"))
@@ -249,7 +249,7 @@ def dataset_entry(where: str, entry: Any) -> DatasetSpec:
 
 
 def batch_size(where: str, value: Any) -> int | str:
-    """``"auto"`` (measure per method and shape, ``benchmark.calibration``) or an integer >= 1."""
+    """``"auto"`` (measure per method and shape, ``benchmark.run.calibration``) or an integer >= 1."""
     return "auto" if value == "auto" else positive(where, value)
 
 

@@ -1,7 +1,7 @@
 """The plan: a profile's method instances × tasks × datasets × images × seeds as a list of cells.
 
 A method instance is a method with its parameters (``dip[iterations=500]``); a grid in the
-profile or on the command line expands to several (see ``benchmark.grid``).
+profile or on the command line expands to several (see ``benchmark.run.grid``).
 
 A cell's key is a stable hash of (method, resolved parameters, task, dataset, image, crop,
 seed), so a rerun knows what is already done and never duplicates a result.
@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from benchmark import data, grid, registry, tasks, tuning
+from benchmark import registry
 from benchmark.api import TRAIN_IMAGES
-from benchmark.errors import DataUnavailable, UserError
-from benchmark.profiles import DatasetSpec, Profile
+from benchmark.core.errors import DataUnavailable, UserError
+from benchmark.core.keys import canonical_json
+from benchmark.problems import data, tasks
+from benchmark.run import grid, tuned_values
+from benchmark.run.profiles import DatasetSpec, Profile
 
 #: the version of how the harness measures a cell (measurement noise and masks, seeds, metrics,
 #: costs): bump it when a change alters the numbers of unchanged methods, so old stores recompute
@@ -29,10 +32,6 @@ PROTOCOL = 1
 def version_of(method: str) -> str:
     """A cell's version: the harness protocol and the method's ``revision``."""
     return f"protocol{PROTOCOL}-rev{registry.get(method).revision}"
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,7 @@ def method_instances(profile: Profile) -> list[MethodInstance]:
             raise UserError(f"--set names method {name!r}, which this run does not include; "
                             f"methods: {', '.join(dict.fromkeys(s.name for s in specs))}")
     instances: dict[str, MethodInstance] = {}
-    tuned = tuning.load(profile)
+    tuned = tuned_values.load(profile)
     task_list = [tasks.get(t) for t in profile.tasks]
     for spec in specs:
         cls = known[spec.name]
@@ -125,7 +124,7 @@ def method_instances(profile: Profile) -> list[MethodInstance]:
             shown = {k: v for k, v in given.items()
                      if len(sweep.get(k, ())) > 1 or k not in base or canonical_json(v) != canonical_json(base[k])}
             # a value the profile's tuned file chooses (per task): the label says so
-            shown.update({k: tuning.TUNED for k in tuned.names(spec.name, task_list) - set(given)})
+            shown.update({k: tuned_values.TUNED for k in tuned.names(spec.name, task_list) - set(given)})
             label = grid.label(spec.name, shown)
             instances.setdefault(label, MethodInstance(spec.name, tuple(sorted(given.items())), label))
     return list(instances.values())
@@ -139,9 +138,9 @@ def selected_methods(profile: Profile) -> list[str]:
 def resolved_params(profile: Profile, instance: MethodInstance, task: tasks.Task, *,
                     tuned: bool = True) -> dict[str, Any]:
     """Method defaults ← per-task defaults ← the budget ← the profile's tuned values
-    (``benchmark.tuning``; not with ``tuned=False``) ← the instance's; validated now."""
+    (``benchmark.run.tuning``; not with ``tuned=False``) ← the instance's; validated now."""
     cls = registry.get(instance.name)
-    chosen = tuning.load(profile).params_for(instance.name, task) if tuned else {}
+    chosen = tuned_values.load(profile).params_for(instance.name, task) if tuned else {}
     params = cls.resolve_params(task, {**chosen, **instance.overrides}, profile.budget)
     cls.validate(params)  # a bad value is a UserError before any work
     return params

@@ -28,7 +28,8 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
+from benchmark.results.record import Record
 
 #: 1: one ``records`` table with psnr/ssim/lpips columns and [step, psnr, ssim] trajectories
 #: (no user_version); 2: a ``metrics`` table, trajectories as {"step", <metric>...} points.
@@ -43,49 +44,6 @@ _T = TypeVar("_T")
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     message = str(exc).lower()
     return "locked" in message or "busy" in message
-
-
-@dataclass(slots=True)
-class Record:
-    """One reconstruction: keys, the registry's metrics, cost, and the trajectory."""
-
-    cell_key: str
-    method: str
-    task: str
-    dataset: str
-    image_id: str
-    seed: int
-    params: dict[str, Any] = field(default_factory=dict)
-    family: str = ""
-    stopping_rule: str = ""  # the method's declared stopping rule ("" when it has none)
-    profile: str = ""
-    status: str = "ok"  # ok | failed | skipped
-    error: str = ""
-    metrics: dict[str, float] = field(default_factory=dict)  # name → value (benchmark.metrics)
-    runtime_s: float | None = None
-    peak_mem_mb: float | None = None
-    #: images per second of the batch the cell ran in (what batching buys; runtime_s is solo)
-    throughput: float | None = None
-    train_s: float | None = None
-    #: training images the method learnt from (0: untrained; None: unknown, e.g. released weights)
-    train_images: int | None = 0
-    iterations: int | None = None
-    budget: int | None = None
-    selected_iteration: int | None = None
-    iterations_saved: int | None = None
-    oracle_psnr: float | None = None
-    oracle_iteration: int | None = None
-    es_gap_db: float | None = None
-    #: the iterates' metrics every ``trajectory_every`` steps: [{"step": k, "psnr": …, …}, …]
-    trajectory: list[dict[str, float]] = field(default_factory=list)
-    measurement_psnr: float | None = None
-    device: str = ""
-    finished_at: float = 0.0
-    info: dict[str, Any] = field(default_factory=dict)
-    recon_path: str = ""
-    #: the method instance as reports show it: the name plus the parameters that differ from
-    #: its defaults, e.g. ``dip[iterations=500]``
-    label: str = ""
 
 
 _JSON_FIELDS = {"params", "trajectory", "info"}
@@ -315,7 +273,7 @@ class ResultsStore:
 def records_frame(records: Iterable[Record]) -> pd.DataFrame:
     """Records as the wide per-image table: the record's fields plus one column per metric
     (every registered metric, and any other one the records hold)."""
-    from benchmark import metrics
+    from benchmark.problems import metrics
 
     recs = list(records)
     names = [m.name for m in metrics.registered()]

@@ -19,7 +19,7 @@ import torch
 from PIL import Image as PILImage
 from PIL import ImageOps
 
-from benchmark.errors import UserError, one_line
+from benchmark.core.errors import UserError, one_line
 
 #: File types a folder dataset may hold (case-insensitive).
 SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy")

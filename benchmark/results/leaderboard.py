@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from mlflow.tracking import MlflowClient
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 #: the experiment kind MLflow 3 shows with the classic runs table (not the GenAI views)

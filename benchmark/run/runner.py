@@ -1,4 +1,6 @@
-"""The benchmark driver: plan → prepare trained methods → execute cells → store → MLflow → report.
+"""The benchmark driver: plan → prepare trained methods → execute cells → store → MLflow, then the
+report the caller hands in (``report``: the CLI passes the reports package's builder; the run layer
+never imports the reports).
 
 The driver is the only writer to the results store and to MLflow; executors only return
 ``CellOutcome`` objects. Each finished cell is committed at once, so an interrupted benchmark
@@ -20,20 +22,23 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from benchmark import calibration, data, registry, resources, tasks, tuning
-from benchmark.harness import CellOutcome, MethodPool, calibrate, data_unavailable_outcome, pick_device, run_cells
-from benchmark.plan import Cell, batch_group, batches, make_plan
-from benchmark.profiles import Profile, TrainingSpec
-from benchmark.store import Record, ResultsStore, StoreError
-from benchmark.tracking import Tracker
+from benchmark import registry
+from benchmark.problems import data, tasks
+from benchmark.results.store import Record, ResultsStore, StoreError
+from benchmark.results.tracking import Tracker
+from benchmark.run import calibration, harness, resources, tuned_values
+from benchmark.run.harness import CellOutcome, MethodPool, calibrate, data_unavailable_outcome, pick_device, run_cells
+from benchmark.run.plan import Cell, batch_group, batches, make_plan
+from benchmark.run.profiles import Profile, TrainingSpec
 
 
 def default_results_dir(profile: Profile) -> Path:
     return Path(os.environ.get("DIPBENCH_RESULTS", "results")) / profile.name
 
 
-def checkpoint_dir() -> Path:
-    return data.cache_root() / "checkpoints"
+#: ``(the plan's per-image table, the results folder) -> the report's index file``: what the caller
+#: makes of the results once the run ends (the CLI: ``reports.build_report``)
+ReportBuilder = Callable[[Any, Path], "Path | None"]
 
 
 @dataclass
@@ -168,7 +173,7 @@ def run_benchmark(
     executor: Any = None,
     strict: bool = False,
     progress: bool = True,
-    report: bool = True,
+    report: ReportBuilder | None = None,
     on_record: Callable[[CellOutcome], None] | None = None,
 ) -> Summary:
     """Run (or resume) ``profile``; everything is validated before any run is written."""
@@ -183,7 +188,7 @@ def run_benchmark(
     absent = [c for c in cells if c.key not in done and c.dataset in unavailable]
     work = Work(profile.name, str(device), profile.trajectory_every, profile.lpips, profile.save_reconstructions,
                 profile.training,
-                str(checkpoint_dir()), by_id, progress)
+                str(harness.checkpoint_dir()), by_id, progress)
 
     parts["plan and data"] = time.perf_counter() - started
     with _timed(parts, "MLflow"):
@@ -191,7 +196,7 @@ def run_benchmark(
         tracker.close_orphans()
         tracker.start(profile, str(device), len(cells), len(todo))
         tracker.log_dict("provenance.json", _provenance(results_dir, images))
-        tuned = tuning.load(profile)
+        tuned = tuned_values.load(profile)
         if tuned.records:  # the tune records behind the values this run uses, under its parent run
             tracker.log_tuning(profile.name, list(tuned.records), tuned.path)
     summary = Summary(planned=len(cells), already_done=len(cells) - len(todo) - len(absent), ran=0,
@@ -241,9 +246,9 @@ def run_benchmark(
             frame = store.frame([c.key for c in cells])
         with _timed(parts, "MLflow"):
             tracker.log_groups(frame, profile.name, results_dir / "recons")
-        if report:
+        if report is not None:
             with _timed(parts, "report"):
-                summary.report = _build_report(frame, results_dir, profile)
+                summary.report = report(frame, results_dir)
             if summary.report is not None:
                 with _timed(parts, "MLflow"):
                     tracker.log_report(summary.report.parent)
@@ -342,13 +347,6 @@ def _batch_sizes(todo: list[Cell], work: Work, pool: MethodPool, setting: int | 
                        "rates": {str(b): r for b, r in sorted(found.rates.items())}, "per_step": found.per_step})
     tracker.log_batch_choices(logged)
     return lambda key: chosen.get(key, 1)
-
-
-def _build_report(frame: Any, results_dir: Path, profile: Profile) -> Path | None:
-    import reports
-
-    return reports.build_report(frame, results_dir / "report", title=f"dipbench · {profile.name}",
-                                recon_root=results_dir / "recons", tuning=tuning.report_rows(profile))
 
 
 def _provenance(results_dir: Path, images: dict[tuple[str, int], list[data.Image]]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from benchmark import metrics as registry
+from benchmark.problems import metrics as registry
 
 #: Numeric record fields besides the registry's metrics and costs.
 NUMERIC_FIELDS = (

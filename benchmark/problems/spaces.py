@@ -12,7 +12,7 @@ needs. Three spaces:
   parts are signed); a network ends linearly (no sigmoid); the parts lie in [-1, 1], where a
   diffusion prior works as it is (resized slices reach 1.03 at most).
 - ``ct``: attenuation through the fixed window [-1024, 1024] HU mapped to [0, 1] (see
-  ``benchmark.imagefiles.CT_WINDOW_HU``); metrics on the window, range 1.
+  ``benchmark.problems.imagefiles.CT_WINDOW_HU``); metrics on the window, range 1.
 
 LPIPS is an AlexNet feature distance learnt on natural photographs (Zhang et al. 2018); on MR
 magnitudes and CT windows it has no validated meaning, so it is not computed there.

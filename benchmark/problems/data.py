@@ -21,12 +21,13 @@ import numpy as np
 import torch
 import yaml
 
-from benchmark import imagefiles, resources
-from benchmark.errors import DataUnavailable, UserError, one_line, unknown
-from benchmark.pinned import Unavailable, locate, sha256_of
-from benchmark.pinned import download as download  # re-exported: data.download is the public name
+from benchmark.core import memory
+from benchmark.core.errors import DataUnavailable, UserError, one_line, unknown
+from benchmark.problems import imagefiles
+from benchmark.problems.pinned import Unavailable, locate, sha256_of
+from benchmark.problems.pinned import download as download  # re-exported: data.download is the public name
 
-MANIFEST_DIR = Path(__file__).resolve().parents[1] / "datasets"
+MANIFEST_DIR = Path(__file__).resolve().parents[2] / "datasets"
 EMBEDDED = "embedded"
 #: plain-http addresses a manifest may use: this machine only (a local mirror, the tests' server)
 LOOPBACK_HTTP = ("http://127.0.0.1:", "http://127.0.0.1/", "http://localhost:", "http://localhost/", "http://[::1]")
@@ -267,7 +268,7 @@ def resize_short_side(x: torch.Tensor, size: int | None) -> torch.Tensor:
     c, h, w = x.shape
     scale = size / min(h, w)
     new = (max(1, round(h * scale)), max(1, round(w * scale)))
-    resources.check_fits(f"resizing a {h}×{w} image to {new[0]}×{new[1]}", 3 * 4 * c * new[0] * new[1])
+    memory.check_fits(f"resizing a {h}×{w} image to {new[0]}×{new[1]}", 3 * 4 * c * new[0] * new[1])
     out = torch.nn.functional.interpolate(x[None], size=new, mode="bicubic", antialias=True, align_corners=False)[0]
     return (out.clamp(0, 1) * 255).round() / 255
 

@@ -31,11 +31,11 @@ import sqlalchemy.exc
 from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
 
-from benchmark import metrics as registry
+from benchmark.problems import metrics as registry
 from benchmark.api import TrainingReport
-from benchmark.data import cache_root
-from benchmark.errors import UserError
-from benchmark.leaderboard import EXPERIMENT_KIND
+from benchmark.problems.data import cache_root
+from benchmark.core.errors import UserError
+from benchmark.results.leaderboard import EXPERIMENT_KIND
 
 T = TypeVar("T")
 EXPERIMENT = "dipbench"
@@ -54,7 +54,7 @@ def tracking_uri(explicit: str | None = None) -> str:
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parents[1])
+                             cwd=Path(__file__).resolve().parents[2])
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -229,7 +229,7 @@ class Tracker:
     @_locked
     def log_batch_choices(self, choices: list[dict[str, Any]]) -> None:
         """The batch size each (method, task, shape) runs at and the per-image rates measured for
-        it (``benchmark.calibration``), on the parent run: one param per group plus the JSON."""
+        it (``benchmark.run.calibration``), on the parent run: one param per group plus the JSON."""
         if not self.parent_id or not choices:
             return
         params = []
@@ -299,7 +299,7 @@ class Tracker:
         """One child run per (method, task, dataset) of the per-image table, with its
         reconstructions (PNG) as artifacts when ``recon_root`` holds them."""
         run_ids = []
-        from reports.stats import instance_labels
+        from benchmark.results.statistics import instance_labels
 
         frame = frame.assign(label=instance_labels(frame))
         for (label, task, dataset), rows in frame.groupby(["label", "task", "dataset"], sort=True):
@@ -377,8 +377,8 @@ class Tracker:
 
 
 def _interval(rows: pd.DataFrame, metric: str) -> tuple[float, float, float]:
-    """The same bootstrap interval the report tables show (one implementation, in reports.stats)."""
-    from reports.stats import bootstrap_ci
+    """The same bootstrap interval the report tables show (one implementation, in benchmark.results.statistics)."""
+    from benchmark.results.statistics import bootstrap_ci
 
     ordered = rows.sort_values(["image_id", "seed"])
     return bootstrap_ci(ordered[metric].astype(float).to_numpy())

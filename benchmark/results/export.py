@@ -13,10 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark import metrics
-from benchmark.errors import UserError
-from benchmark.plan import canonical_json
-from benchmark.store import ResultsStore
+from benchmark.problems import metrics
+from benchmark.core.errors import UserError
+from benchmark.core.keys import canonical_json
+from benchmark.results.store import ResultsStore
 
 KEYS = ["cell_key", "method", "params", "family", "task", "dataset", "image_id", "seed"]
 FORMATS = ("csv", "parquet")

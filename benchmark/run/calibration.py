@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from benchmark.api import Method, Problem
-from benchmark.clock import PeakMemory, sync
+from benchmark.run.clock import PeakMemory, sync
 
 #: batch sizes ``auto`` tries
 CANDIDATES = (1, 2, 4, 8)

@@ -12,8 +12,8 @@ weights that work offline. Adding a metric is one ``register(Metric(...))``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -76,12 +76,24 @@ SUMMARIES = ("oracle_psnr", "es_gap_db", "iterations", "iterations_saved")
 _REGISTRY: dict[str, Metric] = {}
 
 
+#: names a metric may not take: the costs, the long tables' columns, and (``reserve``) the
+#: results layer's record fields
+_RESERVED: set[str] = {*COSTS, "metric", "value", "step"}
+
+
+def reserve(names: Iterable[str]) -> None:
+    """Keep ``names`` from metrics (the results layer reserves its record fields, which it stores
+    beside the metrics); a metric registered earlier under one of them is refused now."""
+    added = set(names)
+    taken = sorted(added & set(_REGISTRY))
+    if taken:
+        raise ValueError(f"metric name {taken[0]!r} is a reserved name")
+    _RESERVED.update(added)
+
+
 def register(metric: Metric) -> Metric:
     """Declare a metric; its name must not collide with a record field or a cost."""
-    from benchmark.store import Record
-
-    reserved = {f.name for f in fields(Record)} | set(COSTS) | {"metric", "value", "step"}
-    if metric.name in reserved or not metric.name.isidentifier():
+    if metric.name in _RESERVED or not metric.name.isidentifier():
         raise ValueError(f"metric name {metric.name!r} is taken or not an identifier")
     _REGISTRY[metric.name] = metric
     return metric
@@ -182,7 +194,7 @@ def ssim(x_hat: torch.Tensor, x: torch.Tensor, ctx: MetricContext = _UNIT) -> fl
 def lpips_distance(x_hat: torch.Tensor, x: torch.Tensor, ctx: MetricContext = _UNIT) -> float:
     """LPIPS (AlexNet, v0.1) on images scaled to [-1, 1] by the data range; grayscale images
     are repeated to three channels."""
-    from benchmark.lpips_offline import lpips_model
+    from benchmark.problems.lpips_offline import lpips_model
 
     a, b = _as_batch(x_hat).float() / ctx.data_range, _as_batch(x).float() / ctx.data_range
     if a.shape[1] == 1:

@@ -15,8 +15,9 @@ from typing import Any
 import deepinv as dinv
 import torch
 
-from benchmark import medical, seeding, spaces
-from benchmark.errors import unknown
+from benchmark.core import seeding
+from benchmark.core.errors import unknown
+from benchmark.problems import medical, spaces
 
 PhysicsFactory = Callable[[tuple[int, int, int], torch.device, torch.Generator], Any]
 

@@ -2,7 +2,7 @@
 
 DIP fits amplify rounding differences, so a number is bit-for-bit reproducible only on the same
 kind of machine with the same thread count and batch size (README, "Reproducibility"). CI prints
-this at the top of its log (``python -m benchmark.environment``) so that a failure on one
+this at the top of its log (``python -m benchmark.core.environment``) so that a failure on one
 machine can be told apart from one on another.
 """
 

@@ -9,54 +9,14 @@ memory available on the device, and when an image is too small for a metric to m
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
-from benchmark.errors import UserError
-from benchmark.metrics import MetricContext
-
-GIB = float(1 << 30)
-
-
-def check_device(device: torch.device) -> None:
-    """Refuse a device this machine does not have (``cuda:3`` on a one-GPU machine, or no GPU)."""
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (device.index or 0) >= count:
-            raise UserError(f"device {device} requested, but this machine has {count} CUDA device(s); "
-                            "use device: auto or cpu")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError("device mps requested, but it is not available here; use device: auto or cpu")
-
-
-def available_bytes(device: torch.device | str = "cpu") -> int:
-    """Memory free for new work on ``device``: MemAvailable on Linux, free memory on a GPU."""
-    device = torch.device(device)
-    check_device(device)
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 1 << 62  # unknown: do not refuse
-
-
-def check_fits(what: str, nbytes: int, device: torch.device | str = "cpu") -> None:
-    """Refuse ``what`` when it needs more than the memory available on ``device``."""
-    free = available_bytes(device)
-    if nbytes > free:
-        raise UserError(f"{what} needs at least {nbytes / GIB:.1f} GiB, more than the {free / GIB:.1f} GiB of "
-                        f"memory available on {torch.device(device)}")
+from benchmark.core.errors import UserError
+from benchmark.core.memory import GIB, available_bytes, check_device
+from benchmark.problems.metrics import MetricContext
 
 
 def check_measurable(shapes: Mapping[str, tuple[int, int, int]], metrics: Sequence[Any], device: torch.device) -> None:
@@ -128,7 +88,8 @@ def check_plan(cells: Sequence[Any], image_of: Any, lpips: bool, batch_size: int
     import json
     from collections import Counter
 
-    from benchmark import metrics, registry, tasks
+    from benchmark import registry
+    from benchmark.problems import metrics, tasks
 
     shapes: dict[str, dict[str, tuple[int, int, int]]] = {}  # task → where → what its metrics compare
     where: dict[tuple[int, int, int], str] = {}

@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 WEIGHTS_ENV = "DIPBENCH_WEIGHTS"
 

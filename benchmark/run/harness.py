@@ -2,7 +2,7 @@
 
 It makes each measurement from a generator seeded by (dataset, task, image, seed), calls the method on a
 batch of cells (one task and image size) with the clock running, and measures everything with
-the clock paused: every applicable metric of the registry (``benchmark.metrics``), the
+the clock paused: every applicable metric of the registry (``benchmark.problems.metrics``), the
 trajectory of iterative methods (through the callback), the oracle (the best PSNR over every
 iterate the callback got, on the stream the method names in ``info["oracle_stream"]``), the ES
 gap, wall time (GPU-synchronised), iterations and peak memory.
@@ -23,13 +23,20 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from benchmark import metrics, registry, seeding, spaces, tasks
+from benchmark import registry
 from benchmark.api import Method, Problem, TrainingContext, TrainingReport, as_reconstruction
-from benchmark.calibration import Calibration, Calibrator, cache_key
-from benchmark.clock import PeakMemory, Stopwatch
-from benchmark.errors import DataUnavailable, NotApplicable, WeightsUnavailable
-from benchmark.plan import Cell
-from benchmark.store import Record
+from benchmark.core import seeding
+from benchmark.core.errors import DataUnavailable, NotApplicable, WeightsUnavailable
+from benchmark.problems import data, metrics, spaces, tasks
+from benchmark.results.store import Record
+from benchmark.run.calibration import Calibration, Calibrator, cache_key
+from benchmark.run.clock import PeakMemory, Stopwatch
+from benchmark.run.plan import Cell
+
+
+def checkpoint_dir() -> Path:
+    """Where trained methods cache their checkpoints (under the data cache)."""
+    return data.cache_root() / "checkpoints"
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -228,7 +235,7 @@ def measurement(cell: Cell, image: torch.Tensor, device: torch.device) -> tuple[
 def calibrate(cells: Sequence[Cell], images: Sequence[torch.Tensor], pool: MethodPool,
               sizes: Sequence[int]) -> Calibration:
     """Per-image rates of ``cells``' method at the batch sizes ``sizes`` (see
-    ``benchmark.calibration``), on B of these cells' own problems (repeated when too few)."""
+    ``benchmark.run.calibration``), on B of these cells' own problems (repeated when too few)."""
     method, _ = pool.get(cells[0], int(images[0].shape[0]))
     made = [measurement(cell, image, pool.device) for cell, image in zip(cells, images, strict=True)]
     problems = [Problem(y, physics, method_seed(cell)) for cell, (_, y, physics) in zip(cells, made, strict=True)]

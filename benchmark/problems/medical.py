@@ -1,4 +1,4 @@
-"""The physics of the MRI and CT tasks (declared in ``benchmark.tasks``).
+"""The physics of the MRI and CT tasks (declared in ``benchmark.problems.tasks``).
 
 MRI: Cartesian undersampling of the centred, orthonormal 2-D k-space of deepinv's ``MRI``, with
 fastMRI's random line masks (Zbontar et al. 2018, ``RandomMaskFunc``): a fully sampled band of
