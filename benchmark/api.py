@@ -27,6 +27,22 @@ ORACLE_STREAM = "oracle_stream"
 
 
 @dataclass
+class SoloCost:
+    """What a reconstruction cost a user solving its problem alone, as the method measured it:
+    seconds of the work it shared (a DIP network's steps) keyed by how many problems shared that
+    work at the time (its group size), and seconds of its own work (a stopping rule's). The harness
+    scales the shared seconds by the calibrated solo/batch rate of each group size and adds the
+    method's own as they are."""
+
+    network_s: dict[int, float] = field(default_factory=dict)
+    own_s: float = 0.0
+
+    @property
+    def network_total(self) -> float:
+        return sum(self.network_s.values())
+
+
+@dataclass
 class Reconstruction:
     """What a method may return instead of a bare tensor, to report how it got there."""
 
@@ -39,6 +55,11 @@ class Reconstruction:
     budget: int | None = None
     #: anything else worth logging (numbers or short strings)
     info: dict[str, Any] = field(default_factory=dict)
+    #: per-pixel posterior standard deviation, the shape of ``x`` (None: the method gives none);
+    #: metrics that need it (calibration) are computed where it exists
+    uncertainty: torch.Tensor | None = None
+    #: the method's own split of its cost (None: the harness times the call and shares it out)
+    cost: SoloCost | None = None
 
 
 @dataclass(frozen=True)
@@ -260,6 +281,20 @@ class Method:
         """Solve several problems of one task and image size; each result must be what
         ``reconstruct`` gives for that problem alone (to float tolerance). By default, one by one."""
         return [self.reconstruct(p.y, p.physics, seed=p.seed, callback=p.callback) for p in problems]
+
+    def shared_fit_key(self) -> str | None:
+        """Methods whose instances give equal keys compute one trajectory for a problem and differ
+        only in how they read it (when to stop, which stream of iterates): the harness hands their
+        cells of one measurement to :meth:`solve_shared` together. None (the default): never shared."""
+        return None
+
+    @classmethod
+    def solve_shared(cls, groups: Sequence[Sequence[tuple[Method, Problem]]]
+                     ) -> Sequence[Sequence[torch.Tensor | Reconstruction]]:
+        """Each group: the methods (sharing one ``shared_fit_key``) reading one problem; one result
+        per method, each what it gives alone. By default, each method alone."""
+        return [[m.reconstruct(p.y, p.physics, seed=p.seed, callback=p.callback) for m, p in group]
+                for group in groups]
 
 
 def as_reconstruction(result: torch.Tensor | Reconstruction) -> Reconstruction:
