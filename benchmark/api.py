@@ -174,6 +174,9 @@ class Method:
     #: methods that learn from a training split implement ``prepare`` and take the parameter
     #: ``train_images`` (the first N images of the training split; None: all of them)
     needs_training: ClassVar[bool] = False
+    #: the parameter counting a trained method's optimiser steps (``benchmark plan`` times a few
+    #: of them to estimate the training's cost); None: not declared
+    training_steps_parameter: ClassVar[str | None] = None
     #: how many problems of one task and image size ``reconstruct_batch`` may get at once; more
     #: than 1 only where solving them together is faster than one by one (e.g. DIP fits B
     #: networks in one step)

@@ -1,6 +1,7 @@
 """Command line: ``python -m benchmark`` (or ``dipbench``).
 
     run         run (or resume) a profile, or any selection of methods × tasks × datasets
+    plan        a profile's cells and estimated cost here and on a GPU, running nothing
     tune        choose tunable hyperparameters on validation images from the training split
     list        list registered methods, tasks, datasets and profiles
     report      rebuild the HTML/Markdown/LaTeX report from a results store
@@ -84,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--out", type=Path, help="tuned-values file (default: the one the profile names)")
     tune.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns.db)")
     tune.add_argument("--device", help="device (default: the profile's)")
+
+    planned = sub.add_parser("plan", help="a profile's cells and estimated cost here and on a GPU, running nothing")
+    planned.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
+    planned.add_argument("--methods", help="comma-separated methods (default: the profile's)")
+    planned.add_argument("--tasks", type=_csv, help="comma-separated tasks")
+    planned.add_argument("--groups", action="store_true", help="one line per (method, task, dataset, image size)")
 
     lst = sub.add_parser("list", help="list what is registered")
     lst.add_argument("what", nargs="?", choices=["methods", "tasks", "datasets", "profiles", "all"], default="all")
@@ -271,6 +278,22 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """The profile's cells and their estimated cost (``benchmark.run.estimate``); runs nothing."""
+    from benchmark.run import estimate, profiles
+
+    narrowed = argparse.Namespace(**{**vars(build_parser().parse_args(["run"])), "methods": args.methods,
+                                     "tasks": args.tasks})
+    profile = _select(profiles.load(args.profile), narrowed)
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr)
+
+    groups = estimate.estimate(profile, log=say)
+    print(estimate.render(profile, groups, estimate.gpu_speedup(log=say), show_groups=args.groups))
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from benchmark import registry
     from benchmark.problems import data, tasks
@@ -372,8 +395,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"run": cmd_run, "tune": cmd_tune, "list": cmd_list, "report": cmd_report, "export": cmd_export,
-                "leaderboard": cmd_leaderboard}
+    commands = {"run": cmd_run, "tune": cmd_tune, "plan": cmd_plan, "list": cmd_list, "report": cmd_report,
+                "export": cmd_export, "leaderboard": cmd_leaderboard}
     try:
         return commands[args.command](args)
     except UserError as exc:

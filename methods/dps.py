@@ -87,6 +87,7 @@ class DPS(Method):
     family = "data-driven"
     summary = "Diffusion posterior sampling with a DDPM prior trained by the suite (or released DiffUNet weights)."
     needs_training = True
+    training_steps_parameter = "prior_steps"
     defaults = {
         "sampling_steps": 1000,  # reverse diffusion steps, as in the paper (quick profile: 200), evenly re-spaced
         "zeta": 0.3,  # guidance ζ on ∇‖y − A x̂0‖, in 1000-step units (per-family values below)

@@ -39,6 +39,7 @@ class SupervisedUNet(Method):
     family = "data-driven"
     summary = "U-Net trained by the suite per task on the training split (residual correction of A⁺y)."
     needs_training = True
+    training_steps_parameter = "train_steps"
     #: The paper budget is sized for a GPU: 20000 steps of 32 patches of 64² on a 64-channel,
     #: 3-level net (a few minutes per task on one recent GPU, by our estimate; not measured here).
     #: On a CPU, a 32-channel 2-level net trained 6000 steps of 16 × 48² on Train400 reached
