@@ -7,15 +7,19 @@ runs DPS and the U-Net on the same images with priors trained here on a few trai
 writes ``gpu_check.json`` and ``gpu_check.md``: the card, torch, and per part the seconds per
 iteration, images per second, the batch size and the PSNRs (mixed precision next to float32).
 
-It needs only torch, numpy, PIL, pyyaml, deepinv and this repository (no MLflow, Ray or LPIPS),
-stops adding work when the next part would not fit the ``--budget-s`` wall-clock budget, and
-records a part that fails instead of stopping. ``--quick`` runs tiny sizes (CPU, CI).
+Every part runs through the benchmark's own pieces: the paper profile as the plan reads it
+(``profiles.load`` and ``plan.resolved_params``: its tuned values and overrides included), cells
+measured and solved by ``harness.run_cells`` with a ``MethodPool`` (the same measurements, seeds,
+metrics, batching and solo-equivalent costs as a benchmark run), the calibration of
+``harness.calibrate``. It needs torch, numpy, PIL, pyyaml, scipy, pandas, deepinv and this
+repository (no MLflow, Ray or LPIPS), stops adding work when the next part would not fit the
+``--budget-s`` wall-clock budget, and records a part that fails instead of stopping. ``--quick``
+runs tiny sizes (CPU, CI).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -29,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGMA_TASK = "denoising_s25"
@@ -62,20 +65,16 @@ def _tqdm_fallback() -> None:
             sys.modules[name] = module
 
 
-def _images(folder: Path, count: int, crop: int | None) -> list[tuple[str, str, torch.Tensor]]:
-    """(name, sha256, C×H×W in [0, 1]) of the first ``count`` images of ``folder`` by name."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".tif", ".tiff"})
-    if not files:
-        raise FileNotFoundError(f"no images in {folder}")
+def _images(folder: Path, count: int, crop: int | None, mode: str | None = "rgb") -> list[Any]:
+    """The first ``count`` images of ``folder`` by name (``data.folder_images``: read and hashed as
+    a dataset folder is), centre-cropped to ``crop``² when given."""
+    from benchmark.problems import data
+
+    _, images = data.folder_images(folder, mode)
     out = []
-    for path in files[:count]:
-        with Image.open(path) as img:
-            array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-        tensor = torch.from_numpy(array).permute(2, 0, 1).contiguous()
-        if crop is not None:
-            top, left = (tensor.shape[1] - crop) // 2, (tensor.shape[2] - crop) // 2
-            tensor = tensor[:, top:top + crop, left:left + crop].contiguous()
-        out.append((path.stem, hashlib.sha256(path.read_bytes()).hexdigest(), tensor))
+    for image in images[:count]:
+        tensor = data.center_crop(image.tensor, crop) if crop is not None else image.tensor
+        out.append(data.Image(image.id, tensor.contiguous(), image.sha256, image.file))
     return out
 
 
@@ -120,12 +119,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _psnr(x_hat: torch.Tensor, x: torch.Tensor) -> float:
-    from benchmark.problems import metrics
-
-    return metrics.psnr(x_hat.clamp(0, 1).reshape(x.shape), x)
-
-
 def environment(device: torch.device) -> dict[str, Any]:
     env: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
                            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
@@ -144,66 +137,73 @@ def environment(device: torch.device) -> dict[str, Any]:
     return env
 
 
-def _measure(images: list[tuple[str, str, torch.Tensor]], device: torch.device,
-             dataset: str) -> list[tuple[Any, torch.Tensor]]:
-    """(physics, y) per image, drawn as the harness draws them (dataset, task, image id, seed 0)."""
-    from benchmark.problems import tasks
-
-    task = tasks.get(SIGMA_TASK)
-    out = []
-    for name, _, image in images:
-        generator = tasks.measurement_generator(task.name, name, 0, dataset=dataset)
-        c, h, w = image.shape
-        physics = task.physics((int(c), int(h), int(w)), device, generator)
-        out.append((physics, task.measure(image.to(device)[None], physics, generator)))
-    return out
-
-
 def dip_params(quick: bool) -> dict[str, Any]:
-    """The paper profile's DIP parameters for σ = 25 denoising (tiny ones with ``--quick``)."""
-    import yaml
-
-    from methods.dip import DeepImagePrior as DIP
-
-    profile = yaml.safe_load((ROOT / "benchmark" / "profiles" / "paper.yaml").read_text())
-    overrides = dict((profile.get("method_params") or {}).get("dip", {}))
-    if quick:
-        overrides.update(iterations=6, channels=8, scales=3)
+    """The paper profile's DIP parameters for σ = 25 denoising, as its plan resolves them (tuned
+    values and ``method_params`` included); tiny ones with ``--quick``."""
     from benchmark.problems import tasks
+    from benchmark.run import plan, profiles
 
-    return DIP.resolve_params(tasks.get(SIGMA_TASK), overrides)
+    profile = profiles.load("paper")
+    instance = plan.MethodInstance("dip", tuple(sorted(profile.method_params.get("dip", {}).items())), "dip")
+    params = plan.resolved_params(profile, instance, tasks.get(SIGMA_TASK))
+    if quick:
+        params.update(iterations=6, channels=8, scales=3)
+    return params
 
 
-def fit_dip(params: dict[str, Any], data: list[tuple[Any, torch.Tensor]], truths: list[torch.Tensor],
-            batch: int, precision: str, device: torch.device) -> dict[str, Any]:
-    """Fit every image, ``batch`` at a time, at ``precision``; timings and PSNRs."""
-    from benchmark.api import Problem
-    from methods.dip import DeepImagePrior as DIP
+def _cells(method: str, params: dict[str, Any], dataset: str, images: list[Any], training: str = "") -> list[Any]:
+    from benchmark.core.keys import canonical_json
+    from benchmark.run.plan import Cell, version_of
 
-    method = DIP(**{**params, "precision": precision})
-    psnrs: list[float] = []
-    wall = 0.0
-    for start in range(0, len(data), batch):
-        chunk = data[start:start + batch]
-        problems = [Problem(y, physics, 0) for physics, y in chunk]
-        _sync(device)
-        began = time.perf_counter()
-        results = method.reconstruct_batch(problems)
-        _sync(device)
-        wall += time.perf_counter() - began
-        psnrs += [_psnr(r.x, truths[start + i]) for i, r in enumerate(results)]
+    return [Cell(method, canonical_json(params), SIGMA_TASK, dataset, img.id, "gpu-check", 0, method, training,
+                 version_of(method)) for img in images]
+
+
+def _pool(device: torch.device, out: Path, train: list[torch.Tensor] | None = None, name: str = "") -> Any:
+    from benchmark.run.harness import MethodPool
+
+    return MethodPool(lambda: list(train or []), name or "none", out / "checkpoints", device, progress=False,
+                      load_training=lambda _name: list(train or []))
+
+
+def _solve(cells: list[Any], images: list[Any], pool: Any, batch: int) -> list[list[Any]]:
+    """``run_cells`` on ``batch`` cells at a time; the records of each batch (a failure raised)."""
+    from benchmark.run.harness import run_cells
+
+    batches = []
+    for start in range(0, len(cells), batch):
+        outcomes = run_cells(cells[start:start + batch], [img.tensor for img in images[start:start + batch]], pool,
+                             profile="gpu-check", with_lpips=False, save_reconstruction=False)
+        for outcome in outcomes:
+            if outcome.record.status != "ok":
+                raise RuntimeError(f"{outcome.record.method} on {outcome.record.image_id}: {outcome.record.status} "
+                                   f"{outcome.record.error}")
+        batches.append([o.record for o in outcomes])
+    return batches
+
+
+def fit_dip(params: dict[str, Any], images: list[Any], dataset: str, batch: int, precision: str,
+            device: torch.device, out: Path) -> dict[str, Any]:
+    """Fit every image through the harness, ``batch`` at a time, at ``precision``; timings and PSNRs."""
+    run = {**params, "precision": precision}
+    batches = _solve(_cells("dip", run, dataset, images), images, _pool(device, out), batch)
+    # each batch's own time, measured by the harness (a lone cell's runtime is its batch's)
+    wall = sum(float(b[0].info.get("batch_runtime_s", b[0].runtime_s)) for b in batches)
+    records = [r for b in batches for r in b]
+    psnrs = [float(r.metrics["psnr"]) for r in records]
     iterations = int(params["iterations"])
-    return {"batch_size": batch, "precision": precision, "images": len(data), "iterations": iterations,
-            "wall_s": round(wall, 3), "s_per_iteration_per_image": wall / (iterations * len(data)),
-            "images_per_s": len(data) / wall, "psnr": psnrs, "psnr_mean": float(np.mean(psnrs))}
+    return {"batch_size": batch, "precision": precision, "images": len(records), "iterations": iterations,
+            "wall_s": round(wall, 3), "s_per_iteration_per_image": wall / (iterations * len(records)),
+            "images_per_s": len(records) / wall, "solo_runtime_s": [r.runtime_s for r in records],
+            "psnr": psnrs, "psnr_mean": float(np.mean(psnrs))}
 
 
-def _fitting(check: Check, data: list[Any], rate: float | None, iterations: int, reserve: float) -> int:
+def _fitting(check: Check, images: list[Any], rate: float | None, iterations: int, reserve: float) -> int:
     """How many images a DIP part can fit in the budget left (0: skip), from a measured rate."""
     if rate is None:
-        return len(data)
+        return len(images)
     per_image = iterations / rate
-    return max(0, min(len(data), int((check.left() - reserve) / per_image)))
+    return max(0, min(len(images), int((check.left() - reserve) / per_image)))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -214,11 +214,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     check.doc["settings"] = {"budget_s": args.budget_s, "count": args.count, "quick": args.quick,
                              "images": str(args.images), "task": SIGMA_TASK}
     check.write()
-    crop = 32 if args.quick else None
-    images = _images(args.images, args.count, crop)
-    check.doc["images"] = [{"name": n, "sha256": s, "shape": list(t.shape)} for n, s, t in images]
-    truths = [t.to(device)[None] for _, _, t in images]
-    data = _measure(images, device, args.images.name)
+    images = _images(args.images, args.count, 32 if args.quick else None)
+    dataset = args.images.name
+    check.doc["images"] = [{"name": img.id, "sha256": img.sha256, "shape": list(img.tensor.shape)} for img in images]
     params = dip_params(args.quick)
     check.doc["dip_params"] = params
     mixed = "bf16" if device.type == "cpu" or torch.cuda.is_bf16_supported() else "fp16"
@@ -226,39 +224,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     reserve = 0.25 * args.budget_s  # kept for DPS and the U-Net
 
     def calibrate() -> dict[str, Any]:
-        from benchmark.api import Problem
-        from benchmark.run.calibration import Calibrator, cache_key, candidates
-        from methods.dip import DeepImagePrior as DIP
+        from benchmark.run import calibration, harness
 
-        problems = [Problem(y, physics, 0) for physics, y in data]
-        calibrator = Calibrator(args.out / "calibration", device)
-        key = cache_key("dip", json.dumps(params, sort_keys=True), SIGMA_TASK, tuple(images[0][2].shape), device)
-        found = calibrator.measure(key, DIP(**params), lambda b: [problems[i % len(problems)] for i in range(b)],
-                                   candidates(len(problems)))
+        pool = _pool(device, args.out)
+        pool.calibrator.folder = args.out / "calibration"
+        cells = _cells("dip", params, dataset, images)
+        found = harness.calibrate(cells, [img.tensor for img in images], pool, calibration.candidates(len(cells)))
         return {"rates_image_steps_per_s": found.rates, "peak_mb": found.peak_mb,
-                "batch_size": found.best(len(problems)), "seconds": round(calibrator.measured_s, 3)}
+                "batch_size": found.best(len(cells)), "seconds": round(pool.calibrator.measured_s, 3)}
 
-    calibration = check.part("calibration", calibrate) or {"batch_size": 1, "rates_image_steps_per_s": {}}
-    rates = calibration["rates_image_steps_per_s"]
-    chosen = int(calibration["batch_size"])
+    calibrated = check.part("calibration", calibrate) or {"batch_size": 1, "rates_image_steps_per_s": {}}
+    rates = calibrated["rates_image_steps_per_s"]
+    chosen = int(calibrated["batch_size"])
     dip_runs: dict[str, dict[str, Any]] = {}
     for batch in (1, chosen) if chosen > 1 else (1,):
         for precision in ("fp32", mixed):
             name = f"dip_b{batch}_{precision}"
 
             def body(batch: int = batch, precision: str = precision) -> dict[str, Any]:
-                count = _fitting(check, data, rates.get(batch), iterations, reserve)
+                count = _fitting(check, images, rates.get(batch), iterations, reserve)
                 if count == 0:
                     raise _Skip(f"one image would not fit the {check.left():.0f} s left")
-                return fit_dip(params, data[:count], truths[:count], batch, precision, device)
+                return fit_dip(params, images[:count], dataset, batch, precision, device, args.out)
 
             result = check.part(name, body)
             if result is not None:
                 dip_runs[name] = result
     check.doc["mixed_precision"] = _precision_summary(dip_runs, mixed)
     train = _training_images(args)
-    check.part("unet", lambda: data_driven("unet", args, check, train, data, truths, device))
-    check.part("dps", lambda: data_driven("dps", args, check, train, data, truths, device))
+    for method in ("unet", "dps"):
+
+        def trained(method: str = method) -> dict[str, Any]:
+            return data_driven(method, args, check, train, images, dataset, device)
+
+        check.part(method, trained)
     check.write()
     return check.doc
 
@@ -279,53 +278,44 @@ def _precision_summary(runs: dict[str, dict[str, Any]], mixed: str) -> dict[str,
 def _training_images(args: argparse.Namespace) -> list[torch.Tensor] | None:
     if args.train is None or not args.train.is_dir():
         return None
-    return [t for _, _, t in _images(args.train, args.train_limit, 32 if args.quick else None)]
+    return [img.tensor for img in _images(args.train, args.train_limit, 32 if args.quick else None)]
 
 
 def data_driven(name: str, args: argparse.Namespace, check: Check, train: list[torch.Tensor] | None,
-                data: list[tuple[Any, torch.Tensor]], truths: list[torch.Tensor],
-                device: torch.device) -> dict[str, Any]:
-    """Train (a small budget) and run a data-driven method on the same images, while the budget lasts."""
+                images: list[Any], dataset: str, device: torch.device) -> dict[str, Any]:
+    """Train (a small budget) and run a data-driven method on the same images through the harness,
+    one image at a time while the budget lasts."""
     if train is None:
         raise _Skip("no training images (--train DIR)")
     if check.left() <= 0:
         raise _Skip("the budget is spent")
-    from benchmark.api import TrainingContext
+    from benchmark import registry
     from benchmark.problems import tasks
 
-    if name == "unet":
-        from methods.unet import SupervisedUNet
-
-        budget = "test" if args.quick else "paper"  # --quick: the tests' tiny nets, for a CPU
-        method: Any = SupervisedUNet(**SupervisedUNet.resolve_params("denoising", {"train_steps": args.train_steps},
-                                                                     budget))
-    else:
-        from methods.dps import DPS
-
-        method = DPS(**DPS.resolve_params("denoising", {"prior_steps": args.train_steps,
-                                                         "sampling_steps": 10 if args.quick else 1000},
-                                          "test" if args.quick else "paper"))
-    ctx = TrainingContext(images=train, dataset=str(args.train), task=tasks.get(SIGMA_TASK),
-                          cache_dir=args.out / "checkpoints", seed=0, device=device, progress=False)
+    budget = "test" if args.quick else "paper"  # --quick: the tests' tiny nets, for a CPU
+    steps = {"unet": {"train_steps": args.train_steps},
+             "dps": {"prior_steps": args.train_steps, "sampling_steps": 10 if args.quick else 1000}}[name]
+    params = registry.get(name).resolve_params(tasks.get(SIGMA_TASK), steps, budget)
+    training = f"{args.train.name} (first {len(train)})"
+    pool = _pool(device, args.out, train, training)
+    cells = _cells(name, params, dataset, images, training)
     _sync(device)
     began = time.perf_counter()
-    report = method.prepare(ctx)
+    _, report = pool.get(cells[0], int(images[0].tensor.shape[0]))
     _sync(device)
     train_s = time.perf_counter() - began
-    psnrs: list[float] = []
+    records: list[Any] = []
     wall = 0.0
-    for (physics, y), truth in zip(data, truths, strict=True):
-        if psnrs and check.left() < wall / len(psnrs):  # the next image would not fit
+    for cell, image in zip(cells, images, strict=True):
+        if records and check.left() < wall / len(records):  # the next image would not fit
             break
-        _sync(device)
-        began = time.perf_counter()
-        result = method.reconstruct(y, physics, seed=0)
-        _sync(device)
-        wall += time.perf_counter() - began
-        psnrs.append(_psnr(result.x if hasattr(result, "x") else result, truth))
+        (batch,) = _solve([cell], [image], pool, 1)
+        records += batch
+        wall += float(batch[0].runtime_s)
+    psnrs = [float(r.metrics["psnr"]) for r in records]
     return {"train_steps": args.train_steps, "train_images": len(train), "train_s": round(train_s, 3),
-            "cached": bool(report.cached) if report is not None else False, "images": len(psnrs),
-            "wall_s": round(wall, 3), "images_per_s": len(psnrs) / wall if wall else None,
+            "cached": bool(report.cached) if report is not None else False, "images": len(records),
+            "wall_s": round(wall, 3), "images_per_s": len(records) / wall if wall else None,
             "psnr": psnrs, "psnr_mean": float(np.mean(psnrs)) if psnrs else None}
 
 

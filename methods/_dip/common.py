@@ -72,6 +72,9 @@ SKIP_DEFAULTS: dict[str, Any] = {
     "reg_noise_std": 1.0 / 30.0,
     "ema": 0.99,
     "input": "noise",
+    #: the forward pass's precision: "fp32", or mixed ("bf16" / "fp16" autocast; weights, Adam and the
+    #: loss stay float32), a GPU option (``make gpu-check`` measures what it buys)
+    "precision": "fp32",
 }
 
 #: MRI (task family "mri"): Adam's lr 0.003 instead of the denoising notebook's 0.01 for every
@@ -334,6 +337,9 @@ class DipMethod(Method):
             cls.require(params, "ema", 0 <= params["ema"] < 1, "a number in [0, 1)")
         if "input" in params:
             cls.require(params, "input", params["input"] in INPUTS, f"one of {', '.join(INPUTS)}")
+        if "precision" in params:
+            cls.require(params, "precision", params["precision"] in loop.PRECISIONS,
+                        f"one of {', '.join(loop.PRECISIONS)}")
 
     def fit(self, y: torch.Tensor, physics: Any, seed: int) -> Fit:
         """The paper's skip network fitted to ``y`` by the measurement loss (vanilla DIP's fit)."""
