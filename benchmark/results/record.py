@@ -22,6 +22,9 @@ class Record:
     family: str = ""
     stopping_rule: str = ""  # the method's declared stopping rule ("" when it has none)
     profile: str = ""
+    #: the profile's budget the cell ran under ("test", "quick", "paper"; "" in stores written
+    #: before it was recorded). Not ``budget``: that field is the iteration cap the method was given
+    run_budget: str = ""
     status: str = "ok"  # ok | failed | skipped
     error: str = ""
     metrics: dict[str, float] = field(default_factory=dict)  # name → value (benchmark.problems.metrics)
