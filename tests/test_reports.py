@@ -324,3 +324,21 @@ def test_trajectory_figure_has_one_curve_per_iterative_method(frame: pd.DataFram
     long = plots.trajectory_long(df)
     assert set(long.method) == {"dip", "dip_es"}
     assert plots.trajectories(df[df.family != "dip"], {}) is None
+
+
+def test_iterative_rows_state_their_stream_and_iteration_cap(frame: pd.DataFrame) -> None:
+    """The DIP variants of a block ran under one cap and each says which stream it returns."""
+    table = tables.comparison(frame)
+    rows = dict(table.rows)
+    start = 0
+    for label, span in table.groups:
+        if label.startswith(f"{DEN} ·"):
+            break
+        start += span
+    assert table.columns[start] == "iterates" and start in table.text_columns
+    assert rows["dip"][start].text == "EMA 0.99 of outputs, ≤ 200 it."
+    assert rows["dip_es"][start].text == "raw outputs, ≤ 200 it."
+    assert rows["tv"][start].text == "" and rows["dncnn"][start].text == ""  # one-shot here: nothing to say
+    assert "iterates: the stream of iterates" in table.caption
+    one_shot = tables.comparison(frame[frame.family != "dip"])
+    assert "iterates" not in one_shot.columns and "iterates:" not in one_shot.caption
