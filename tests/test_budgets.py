@@ -13,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import reports
+from benchmark import cli
 from benchmark.results import leaderboard
 from benchmark.results import statistics as stats
 from benchmark.results.export import long_curves, long_results
@@ -113,3 +114,12 @@ def test_a_paper_budget_report_has_no_banner(tmp_path: Path) -> None:
     assert "CPU-budget" not in (tmp_path / "paper" / "tables.md").read_text(encoding="utf-8")
     mixed = records_frame([_record("a", "paper"), _record("b", "quick", image="b")])
     assert "budget quick" in reports.budget_banner(mixed) and "budgets paper, quick" in reports._meta(mixed)
+
+
+def test_the_command_line_summary_opens_with_the_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["run", "--no-progress", "--no-report", "--profile", "smoke", "--methods", "trivial", "--tasks",
+                     "denoising_s25", "--limit", "1", "--results", str(tmp_path / "res"),
+                     "--tracking-uri", f"sqlite:///{tmp_path / 'ml.db'}"])
+    out = capsys.readouterr().out
+    assert code == 0 and out.startswith("These are CPU-budget rankings on small images (budget test)")
+    assert "Budget test." in out  # the table's caption too
