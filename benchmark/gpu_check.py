@@ -177,18 +177,18 @@ def dip_params(quick: bool) -> dict[str, Any]:
 def fit_dip(params: dict[str, Any], data: list[tuple[Any, torch.Tensor]], truths: list[torch.Tensor],
             batch: int, precision: str, device: torch.device) -> dict[str, Any]:
     """Fit every image, ``batch`` at a time, at ``precision``; timings and PSNRs."""
-    from methods._dip import common
+    from benchmark.api import Problem
     from methods.dip import DeepImagePrior as DIP
 
-    method = DIP(**params)
+    method = DIP(**{**params, "precision": precision})
     psnrs: list[float] = []
     wall = 0.0
     for start in range(0, len(data), batch):
         chunk = data[start:start + batch]
-        plans = [method.plan(y, physics, seed=0) for physics, y in chunk]
+        problems = [Problem(y, physics, 0) for physics, y in chunk]
         _sync(device)
         began = time.perf_counter()
-        results = common.run_many(plans, {**params, "precision": precision}, [None] * len(chunk))
+        results = method.reconstruct_batch(problems)
         _sync(device)
         wall += time.perf_counter() - began
         psnrs += [_psnr(r.x, truths[start + i]) for i, r in enumerate(results)]

@@ -45,7 +45,7 @@ import torch
 
 from benchmark.api import Reconstruction
 from benchmark.registry import register
-from methods._dip import common
+from methods._dip import common, streams
 from methods._dip.objectives import measurement_loss
 from methods._dip.stopping import LowestTrainingLoss
 
@@ -66,8 +66,10 @@ class ConvDecoderMethod(common.DipMethod):
     }
     stopping_rule = "lowest training loss within the budget"
     test_params = {"iterations": 60, "channels": 16, "layers": 4}
-    quick_params = {"iterations": 500, "channels": 32}
+    quick_params = {"iterations": common.QUICK_CAP, "channels": 32}
     counts = ("iterations", "channels", "input_size")
+    fit_kind = "ConvDecoder, measurement loss"
+    fit_params = ("channels", "layers", "input_size")
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:
@@ -80,7 +82,11 @@ class ConvDecoderMethod(common.DipMethod):
         return (f"ConvDecoder is Darestani & Heckel's method for MRI (complex images); {task.name!r} has "
                 f"{task.space.name!r} images, which Deep Decoder (deep_decoder) covers")
 
-    def plan(self, y: torch.Tensor, physics: Any, seed: int) -> common.FitPlan:
+    def fit(self, y: torch.Tensor, physics: Any, seed: int) -> common.Fit:
+        setup, factor = common.conv_decoder_setup(self.params, y, physics, seed)
+        return common.Fit(setup, measurement_loss(physics, y), info={"output_scale": factor})
+
+    def read(self, y: torch.Tensor, physics: Any, seed: int) -> common.Reading:
         best = LowestTrainingLoss()
 
         def finish(result: Reconstruction) -> None:
@@ -89,6 +95,4 @@ class ConvDecoderMethod(common.DipMethod):
                 with torch.no_grad():
                     result.x = result.x + physics.A_adjoint(y - physics.A(result.x))
 
-        setup, factor = common.conv_decoder_setup(self.params, y, physics, seed)
-        return common.FitPlan(setup, measurement_loss(physics, y), rule=best, finish=finish,
-                              info={"output_scale": factor})
+        return common.Reading(streams.averaged(float(self.params["ema"])), rule=best, finish=finish)

@@ -16,8 +16,7 @@ import torch
 
 from benchmark.api import Reconstruction
 from benchmark.registry import register
-from methods._dip import common
-from methods._dip.objectives import measurement_loss
+from methods._dip import common, streams
 from methods._dip.stopping import WindowedVariance
 
 
@@ -27,10 +26,12 @@ class DipESWMV(common.DipMethod):
     summary = "DIP stopped by the windowed moving variance of its iterates (ES-WMV)."
     defaults = {**common.SKIP_DEFAULTS, "iterations": 5000, "ema": 0.0, "window": 100, "patience": 1000}
     task_defaults = common.EARLY_STOPPING_TASK_DEFAULTS
+    budget_task_params = common.SKIP_BUDGET_TASK_PARAMS
     stopping_rule = "windowed moving variance of the iterates (ES-WMV)"
-    #: a larger cap than DIP's, so that the stopping rule decides where the run ends
+    #: the DIP family's common cap in each budget (the paper budget: at least 5000), so that the
+    #: stopping rule decides where the run ends
     test_params = {**common.SKIP_TEST_PARAMS, "window": 10, "patience": 20}
-    quick_params = {**common.SKIP_QUICK_PARAMS, "iterations": 600, "patience": 200}
+    quick_params = {**common.SKIP_QUICK_PARAMS, "patience": 200}
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:
@@ -38,7 +39,7 @@ class DipESWMV(common.DipMethod):
         cls.require(params, "window", params["window"] >= 2, "an integer >= 2")
         cls.require(params, "patience", params["patience"] >= 1, "an integer >= 1")
 
-    def plan(self, y: torch.Tensor, physics: Any, seed: int) -> common.FitPlan:
+    def read(self, y: torch.Tensor, physics: Any, seed: int) -> common.Reading:
         window = common.positive_int(self.params, "window", minimum=2)
         patience = common.positive_int(self.params, "patience")
         rule = WindowedVariance(window=window, patience=patience)
@@ -46,6 +47,5 @@ class DipESWMV(common.DipMethod):
         def finish(result: Reconstruction) -> None:
             result.info["min_variance"] = common.finite_or_none(rule.tracker.best_value)
 
-        setup = common.skip_setup(self.params, y, physics, seed)
-        return common.FitPlan(setup, measurement_loss(physics, y), rule=lambda step, x, _loss: rule.update(step, x),
-                              finish=finish)
+        return common.Reading(streams.averaged(float(self.params["ema"])),
+                              rule=lambda step, x, _loss: rule.update(step, x), finish=finish)

@@ -10,9 +10,12 @@ minimum. See ``methods/_dip/autoencoder.py`` for the autoencoder and its trainin
 
 Where this departs from the authors: the budget caps the run (they run up to 100,000 steps);
 the returned iterate is the raw output of the best step, where they re-run the network in eval
-mode on the unperturbed input; images that are not 512×512 are resized to a power-of-two side for
-the autoencoder; and ``ae_every`` > 1 (check and train every few steps) and smaller
-``ae_window`` / ``ae_batch`` are CPU budgets the quick and smoke profiles use.
+mode on the unperturbed input; images that are not 512×512 are scaled (never stretched: the
+shorter side is padded) to a power-of-two side for the autoencoder; iterates of signed images (MRI
+parts) are mapped into [0, 1] by their space's value range. ``ae_setting: cpu`` (the quick
+profile's, shown in its label) keeps the authors' 256-step window with one iterate every 8 steps,
+checks every 8 steps and trains one Adam step of 8 iterates per DIP step, 1/32 of the authors'
+training (``methods._dip.autoencoder.AE_SETTINGS``).
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ from typing import Any
 import torch
 
 from benchmark.api import Reconstruction
+from benchmark.problems import spaces
 from benchmark.registry import register
-from methods._dip import common
-from methods._dip.autoencoder import AutoencoderValidation
-from methods._dip.objectives import measurement_loss
+from methods._dip import common, streams
+from methods._dip.autoencoder import AE_SETTINGS, AutoencoderValidation
 from methods._dip.stopping import Verdict
 
 
@@ -35,31 +38,35 @@ class DipSelfValidation(common.DipMethod):
     name = "dip_sv"
     summary = "DIP stopped by an online autoencoder's error on its iterates (Li et al.'s self-validation)."
     defaults = {**common.SKIP_DEFAULTS, "iterations": 5000, "ema": 0.0, "patience": 500, "ae_window": 256,
-                "ae_batch": 32, "ae_lr": 1e-3, "ae_every": 1}
+                "ae_setting": "authors", "ae_lr": 1e-3}
     task_defaults = common.EARLY_STOPPING_TASK_DEFAULTS
+    budget_task_params = common.SKIP_BUDGET_TASK_PARAMS
     stopping_rule = "online autoencoder's error on the iterates (self-validation)"
-    #: a larger cap than DIP's, so that the stopping rule decides where the run ends; the
-    #: autoencoder checks every few steps on a short window of iterates (a CPU budget). Quick:
-    #: four Adam steps (minibatches of 4) every 25 steps; one step every 50, as before, left it
-    #: untrained, so its first check was its minimum (ES gap 4.8 dB on the quick images).
-    test_params = {**common.SKIP_TEST_PARAMS, "patience": 20, "ae_window": 8, "ae_batch": 8, "ae_every": 5}
-    quick_params = {**common.SKIP_QUICK_PARAMS, "iterations": 1000, "patience": 300, "ae_window": 16,
-                    "ae_batch": 4, "ae_every": 25}
+    #: the common cap of the DIP family in a budget, so that the stopping rule decides where the run
+    #: ends; the CPU setting of the autoencoder (``AE_SETTINGS["cpu"]``) is the quick profile's,
+    #: named in its label (``dip_sv[ae_setting=cpu]``)
+    test_params = {**common.SKIP_TEST_PARAMS, "patience": 20, "ae_window": 16, "ae_setting": "cpu"}
+    quick_params = {**common.SKIP_QUICK_PARAMS, "patience": 300}
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:
         super().validate(params)
-        for key in ("patience", "ae_window", "ae_batch", "ae_every"):
-            cls.require(params, key, params[key] >= 1, "an integer >= 1")
+        cls.require(params, "patience", params["patience"] >= 1, "an integer >= 1")
+        cls.require(params, "ae_setting", params["ae_setting"] in AE_SETTINGS, f"one of {', '.join(AE_SETTINGS)}")
+        stride = int(AE_SETTINGS[params["ae_setting"]]["stride"])
+        cls.require(params, "ae_window", params["ae_window"] >= stride and params["ae_window"] % stride == 0,
+                    f"a multiple of the setting's stride ({stride})")
         cls.require(params, "ae_lr", params["ae_lr"] > 0, "a number > 0")
 
-    def plan(self, y: torch.Tensor, physics: Any, seed: int) -> common.FitPlan:
+    def read(self, y: torch.Tensor, physics: Any, seed: int) -> common.Reading:
         c, h, w = common.image_shape(y, physics)
+        setting = AE_SETTINGS[self.params["ae_setting"]]
+        space = spaces.of(physics)
         validator = AutoencoderValidation(
             channels=c, height=h, width=w, seed=seed, window=common.positive_int(self.params, "ae_window"),
-            batch=common.positive_int(self.params, "ae_batch"), lr=float(self.params["ae_lr"]),
-            patience=common.positive_int(self.params, "patience"), every=common.positive_int(self.params, "ae_every"),
-            device=y.device, dtype=y.dtype)
+            batch=int(setting["batch"]), lr=float(self.params["ae_lr"]), rate=float(setting["rate"]),
+            patience=common.positive_int(self.params, "patience"), every=int(setting["every"]),
+            stride=int(setting["stride"]), device=y.device, dtype=y.dtype, to_unit=space.to_unit)
 
         def observe(step: int, x: torch.Tensor, _fit_loss: torch.Tensor) -> Verdict:
             return validator.update(step, x)
@@ -68,6 +75,5 @@ class DipSelfValidation(common.DipMethod):
             result.info["best_ae_error"] = common.finite_or_none(validator.tracker.best_value)
             result.info["ae_checks"] = len(validator.history)
 
-        setup = common.skip_setup(self.params, y, physics, seed)
-        return common.FitPlan(setup, measurement_loss(physics, y), rule=observe, finish=finish,
+        return common.Reading(streams.averaged(float(self.params["ema"])), rule=observe, finish=finish,
                               info={"ae_side": validator.side})

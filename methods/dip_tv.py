@@ -29,8 +29,11 @@ class DipTV(common.DipMethod):
     stopping_rule = "fixed budget (DIP's, per task)"
     test_params = common.SKIP_TEST_PARAMS
     quick_params = common.SKIP_QUICK_PARAMS
+    budget_task_params = common.SKIP_BUDGET_TASK_PARAMS
     tunable = {"tv_weight": [0.001, 0.003, 0.01, 0.03, 0.1], "iterations": BUDGET_GRID}
     tune_by = "family"
+    fit_kind = "skip network, measurement loss + TV"
+    fit_params = (*common.SKIP_FIT_PARAMS, "tv_weight")
     budget_parameter = "iterations"
 
     @classmethod
@@ -38,8 +41,8 @@ class DipTV(common.DipMethod):
         super().validate(params)
         cls.require(params, "tv_weight", params["tv_weight"] >= 0, "a number >= 0")
 
-    def plan(self, y: torch.Tensor, physics: Any, seed: int) -> common.FitPlan:
+    def fit(self, y: torch.Tensor, physics: Any, seed: int) -> common.Fit:
         weight = float(self.params["tv_weight"])
         setup = common.skip_setup(self.params, y, physics, seed)
-        return common.FitPlan(setup, measurement_loss(physics, y), regulariser=weighted_tv(weight),
-                              info={"tv_weight": weight})
+        return common.Fit(setup, measurement_loss(physics, y), regulariser=weighted_tv(weight),
+                          info={"tv_weight": weight})

@@ -11,7 +11,10 @@ level σ_k decreasing log-spaced from 49/255 to σ_end = max(σ, σ_min), and th
 
 The data step needs only the physics, so the method runs on every linear task (inpainting,
 super-resolution, deblurring, MRI on its real and imaginary parts, CT); the per-family iteration
-counts and σ_min follow the authors' scripts (SR: 24 iterations and σ_min = factor/255; deblurring: 8).
+counts and σ_min follow the authors' scripts (cszn/DPIR: SR 24 iterations and σ_min = factor/255,
+``main_dpir_sisr.py``; deblurring 8, ``main_dpir_deblur.py``; inpainting, which DPIR does not
+script, takes its nearest masked-pixel problem, demosaicking: 40 iterations and σ_min =
+max(0.6, σ·255)/255, ``main_dpir_demosaick.py``).
 """
 
 from __future__ import annotations
@@ -98,12 +101,14 @@ class PnPFFDNet(Method):
     family = "data-driven"
     summary = "Plug-and-play HQS with FFDNet (DPIR, Zhang et al. 2021): σ schedule 49/255 → σ, closed-form data step."
     released_training = RELEASED_TRAINING  # FFDNet's released weights are its denoiser
+    #: 2: inpainting's σ_min is DPIR's demosaicking value (0.6/255, was 2.55/255)
+    revision = 2
     #: iterations: HQS steps; sigma_max/sigma_min: the schedule's ends (0–255 scale); mu: DPIR's 0.23
     defaults = {"iterations": 24, "sigma_max": 49.0, "sigma_min": 2.55, "mu": 0.23}
     task_defaults = {
         "super-resolution": {"iterations": 24, "sigma_min": 4.0},
         "deblurring": {"iterations": 8},
-        "inpainting": {"iterations": 40, "sigma_min": 2.55},
+        "inpainting": {"iterations": 40, "sigma_min": 0.6},  # DPIR's demosaicking script
     }
 
     def __init__(self, **params: Any) -> None:

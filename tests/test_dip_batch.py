@@ -21,7 +21,7 @@ from benchmark.api import Problem, as_reconstruction
 from benchmark.core import seeding
 from benchmark.problems import data, metrics, tasks
 from benchmark.run import plan
-from methods._dip import loop, stacking
+from methods._dip import loop, stacking, streams
 from methods._dip.networks import DeepDecoder, SkipNet
 from methods._dip.stopping import Verdict
 
@@ -96,18 +96,24 @@ def _problems(
             return Verdict(stop=step >= stop, best=step % 2 == 1)
 
         network = _skip(b).to(dtype)
-        problems.append(loop.FitProblem(network, z, objective, (28, 28), seeding.generator(b, "noise"), rule=rule))
+        watcher = loop.Watcher(8, streams.Ema(0.9), rule)
+        problems.append(loop.FitProblem(network, z, objective, (28, 28), [watcher], seeding.generator(b, "noise")))
     return problems
 
 
-SETTINGS = loop.LoopSettings(iterations=8, lr=0.01, reg_noise_std=0.03, ema=0.9)
+SETTINGS = loop.LoopSettings(lr=0.01, reg_noise_std=0.03)
+
+
+def _fit(problems: list[loop.FitProblem]) -> list[loop.FitResult]:
+    """One watcher per problem: its result."""
+    return [watchers[0] for watchers in loop.fit_many(problems, SETTINGS)]
 
 
 def test_fitting_together_gives_what_each_problem_gives_alone() -> None:
     stops = [8, 3, 6, 3]  # two leave early, together: the group shrinks twice
-    together = loop.fit_many(_problems(stops), SETTINGS)
+    together = _fit(_problems(stops))
     for b, result in enumerate(together):
-        alone = loop.fit_many([_problems(stops)[b]], SETTINGS)[0]
+        alone = _fit([_problems(stops)[b]])[0]
         assert (result.iterations, result.selected_iteration, result.stopped_by) == (
             alone.iterations, alone.selected_iteration, alone.stopped_by)
         assert result.iterations == stops[b]
@@ -117,8 +123,8 @@ def test_fitting_together_gives_what_each_problem_gives_alone() -> None:
 
 def test_fitting_together_is_deterministic() -> None:
     """Bit for bit, in float32: the same batch on the same machine and thread count."""
-    first = loop.fit_many(_problems([8, 5, 8], dtype=torch.float32), SETTINGS)
-    second = loop.fit_many(_problems([8, 5, 8], dtype=torch.float32), SETTINGS)
+    first = _fit(_problems([8, 5, 8], dtype=torch.float32))
+    second = _fit(_problems([8, 5, 8], dtype=torch.float32))
     assert all(torch.equal(a.x, b.x) for a, b in zip(first, second, strict=True))
 
 
@@ -155,10 +161,10 @@ def test_float32_rounding_moves_a_full_fit_by_less_than_the_stated_bound() -> No
 
 
 def test_a_diverging_problem_does_not_touch_the_others() -> None:
-    results = loop.fit_many(_problems([8, 8, 8], nan_at=1), SETTINGS)
+    results = _fit(_problems([8, 8, 8], nan_at=1))
     assert torch.isnan(results[1].x).all()
     for b in (0, 2):
-        alone = loop.fit_many([_problems([8, 8, 8])[b]], SETTINGS)[0]
+        alone = _fit([_problems([8, 8, 8])[b]])[0]
         torch.testing.assert_close(results[b].x, alone.x, atol=1e-12, rtol=0)
 
 
@@ -166,7 +172,7 @@ def test_problems_of_different_sizes_are_refused() -> None:
     small, large = _problems([8]), _problems([8])
     large[0].size = (20, 20)
     with pytest.raises(ValueError, match="one input shape"):
-        loop.fit_many([small[0], large[0]], SETTINGS)
+        _fit([small[0], large[0]])
 
 
 def test_cells_are_batched_by_method_params_task_and_size() -> None:

@@ -7,7 +7,7 @@ import torch
 
 from benchmark.core.errors import UserError
 from benchmark.problems import tasks
-from methods._dip import loop
+from methods._dip import loop, streams
 from methods._dip.networks import DeepDecoder, SkipNet, padded_shape, parameter_count
 from methods._dip.objectives import total_variation
 from methods._dip.stopping import Verdict
@@ -38,7 +38,7 @@ def trajectory(method, y, physics, seed):
 
 @pytest.mark.parametrize(
     "cls,params",
-    [(DeepImagePrior, TINY), (DipTV, TINY), (DipSelfValidation, {**TINY, "ae_window": 2, "ae_batch": 2}),
+    [(DeepImagePrior, TINY), (DipTV, TINY), (DipSelfValidation, {**TINY, "ae_window": 16, "ae_setting": "cpu"}),
      (DipHoldout, TINY), (DipESWMV, {**TINY, "window": 2}),
      (DeepDecoderMethod, TINY_DD)],
 )
@@ -87,8 +87,8 @@ def test_the_loop_returns_the_iterate_of_the_rules_best_step():
         return Verdict(stop=step == 4, best=step == 2)
 
     result = loop.fit_one(
-        net, z, lambda x: ((x - target) ** 2).flatten(1).mean(1), loop.LoopSettings(iterations=10, lr=0.01),
-        size=(8, 8), rule=rule, callback=lambda k, x: seen.setdefault(k, x.clone()) is not None,
+        net, z, lambda x: ((x - target) ** 2).flatten(1).mean(1), loop.LoopSettings(lr=0.01),
+        size=(8, 8), iterations=10, rule=rule, callback=lambda k, x: seen.setdefault(k, x.clone()) is not None,
     )
     assert (result.iterations, result.selected_iteration, result.stopped_by) == (4, 2, "rule")
     assert torch.equal(result.x, seen[2])
@@ -107,11 +107,11 @@ def test_ema_output_is_the_papers_running_average():
     raw, averaged = [], []
     objective = lambda x: (x**2).flatten(1).mean(1)  # noqa: E731
     state = {k: v.clone() for k, v in net.state_dict().items()}
-    loop.fit_one(net, z, objective, loop.LoopSettings(3, 0.01), size=(8, 8),
-             callback=lambda k, x: raw.append(x.clone()) is None)
+    loop.fit_one(net, z, objective, loop.LoopSettings(0.01), size=(8, 8), iterations=3,
+                 callback=lambda k, x: raw.append(x.clone()) is None)
     net.load_state_dict(state)
-    loop.fit_one(net, z, objective, loop.LoopSettings(3, 0.01, ema=0.9), size=(8, 8),
-             callback=lambda k, x: averaged.append(x.clone()) is None)
+    loop.fit_one(net, z, objective, loop.LoopSettings(0.01), size=(8, 8), iterations=3, stream=streams.Ema(0.9),
+                 callback=lambda k, x: averaged.append(x.clone()) is None)
     expected = raw[0]
     for r in raw[1:]:
         expected = 0.9 * expected + 0.1 * r

@@ -11,6 +11,7 @@ from benchmark.problems import data, tasks
 from methods._dip.objectives import measurement_loss
 from methods.deep_decoder import DeepDecoderMethod
 from methods.dip import DeepImagePrior
+from methods.dip_esemv import DipESEMV
 from methods.dip_eswmv import DipESWMV
 from methods.dip_holdout import DipHoldout, holdout_masks
 from methods.dip_sv import DipSelfValidation
@@ -81,7 +82,24 @@ def test_holdout_holds_out_whole_pixels_of_a_colour_image(task_name):
     pixels = int((physics.A(torch.ones(1, 3, 32, 32)) != 0).all(dim=1).sum())
     assert int(held[:, 0].sum()) == round(0.2 * pixels)
     result = DipHoldout(iterations=3, channels=8, scales=3, holdout=0.2).reconstruct(y, physics, seed=1)
-    assert result.info["held_out_pixels"] == round(0.2 * pixels)
+    assert result.info["held_out_locations"] == round(0.2 * pixels)
+
+
+def test_holdout_on_multicoil_mri_holds_out_k_space_locations_across_all_coils():
+    """A held-out k-space location is held out in every coil and both parts: the coils measure the
+    same location, so a location kept in one coil would give the held-out one away."""
+    task = tasks.get("mri_multicoil_x4")
+    g = tasks.measurement_generator(task.name, "coils", 0, dataset="synthetic")
+    physics = task.physics((2, 32, 32), torch.device("cpu"), g)
+    y = task.measure(torch.rand(1, 2, 32, 32, generator=torch.Generator().manual_seed(0)), physics, g)
+    assert y.dim() == 5  # 1 × 2 × coils × H × W
+    fit, held = holdout_masks(y, physics, 0.2, seed=1)
+    per_location = held.flatten(1, -3)  # every part of every coil, per location
+    assert bool((per_location == per_location[:, :1]).all())
+    sampled = physics.mask.flatten()[:32].bool()  # the sampled lines (columns)
+    locations = held[0, 0, 0]
+    assert int(locations.sum()) == round(0.2 * int(sampled.sum()) * 32)
+    assert not bool(locations[:, ~sampled].any()) and not bool((fit[0, 0, 0] * held[0, 0, 0]).any())
 
 
 def test_the_fit_never_sees_the_held_out_measurements():
@@ -97,10 +115,11 @@ def test_the_fit_never_sees_the_held_out_measurements():
     "method",
     [
         DipHoldout(iterations=900, channels=16, patience=150),
-        DipSelfValidation(iterations=900, channels=16, patience=150, ae_window=32, ae_batch=16, ae_every=10),
+        DipSelfValidation(iterations=900, channels=16, patience=150, ae_setting="cpu"),
         DipESWMV(iterations=900, channels=16, window=50, patience=150),
+        DipESEMV(iterations=900, channels=16, patience=150),
     ],
-    ids=["holdout", "self-validation", "es-wmv"],
+    ids=["holdout", "self-validation (cpu)", "es-wmv", "es-emv"],
 )
 def test_early_stopping_lands_near_the_best_iterate(method):
     x, physics, y = camera_problem("denoising_s25")

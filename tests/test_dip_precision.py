@@ -7,7 +7,7 @@ import torch
 
 from benchmark.core import seeding
 from benchmark.problems import metrics
-from methods._dip import loop
+from methods._dip import loop, streams
 from methods._dip.networks import SkipNet
 from methods._dip.objectives import measurement_loss
 
@@ -22,9 +22,9 @@ def _fit(precision: str) -> torch.Tensor:
     y = truth + 0.1 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(1))
     net = seeding.seeded_build(lambda: SkipNet(4, 1, 8, 2, 3), 0, "network")
     z = torch.rand((1, 4, 32, 32), generator=seeding.generator(0, "input")) * 0.1
-    settings = loop.LoopSettings(40, 0.01, reg_noise_std=1 / 30, ema=0.9, precision=precision)
-    result = loop.fit_one(net, z, measurement_loss(_Identity(), y), settings, size=(32, 32),
-                      noise=seeding.generator(0, "perturbation"))
+    settings = loop.LoopSettings(0.01, reg_noise_std=1 / 30, precision=precision)
+    result = loop.fit_one(net, z, measurement_loss(_Identity(), y), settings, size=(32, 32), iterations=40,
+                          stream=streams.Ema(0.9), noise=seeding.generator(0, "perturbation"))
     assert result.x.dtype == torch.float32  # the iterate the caller gets is float32 either way
     return result.x
 
@@ -38,4 +38,4 @@ def test_bf16_autocast_fits_about_as_well_as_float32(one_thread) -> None:  # typ
 
 def test_an_unknown_precision_is_refused() -> None:
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16"):
-        loop.LoopSettings(10, 0.01, precision="fp8")
+        loop.LoopSettings(0.01, precision="fp8")

@@ -139,9 +139,9 @@ def test_deep_decoder_records_its_width_and_ratio() -> None:
 
 
 def test_input_perturbation_decays_as_the_authors_schedule() -> None:
-    settings = LoopSettings(iterations=1000, lr=0.01, reg_noise_std=0.005, reg_noise_decay=0.7,
+    settings = LoopSettings(lr=0.01, reg_noise_std=0.005, reg_noise_decay=0.7,
                             reg_noise_decay_every=500)
     assert settings.noise_std(1) == pytest.approx(0.0035)  # decayed before the first step, as in their fit()
     assert settings.noise_std(500) == pytest.approx(0.0035)
     assert settings.noise_std(501) == pytest.approx(0.00245)
-    assert LoopSettings(iterations=10, lr=0.01, reg_noise_std=0.03).noise_std(9) == 0.03
+    assert LoopSettings(lr=0.01, reg_noise_std=0.03).noise_std(9) == 0.03

@@ -96,7 +96,7 @@ def test_set_overrides_one_value_of_every_instance() -> None:
         (["dip[iterations=1.5]"], "method 'dip': parameter 'iterations' must be an integer, got 1.5"),
         (["dip_tv[tv_weight=-1]"], "method 'dip_tv': parameter 'tv_weight' must be a number >= 0, got -1"),
         (["dip_holdout[holdout=1.0]"], "method 'dip_holdout': parameter 'holdout' must be a fraction in \\(0, 1\\)"),
-        (["dip_sv[ae_every=0]"], "method 'dip_sv': parameter 'ae_every' must be an integer >= 1, got 0"),
+        (["dip_sv[ae_setting=fast]"], "method 'dip_sv': parameter 'ae_setting' must be one of authors, cpu"),
         (["tv[tau=3]"], "method 'tv': parameter 'tau' must be a number in \\(0, 2\\), got 3"),
         (["dip[iteratoins=5]"], "method 'dip' has no parameter 'iteratoins'; valid parameters: .*iterations"),
         (["dps[pretrained=celeba]"], "method 'dps': parameter 'pretrained' must be one of ffhq, imagenet"),

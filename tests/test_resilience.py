@@ -97,7 +97,7 @@ def test_a_method_whose_code_changed_is_recomputed_and_the_others_are_reused(tmp
 
     profile = _profile(["trivial", "tv"], lpips=False, method_params={"tv": {"iterations": 5}})
     where = {"results_dir": tmp_path / "r", "tracking_uri": f"sqlite:///{tmp_path / 'm.db'}", "progress": False,
-             "report": False}
+             "report": None}
     first = runner.run_benchmark(profile, **where)
     assert first.ran == 8 and first.already_done == 0
     monkeypatch.setattr(registry.get("tv"), "revision", registry.get("tv").revision + 1)

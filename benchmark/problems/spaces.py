@@ -62,6 +62,12 @@ class ImageSpace:
         low = self.value_range[0]
         return (z + (1 + low * self.signed_scale)) / self.signed_scale
 
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """The affine map of :attr:`value_range` onto [0, 1] (for a network that ends in a sigmoid,
+        such as self-validation's autoencoder): the identity on [0, 1] images."""
+        low, high = self.value_range
+        return (x - low) / (high - low)
+
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """The nearest image of the space (clipped to [0, 1] where bounded)."""
         return x.clamp(0, 1) if self.bounded else x

@@ -66,6 +66,24 @@ class Calibration:
             return self.rates[batch] / self.rates[1]
         return None
 
+    def factor_at(self, batch: int) -> float | None:
+        """:meth:`solo_factor` at any batch size: a group that shrinks as problems stop runs at sizes
+        not measured, whose rate is interpolated linearly between the measured sizes around it (the
+        largest measured one's beyond it). None without a solo rate."""
+        if batch == 1:
+            return 1.0
+        solo = self.rates.get(1)
+        if not solo:
+            return None
+        if batch in self.rates:
+            return self.rates[batch] / solo
+        below = max(b for b in self.rates if b < batch)
+        above = min((b for b in self.rates if b > batch), default=None)
+        if above is None:
+            return self.rates[below] / solo
+        t = (batch - below) / (above - below)
+        return ((1 - t) * self.rates[below] + t * self.rates[above]) / solo
+
     def as_info(self) -> str:
         """Compact, for records and MLflow: ``"1:12.3,2:20.1,…"`` (images·steps per second)."""
         return ",".join(f"{b}:{r:.4g}" for b, r in sorted(self.rates.items()))

@@ -24,14 +24,14 @@ import torch
 from PIL import Image as PILImage
 
 from benchmark import registry
-from benchmark.api import Method, Problem, TrainingContext, TrainingReport, as_reconstruction
+from benchmark.api import Method, Problem, Reconstruction, TrainingContext, TrainingReport, as_reconstruction
 from benchmark.core import seeding
 from benchmark.core.errors import DataUnavailable, NotApplicable, WeightsUnavailable
 from benchmark.problems import data, metrics, spaces, tasks
 from benchmark.results.store import Record
 from benchmark.run.calibration import Calibration, Calibrator, cache_key
 from benchmark.run.clock import PeakMemory, Stopwatch
-from benchmark.run.plan import Cell
+from benchmark.run.plan import Cell, measurement_key
 
 
 def checkpoint_dir() -> Path:
@@ -232,14 +232,26 @@ def measurement(cell: Cell, image: torch.Tensor, device: torch.device) -> tuple[
     return x, task.measure(x, physics, generator), physics
 
 
+def calibration_key(cell: Cell, shape: tuple[int, ...], pool: MethodPool) -> str:
+    """The rates' cache key: the shared fit's where the method shares one (every method reading it
+    runs the same network), else the method's and its parameters'."""
+    shared = pool.instance(cell).shared_fit_key()
+    name, params = ("shared fit", shared) if shared is not None else (cell.method, cell.params_json)
+    return cache_key(name, params, cell.task, shape, pool.device)
+
+
 def calibrate(cells: Sequence[Cell], images: Sequence[torch.Tensor], pool: MethodPool,
               sizes: Sequence[int]) -> Calibration:
     """Per-image rates of ``cells``' method at the batch sizes ``sizes`` (see
-    ``benchmark.run.calibration``), on B of these cells' own problems (repeated when too few)."""
+    ``benchmark.run.calibration``), on B of these cells' own measurements (repeated when too few)."""
+    firsts: dict[tuple[str, str, str, int], int] = {}
+    for i, cell in enumerate(cells):
+        firsts.setdefault(measurement_key(cell), i)
+    cells, images = [cells[i] for i in firsts.values()], [images[i] for i in firsts.values()]
     method, _ = pool.get(cells[0], int(images[0].shape[0]))
     made = [measurement(cell, image, pool.device) for cell, image in zip(cells, images, strict=True)]
     problems = [Problem(y, physics, method_seed(cell)) for cell, (_, y, physics) in zip(cells, made, strict=True)]
-    key = cache_key(cells[0].method, cells[0].params_json, cells[0].task, tuple(images[0].shape), pool.device)
+    key = calibration_key(cells[0], tuple(images[0].shape), pool)
     return pool.calibrator.measure(key, method, lambda b: [problems[i % len(problems)] for i in range(b)], sizes)
 
 
@@ -267,15 +279,18 @@ def run_cells(
     save_reconstruction: bool = True,
     skip_metrics: Collection[str] = (),
 ) -> list[CellOutcome]:
-    """Run cells of one method, task and image size as one batch, and measure each.
+    """Run a batch of cells (see ``plan.batches``) and measure each.
 
-    The method gets every problem in one ``reconstruct_batch`` call; each cell's runtime and
-    peak memory are solo-equivalent (see ``_reconstruct``; the batch's own are kept in ``info``). Failures
+    A batch holds the cells of one method, parameters, task and image size, or of methods that
+    read one shared fit (``Method.shared_fit_key``): then the cells of one measurement are read
+    from one fit. The method gets every problem in one call; each cell's runtime and peak memory
+    are solo-equivalent (see ``_reconstruct``; the batch's own are kept in ``info``). Failures
     become failed records, never exceptions; when a batch of several raises, its cells are run
     again one by one, so that one bad cell does not take the others down.
     """
     outcomes: dict[int, CellOutcome] = {}
     ready: list[_Prepared] = []
+    made: dict[tuple[str, str, str, int], tuple[torch.Tensor, torch.Tensor, Any]] = {}
     for position, (cell, image) in enumerate(zip(cells, images, strict=True)):
         record: Record | None = None
         try:
@@ -295,7 +310,10 @@ def run_cells(
                 record.info["train_cached"] = report.cached
                 if report.description:
                     record.info["trained_on"] = report.description
-            ready.append(_Prepared(position, cell, record, image, *measurement(cell, image, pool.device)))
+            key = measurement_key(cell)
+            if key not in made:  # one measurement per (dataset, task, image, seed), whoever reads it
+                made[key] = measurement(cell, image, pool.device)
+            ready.append(_Prepared(position, cell, record, image, *made[key]))
         except Exception as exc:  # noqa: BLE001 - a failing cell must not stop the benchmark
             outcomes[position] = _failure(cell, profile, exc, record, pool.device)
             if isinstance(exc, (WeightsUnavailable, NotApplicable, DataUnavailable)):  # not an error of the
@@ -304,8 +322,10 @@ def run_cells(
                     outcomes[position].record.info["weights_unavailable"] = True
                 if isinstance(exc, DataUnavailable):  # its training set cannot be had here
                     outcomes[position].record.info["data_unavailable"] = exc.dataset
-    if len(ready) > 1 and len({(r.cell.method, r.cell.params_json, r.cell.task, r.x.shape) for r in ready}) > 1:
-        raise ValueError("a batch must hold cells of one method, parameters, task and image size")
+    groups = {_batch_identity(r, pool) for r in ready}
+    if len(groups) > 1:
+        raise ValueError("a batch must hold cells of one method, parameters, task and image size, or of methods "
+                         "that share one fit")
     skip = frozenset(skip_metrics) | (frozenset() if with_lpips else {"lpips"})
     def attempt(items: list[_Prepared]) -> dict[int, CellOutcome]:
         return _reconstruct(items, pool, profile=profile, trajectory_every=trajectory_every, skip_metrics=skip,
@@ -325,24 +345,51 @@ def run_cells(
     return [outcomes[i] for i in range(len(cells))]
 
 
+def _batch_identity(item: _Prepared, pool: MethodPool) -> tuple[object, ...]:
+    """What the cells of one batch share: the shared fit (with the task and image size), else the
+    method, its parameters, the task and the image size."""
+    shared = pool.instance(item.cell).shared_fit_key()
+    ident: tuple[object, ...] = (shared,) if shared is not None else (item.cell.method, item.cell.params_json)
+    return (*ident, item.cell.task, tuple(item.x.shape))
+
+
+def _solve(ready: list[_Prepared], pool: MethodPool, problems: list[Problem]) -> list[Reconstruction]:
+    """The timed call: one ``reconstruct_batch``, or one ``solve_shared`` over the measurements
+    when the methods share a fit (each measurement's cells read one fit)."""
+    methods = [pool.get(r.cell, int(r.image.shape[0]))[0] for r in ready]
+    if methods[0].shared_fit_key() is None:
+        return [as_reconstruction(r) for r in methods[0].reconstruct_batch(problems)]
+    by_measurement: dict[tuple[str, str, str, int], list[int]] = {}
+    for i, item in enumerate(ready):
+        by_measurement.setdefault(measurement_key(item.cell), []).append(i)
+    groups = [[(methods[i], problems[i]) for i in members] for members in by_measurement.values()]
+    solved = type(methods[0]).solve_shared(groups)
+    out: list[Reconstruction | None] = [None] * len(ready)
+    for members, results in zip(by_measurement.values(), solved, strict=True):
+        for i, result in zip(members, results, strict=True):
+            out[i] = as_reconstruction(result)
+    assert all(r is not None for r in out)
+    return out  # type: ignore[return-value]
+
+
 def _reconstruct(ready: list[_Prepared], pool: MethodPool, *, profile: str, trajectory_every: int,
                  skip_metrics: frozenset[str], save_reconstruction: bool) -> dict[int, CellOutcome]:
-    """The timed part: one ``reconstruct_batch`` call, then each result measured, clock paused.
+    """The timed part: one call for the batch, then each result measured, clock paused.
 
-    A cell's ``runtime_s`` and ``peak_mem_mb`` are what a user fitting that image alone would see
-    (issue 12, item 1): for a batch of B > 1, its share of the batch's time (by iterations) scaled
-    by the calibrated solo/batch rate ratio of this method and shape, and the solo run's peak
-    memory (the batch's, undivided, where no solo peak was measured). ``throughput`` is what
-    batching buys: images per second of the batch as it ran.
+    A cell's ``runtime_s`` and ``peak_mem_mb`` are what a user fitting that image alone with that
+    method would see: a method that reports its costs (``Reconstruction.cost``: the network's share
+    by group size up to its stop, and its own work) gets the network's share scaled by the
+    calibrated solo/batch rate ratio of each group size plus its own work as it is; otherwise, for a
+    batch of B > 1, its share of the batch's time (by iterations) scaled by the ratio. Peak memory
+    is the solo run's (the batch's, undivided, where no solo peak was measured). ``throughput`` is
+    what batching buys: measurements per second of the batch as it ran.
     """
     if not ready:
         return {}
     device = pool.device
-    method, _ = pool.get(ready[0].cell, int(ready[0].image.shape[0]))
-    size = len(ready)
+    size = len({measurement_key(r.cell) for r in ready})
     calibration = (calibrate([r.cell for r in ready], [r.image for r in ready], pool, (1, size)) if size > 1
-                   else pool.calibrator.known(cache_key(ready[0].cell.method, ready[0].cell.params_json,
-                                                        ready[0].cell.task, tuple(ready[0].image.shape), device)))
+                   else pool.calibrator.known(calibration_key(ready[0].cell, tuple(ready[0].image.shape), pool)))
     clock = Stopwatch(device)
     task = tasks.get(ready[0].cell.task)
     measured = [m for m in metrics.applicable(task, skip_metrics) if m.trajectory]
@@ -354,25 +401,23 @@ def _reconstruct(ready: list[_Prepared], pool: MethodPool, *, profile: str, traj
                 for r, recorder in zip(ready, recorders, strict=True)]
     with PeakMemory(device) as memory:
         clock.start()
-        results = [as_reconstruction(r) for r in method.reconstruct_batch(problems)]
+        results = _solve(ready, pool, problems)
         runtime = clock.stop()
     if len(results) != len(ready):
-        raise ValueError(f"reconstruct_batch returned {len(results)} results for {len(ready)} problems")
-    work = [float(r.iterations or rec.last_step or 1) for r, rec in zip(results, recorders, strict=True)]
-    factor = calibration.solo_factor(size) if calibration is not None else 1.0
+        raise ValueError(f"the method returned {len(results)} results for {len(ready)} problems")
+    shares = _shares(results, recorders, runtime)
     solo_peak = calibration.peak_mb.get(1, 0.0) if calibration is not None else 0.0
     outcomes: dict[int, CellOutcome] = {}
-    for item, result, recorder, steps in zip(ready, results, recorders, work, strict=True):
+    for item, result, recorder, share in zip(ready, results, recorders, shares, strict=True):
         try:
-            share = runtime * steps / sum(work)
             item.record.throughput = size / runtime if runtime > 0 else None
             item.record.info.update(batch_size=size, batch_share_s=share)
             if calibration is not None:
                 item.record.info["batch_rates"] = calibration.as_info()
+            runtime_solo, factor = solo_runtime(result, share, size, calibration)
             if size > 1:
                 item.record.info.update(batch_runtime_s=runtime, batch_peak_mem_mb=memory.megabytes,
                                         solo_factor=factor if factor is not None else "uncalibrated")
-            runtime_solo = share * factor if factor is not None else share
             peak = solo_peak if size > 1 and solo_peak > 0 else memory.megabytes
             outcomes[item.position] = CellOutcome(*_measure(
                 item.record, item.cell, result, item.x, item.y, item.physics, recorder,
@@ -380,6 +425,30 @@ def _reconstruct(ready: list[_Prepared], pool: MethodPool, *, profile: str, traj
         except Exception as exc:  # noqa: BLE001
             outcomes[item.position] = _failure(item.cell, profile, exc, item.record, device)
     return outcomes
+
+
+def _shares(results: Sequence[Reconstruction], recorders: Sequence[TrajectoryRecorder], runtime: float) -> list[float]:
+    """Each cell's share of the batch's wall time, which the shares add up to: by the work the
+    method reports (``cost``), else by iterations."""
+    work = [(r.cost.network_total + r.cost.own_s) if r.cost is not None else float(r.iterations or rec.last_step or 1)
+            for r, rec in zip(results, recorders, strict=True)]
+    total = sum(work) or 1.0
+    return [runtime * w / total for w in work]
+
+
+def solo_runtime(result: Reconstruction, share: float, size: int,
+                 calibration: Calibration | None) -> tuple[float, float | None]:
+    """(what the cell would have cost alone, the solo/batch factor of its batch size). With the
+    method's own cost split, the network's share at each group size is scaled by that size's
+    factor and the method's own work added as it is."""
+    factor = calibration.solo_factor(size) if calibration is not None else (1.0 if size == 1 else None)
+    if result.cost is None:
+        return (share * factor if factor is not None else share), factor
+    network = 0.0
+    for group_size, seconds in result.cost.network_s.items():
+        scale = calibration.factor_at(group_size) if calibration is not None else None
+        network += seconds * (scale if scale is not None else 1.0)
+    return network + result.cost.own_s, factor
 
 
 def _failure(cell: Cell, profile: str, exc: BaseException, record: Record | None, device: torch.device) -> CellOutcome:

@@ -277,28 +277,41 @@ def make_plan(profile: Profile, unavailable: dict[str, str] | None = None
     return list(cells.values()), images
 
 
-def batch_group(cell: Cell, shape: tuple[int, ...]) -> tuple[object, ...]:
-    """What cells solved in one batch share: method, parameters, task and image shape."""
-    return (cell.method, cell.params_json, cell.task, shape)
+#: a cell's shared fit (``Method.shared_fit_key`` of its instance), None when it shares none
+ShareOf = Callable[[Cell], "str | None"]
+
+
+def batch_group(cell: Cell, shape: tuple[int, ...], shared: str | None = None) -> tuple[object, ...]:
+    """What cells solved in one batch share: the shared fit they read (methods that differ only in
+    how they read one fit), else method and parameters; and the task and image shape."""
+    ident: tuple[object, ...] = (shared,) if shared is not None else (cell.method, cell.params_json)
+    return (*ident, cell.task, shape)
+
+
+def measurement_key(cell: Cell) -> tuple[str, str, str, int]:
+    """The measurement a cell reads: (dataset, task, image, seed), the same for every method."""
+    return (cell.dataset, cell.task, cell.image_id, cell.seed)
 
 
 def batches(cells: Sequence[Cell], shape_of: Callable[[Cell], tuple[int, ...]],
-            size: int | Callable[[tuple[object, ...]], int]) -> list[list[Cell]]:
-    """Cells grouped for ``reconstruct_batch``: same method, parameters, task and image shape,
-    at most ``size`` (and the method's ``max_batch``) per batch, in the plan's order. ``size``
-    may be a function of the group's ``batch_group`` key (the calibrated choice of each group)."""
+            size: int | Callable[[tuple[object, ...]], int], share_of: ShareOf | None = None) -> list[list[Cell]]:
+    """Cells grouped for one call of a method: same ``batch_group``, at most ``size`` measurements
+    (and the methods' ``max_batch``) per batch, in the plan's order. Cells of methods sharing a fit
+    come with every cell of their measurement, so that one fit serves them all. ``size`` may be a
+    function of the group's ``batch_group`` key (the calibrated choice of each group)."""
     size_of = size if callable(size) else (lambda _key: size)
-    open_batches: dict[tuple[object, ...], list[Cell]] = {}
-    order: list[list[Cell]] = []
+    groups: dict[tuple[object, ...], dict[tuple[str, str, str, int], list[Cell]]] = {}
     for cell in cells:
-        key = batch_group(cell, shape_of(cell))
+        key = batch_group(cell, shape_of(cell), share_of(cell) if share_of is not None else None)
+        groups.setdefault(key, {}).setdefault(measurement_key(cell), []).append(cell)
+    order: list[list[Cell]] = []
+    for key, by_measurement in groups.items():
         chosen = size_of(key)
         if chosen < 1:
             raise ValueError(f"batch size must be >= 1, got {chosen}")
-        limit = max(1, min(chosen, registry.get(cell.method).max_batch))
-        batch = open_batches.get(key)
-        if batch is None or len(batch) >= limit:
-            batch = open_batches[key] = []
-            order.append(batch)
-        batch.append(cell)
+        members = [c for cells_of in by_measurement.values() for c in cells_of]
+        limit = max(1, min(chosen, *(registry.get(c.method).max_batch for c in members)))
+        measurements = list(by_measurement.values())
+        for start in range(0, len(measurements), limit):
+            order.append([c for cells_of in measurements[start : start + limit] for c in cells_of])
     return order

@@ -28,7 +28,7 @@ from benchmark.results.store import Record, ResultsStore, StoreError
 from benchmark.results.tracking import Tracker
 from benchmark.run import calibration, harness, resources, tuned_values
 from benchmark.run.harness import CellOutcome, MethodPool, calibrate, data_unavailable_outcome, pick_device, run_cells
-from benchmark.run.plan import Cell, batch_group, batches, make_plan
+from benchmark.run.plan import Cell, batch_group, batches, make_plan, measurement_key
 from benchmark.run.profiles import Profile, TrainingSpec
 
 
@@ -218,11 +218,14 @@ def run_benchmark(
         prepare_started = time.perf_counter()
         _prepare_trained(todo, work, pool, tracker, profile)
         summary.prepare_s = time.perf_counter() - prepare_started
+        def share_of(cell: Cell) -> str | None:
+            return pool.instance(cell).shared_fit_key()
+
         size_of = _batch_sizes(todo, work, pool, profile.batch_size, tracker)
         summary.calibrate_s = pool.calibrator.measured_s
         runner = executor or LocalExecutor(pool)
         bar = tqdm(total=len(todo), desc=f"{profile.name}", unit="cell", disable=not progress, dynamic_ncols=True)
-        for outcome in runner.run(batches(todo, lambda c: tuple(work.image(c).shape), size_of), work):
+        for outcome in runner.run(batches(todo, lambda c: tuple(work.image(c).shape), size_of, share_of), work):
             with _timed(parts, "files and store"):
                 try:
                     _write_artifacts(results_dir / "recons", outcome.artifacts)
@@ -320,11 +323,16 @@ def _batch_sizes(todo: list[Cell], work: Work, pool: MethodPool, setting: int | 
     """
     groups: dict[tuple[object, ...], list[Cell]] = {}
     for cell in todo:
-        groups.setdefault(batch_group(cell, tuple(work.image(cell).shape)), []).append(cell)
+        shared = pool.instance(cell).shared_fit_key()
+        groups.setdefault(batch_group(cell, tuple(work.image(cell).shape), shared), []).append(cell)
     chosen: dict[tuple[object, ...], int] = {}
     logged: list[dict[str, Any]] = []
-    for key, cells in groups.items():
-        limit = min(registry.get(cells[0].method).max_batch, len(cells))
+    for key, members in groups.items():
+        firsts: dict[tuple[str, str, str, int], Cell] = {}
+        for cell in members:
+            firsts.setdefault(measurement_key(cell), cell)
+        cells = list(firsts.values())  # one cell per measurement: a batch counts measurements
+        limit = min(min(registry.get(c.method).max_batch for c in members), len(cells))
         images = [work.image(c) for c in cells]
         if setting == "auto":
             one = pool.instance(cells[0]).memory_estimate(tuple(int(s) for s in images[0].shape))  # type: ignore[arg-type]

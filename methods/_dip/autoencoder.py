@@ -30,6 +30,7 @@ Written from the paper and the authors' code (sun-umn/Self-Validation, ``DIP+AE`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -75,18 +76,41 @@ class ValidationAutoencoder(nn.Module):
         return self.decoder(code.view(-1, 1, CODE_SIDE, CODE_SIDE))
 
 
+#: the training of the autoencoder: ``stride`` (keep one iterate every so many DIP steps), ``every``
+#: (check every so many steps, a multiple of the stride), ``batch`` (minibatch) and ``rate`` (Adam
+#: steps per DIP step; each check trains ``ceil(every · rate)`` steps). The authors' code keeps every
+#: iterate and trains one epoch over the 256-iterate window per step (256 / 32 = 8 Adam steps); the
+#: CPU setting keeps the window's 256-step span with one iterate every 8 steps (32 iterates), checks
+#: every 8 steps and trains one Adam step of 8 per DIP step (1/32 of the authors' sample visits).
+AE_SETTINGS: dict[str, dict[str, float]] = {
+    "authors": {"stride": 1, "every": 1, "batch": 32, "rate": 8.0},
+    "cpu": {"stride": 8, "every": 8, "batch": 8, "rate": 1.0},
+}
+
+
 class AutoencoderValidation:
-    """Self-validation as a stopping rule of the DIP loop: feed it every iterate (``update``)."""
+    """Self-validation as a stopping rule of the DIP loop: feed it every iterate (``update``).
+
+    ``window`` is the span of the trajectory the autoencoder learns from, in DIP steps (256);
+    ``to_unit`` maps an iterate into [0, 1] (the image space's values; the autoencoder ends in a
+    sigmoid)."""
 
     def __init__(self, *, channels: int, height: int, width: int, seed: int, window: int = 256, batch: int = 32,
-                 lr: float = 1e-3, patience: int = 500, every: int = 1, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32) -> None:
-        if min(window, batch, every, patience) < 1:
-            raise ValueError("window, batch, every and patience must be >= 1")
+                 lr: float = 1e-3, patience: int = 500, every: int = 1, stride: int = 1, rate: float = 8.0,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 to_unit: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        if min(window, batch, every, patience, stride) < 1 or rate <= 0:
+            raise ValueError("window, batch, every, patience and stride must be >= 1, rate > 0")
+        if every % stride or window % stride:
+            raise ValueError(f"every ({every}) and window ({window}) must be multiples of stride ({stride})")
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         self.side = side_for(height, width)
-        self.window, self.batch, self.lr, self.every = window, batch, lr, every
+        self.height, self.width = height, width
+        self.slots, self.stride = window // stride, stride
+        self.batch, self.lr, self.every = batch, lr, every
+        self.steps_per_check = math.ceil(every * rate)
+        self.to_unit = to_unit or (lambda x: x)
         self.network = seeding.seeded_build(lambda: ValidationAutoencoder(channels, self.side), seed, "autoencoder")
         self.network.to(device=device, dtype=dtype)  # the iterates' dtype (float64 in the exactness tests)
         self._shuffle = seeding.generator(seed, "autoencoder-shuffle")
@@ -94,14 +118,22 @@ class AutoencoderValidation:
         self.tracker = PatientMinimum(-(-patience // every))
         self._buffer: torch.Tensor | None = None
         self._seen = 0
+        self._queue: list[int] = []
         self._trained = False
         self.history: list[tuple[int, float]] = []
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.detach().clamp(0, 1)
-        if x.shape[-2:] != (self.side, self.side):
-            x = F.interpolate(x, size=(self.side, self.side), mode="bilinear", align_corners=False)
-        return x
+        """The iterate in [0, 1] at the autoencoder's S×S: scaled so that its longer side is S,
+        the shorter one padded (replicated), never stretched."""
+        x = self.to_unit(x.detach()).clamp(0, 1)
+        if x.shape[-2:] == (self.side, self.side):
+            return x
+        scale = self.side / max(self.height, self.width)
+        size = (max(1, round(self.height * scale)), max(1, round(self.width * scale)))
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        top, left = (self.side - size[0]) // 2, (self.side - size[1]) // 2
+        pad = (left, self.side - size[1] - left, top, self.side - size[0] - top)
+        return F.pad(x, pad, mode="replicate") if any(pad) else x
 
     def error(self, x: torch.Tensor) -> float:
         """||x − AE(x)||_F for a 1×C×S×S iterate, the autoencoder in eval mode."""
@@ -109,42 +141,53 @@ class AutoencoderValidation:
         with torch.no_grad():
             return float(torch.linalg.vector_norm(x - self.network(x)))
 
-    def train_epoch(self) -> None:
-        """One epoch over the window, shuffled, a fresh Adam (as the authors' code does)."""
+    def _next_batch(self, count: int) -> list[int]:
+        """The next minibatch of window slots: successive chunks of shuffled passes over the window
+        (a pass that runs out is followed by a fresh shuffle, as epochs are)."""
+        while len(self._queue) < min(self.batch, count):
+            self._queue += torch.randperm(count, generator=self._shuffle).tolist()
+        chosen, self._queue = self._queue[: self.batch], self._queue[self.batch :]
+        return chosen
+
+    def train(self) -> None:
+        """``steps_per_check`` Adam steps on minibatches of the window, a fresh Adam (as the
+        authors' code creates one per call); with their setting, exactly one shuffled epoch."""
         assert self._buffer is not None
-        count = min(self._seen, self.window)
+        count = min(self._seen, self.slots)
         data = self._buffer[:count]
         optimiser = torch.optim.Adam(self.network.parameters(), lr=self.lr)
         self.network.train()
-        order = torch.randperm(count, generator=self._shuffle).to(data.device)
+        self._queue = []
         with torch.enable_grad():
-            for start in range(0, count, self.batch):
-                chunk = data[order[start : start + self.batch]]
+            for _ in range(self.steps_per_check):
+                chunk = data[torch.tensor(self._next_batch(count), device=data.device)]
                 if chunk.shape[0] < 2:
-                    continue  # BatchNorm needs two samples (the authors' windows never leave one over)
+                    continue  # BatchNorm needs two samples
                 optimiser.zero_grad(set_to_none=True)
                 F.mse_loss(self.network(chunk), chunk).backward()
                 optimiser.step()
 
     def update(self, step: int, x: torch.Tensor) -> Verdict:
-        """Add iterate ``x`` (1×C×H×W) to the window; every ``every`` steps once the window is full,
-        score it and, unless the rule stops, train the autoencoder for one epoch. The first check
+        """Keep iterate ``x`` (1×C×H×W) every ``stride`` steps; every ``every`` steps once the
+        window is full, score it and, unless the rule stops, train the autoencoder. The first check
         only trains: scored by an untrained autoencoder, the smoothest early iterate wins (the
-        authors' first check is untrained too, but one epoch per step soon beats it)."""
+        authors' first check is untrained too, but their per-step training soon beats it)."""
+        if step % self.stride:
+            return Verdict()
         sample = self._prepare(x)
         if self._buffer is None:
-            self._buffer = torch.empty((self.window, *sample.shape[1:]), dtype=sample.dtype, device=sample.device)
-        self._buffer[self._seen % self.window].copy_(sample[0])
+            self._buffer = torch.empty((self.slots, *sample.shape[1:]), dtype=sample.dtype, device=sample.device)
+        self._buffer[self._seen % self.slots].copy_(sample[0])
         self._seen += 1
-        if self._seen < self.window or step % self.every:
+        if self._seen < self.slots or step % self.every:
             return Verdict()
         if not self._trained:  # an untrained autoencoder validates nothing: the first check only trains
-            self.train_epoch()
+            self.train()
             self._trained = True
             return Verdict()
         value = self.error(sample)
         self.history.append((step, value))
         verdict = self.tracker.update(step, value)
         if not verdict.stop:
-            self.train_epoch()
+            self.train()
         return verdict

@@ -32,6 +32,7 @@ overrides them for CPU time):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,11 +41,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from benchmark.api import ORACLE_STREAM, Callback, Method, Problem, Reconstruction
+from benchmark.api import ORACLE_STREAM, Callback, Method, Problem, Reconstruction, SoloCost
 from benchmark.core import seeding
 from benchmark.core.errors import UserError
+from benchmark.core.keys import canonical_json
 from benchmark.problems import spaces
-from methods._dip import loop
+from methods._dip import loop, streams
 from methods._dip.networks import (
     UPSAMPLE_MODES,
     ConvDecoder,
@@ -55,6 +57,8 @@ from methods._dip.networks import (
     parameter_count,
     start_at_zero,
 )
+from methods._dip.objectives import measurement_loss
+from methods._dip.streams import Stream
 
 #: Parameters of the paper's skip network and fitting loop (the denoising notebook's values).
 SKIP_DEFAULTS: dict[str, Any] = {
@@ -70,6 +74,15 @@ SKIP_DEFAULTS: dict[str, Any] = {
     "input": "noise",
 }
 
+#: MRI (task family "mri"): Adam's lr 0.003 instead of the denoising notebook's 0.01 for every
+#: skip-network variant, chosen for DIP on 4 mri_brain_train slices at 4× (never test slices), by
+#: the mean PSNR after a fixed budget: 64², 1500 iterations of the quick network: 21.96 dB against
+#: 21.78 (zero-filled 20.49); 128², 1000 iterations: 23.74 against 23.53 (zero-filled 22.38).
+#: Darestani & Heckel (IEEE TCI 2021, github MLI-lab/ConvDecoder) fit DIP to k-space with lr 0.008
+#: and no input perturbation; without the perturbation (and its EMA) DIP fell below zero-filled on
+#: those slices (19.99 dB at 3000 iterations), so the perturbation and EMA stay. It was chosen with
+#: the quick network, so it also holds under the quick budget (``SKIP_BUDGET_TASK_PARAMS``).
+MRI_DEFAULTS: dict[str, Any] = {"lr": 0.003}
 #: Per task family, then per task name (which wins), from the notebooks (see the module docstring).
 PAPER_TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "denoising": {"iterations": 3000, "reg_noise_std": 1.0 / 30.0},
@@ -80,6 +93,7 @@ PAPER_TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "super-resolution": {"iterations": 2000, "reg_noise_std": 0.03, "ema": 0.0},
     "deblurring": {"iterations": 3000, "reg_noise_std": 1.0 / 30.0},
     "ct": {"input": "fbp", "reg_noise_std": 0.0, "ema": 0.0},
+    "mri": MRI_DEFAULTS,
 }
 
 #: Methods that stop themselves get a cap of at least 5000 iterations (ES-WMV's notebooks), so
@@ -90,16 +104,20 @@ EARLY_STOPPING_TASK_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 #: The budgets of the tests and of the quick profile (64×64 images on a CPU): the paper's
-#: budgets are for 512×512 images and over-fit here. 500 iterations of a 32-channel skip
-#: network is a CPU-sized budget, not tuned (the report lists it so); `benchmark tune
-#: --profile quick --methods dip,dip_tv` chooses it per task on training images.
+#: budgets are for 512×512 images and over-fit here. ``QUICK_CAP`` is the quick budget's iteration
+#: cap for every DIP-family method, so that the variants of a block run under the same cap: the
+#: stopping rules stop within it, and the fixed budgets of DIP and DIP-TV are chosen by ``benchmark
+#: tune`` on training images from a grid that ends at it (the report lists an untuned one).
+QUICK_CAP = 800
 TEST_PARAMS: dict[str, Any] = {"iterations": 60, "channels": 16, "scales": 3}
-QUICK_PARAMS: dict[str, Any] = {"iterations": 500, "channels": 32}
+QUICK_PARAMS: dict[str, Any] = {"iterations": QUICK_CAP, "channels": 32}
 
 #: The skip-network methods' budgets: lr 0.01 for every task, since the inpainting notebook's
 #: lr 0.001 is paired with its 11000 iterations.
 SKIP_TEST_PARAMS: dict[str, Any] = {**TEST_PARAMS, "lr": 0.01}
 SKIP_QUICK_PARAMS: dict[str, Any] = {**QUICK_PARAMS, "lr": 0.01}
+
+SKIP_BUDGET_TASK_PARAMS: dict[str, dict[str, dict[str, Any]]] = {"quick": {"mri": MRI_DEFAULTS}}
 
 #: Scale of the fixed uniform input, as in the paper's code.
 INPUT_SCALE = 0.1
@@ -138,17 +156,21 @@ def image_shape(y: torch.Tensor, physics: Any) -> tuple[int, int, int]:
     return int(shape[-3]), int(shape[-2]), int(shape[-1])
 
 
-def settings(params: Mapping[str, Any]) -> loop.LoopSettings:
+def loop_settings(params: Mapping[str, Any]) -> loop.LoopSettings:
+    """The loop's settings (what the trajectory depends on) from a method's parameters; the loop's
+    options a method does not have keep their defaults."""
+    optional = {key: params[key] for key in ("noise_law", "draws", "input_lr", "weight_decay", "lr_decay")
+                if key in params}
     try:
         return loop.LoopSettings(
-            iterations=positive_int(params, "iterations"),
             lr=float(params["lr"]),
             reg_noise_std=float(params["reg_noise_std"]),
-            ema=float(params["ema"]),
             precision=str(params.get("precision", "fp32")),
             reg_noise_decay=float(params.get("reg_noise_decay", 1.0)),
             reg_noise_decay_every=positive_int(params, "reg_noise_decay_every", minimum=0)
             if "reg_noise_decay_every" in params else 0,
+            lr_decay_every=positive_int(params, "lr_decay_every", minimum=0) if "lr_decay_every" in params else 0,
+            **optional,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from exc
@@ -256,26 +278,47 @@ def conv_decoder_setup(params: Mapping[str, Any], y: torch.Tensor, physics: Any,
 
 
 @dataclass
-class FitPlan:
-    """One problem as a variant sets it up: what it plugs into the shared loop."""
+class Fit:
+    """One problem's fit as a variant sets it up: what the network minimises, and its work between
+    steps. Methods whose fits are equal share one (``DipMethod.shared_fit_key``)."""
 
     setup: Setup
     objective: loop.Objective
-    regulariser: loop.Objective | None = None
+    regulariser: loop.Regulariser | None = None
+    hook: loop.Hook | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Reading:
+    """How a variant reads a fit: its stream of iterates, its stopping rule, and what it adds to the
+    record (``finish`` sees the finished reconstruction, e.g. to add the rule's best value)."""
+
+    stream: Stream
     rule: loop.Observer | None = None
     info: dict[str, Any] = field(default_factory=dict)
-    #: adds what only the finished run knows (e.g. the rule's best value) to the record
     finish: Callable[[Reconstruction], None] | None = None
 
 
+#: the parameters that decide a skip network and its input (the loop's settings decide the rest of
+#: the trajectory): methods whose values agree, with the same ``fit_kind`` and loop settings, fit
+#: one network together and differ only in how they read it
+SKIP_FIT_PARAMS = ("channels", "scales", "skip_channels", "input_channels", "upsample", "input")
+
+
 class DipMethod(Method):
-    """A DIP-family method: it says how to set up one problem (:meth:`plan`); the shared loop fits
-    one problem or a whole batch of them (:meth:`reconstruct_batch`), one network per image."""
+    """A DIP-family method: it says how to set up the fit of one problem (:meth:`fit`) and how to
+    read it (:meth:`read`); the shared loop fits one problem or a batch of them, one network per
+    image, and several methods may read one fit (:meth:`solve_shared`)."""
 
     family = "dip"
     max_batch = 64
     #: the integer parameters that must be >= 1 (a method whose 0 means something drops its key)
     counts: ClassVar[tuple[str, ...]] = ("iterations", "channels", "scales", "input_channels")
+    #: what the fit is (network and objective): methods of one kind whose ``fit_params`` agree share
+    #: a fit; empty: the method's fit is its own (a hook, another objective)
+    fit_kind: ClassVar[str] = "skip network, measurement loss"
+    fit_params: ClassVar[tuple[str, ...]] = SKIP_FIT_PARAMS
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:
@@ -287,12 +330,28 @@ class DipMethod(Method):
             cls.require(params, "skip_channels", params["skip_channels"] >= 0, "an integer >= 0")
         cls.require(params, "lr", params["lr"] > 0, "a number > 0")
         cls.require(params, "reg_noise_std", params["reg_noise_std"] >= 0, "a number >= 0")
-        cls.require(params, "ema", 0 <= params["ema"] < 1, "a number in [0, 1)")
+        if "ema" in params:
+            cls.require(params, "ema", 0 <= params["ema"] < 1, "a number in [0, 1)")
         if "input" in params:
             cls.require(params, "input", params["input"] in INPUTS, f"one of {', '.join(INPUTS)}")
 
-    def plan(self, y: torch.Tensor, physics: Any, seed: int) -> FitPlan:
-        raise NotImplementedError
+    def fit(self, y: torch.Tensor, physics: Any, seed: int) -> Fit:
+        """The paper's skip network fitted to ``y`` by the measurement loss (vanilla DIP's fit)."""
+        return Fit(skip_setup(self.params, y, physics, seed), measurement_loss(physics, y))
+
+    def read(self, y: torch.Tensor, physics: Any, seed: int) -> Reading:
+        """The stream of the ``ema`` parameter, no stopping rule (the budget stops the run)."""
+        return Reading(streams.averaged(float(self.params.get("ema", 0.0))))
+
+    def settings(self) -> loop.LoopSettings:
+        """The loop's settings from the parameters (part of the fit)."""
+        return loop_settings(self.params)
+
+    def shared_fit_key(self) -> str | None:
+        if not self.fit_kind:
+            return None
+        return canonical_json({"kind": self.fit_kind, "loop": dataclasses.asdict(self.settings()),
+                               "params": {k: self.params[k] for k in self.fit_params if k in self.params}})
 
     def memory_estimate(self, shape: tuple[int, int, int]) -> int | None:
         """Activations saved for the backward pass, measured on a 64×64 probe and scaled by the
@@ -309,50 +368,54 @@ class DipMethod(Method):
         return self.reconstruct_batch([Problem(y, physics, seed, callback)])[0]
 
     def reconstruct_batch(self, problems: Sequence[Problem]) -> list[Reconstruction]:
-        plans = [self.plan(p.y, p.physics, p.seed) for p in problems]
-        return run_many(plans, self.params, [p.callback for p in problems], [spaces.of(p.physics) for p in problems])
+        return [group[0] for group in self.solve_shared([[(self, p)] for p in problems])]
 
-
-def stream_name(config: loop.LoopSettings) -> str:
-    """The iterates the callback gets, hence the stream the harness's oracle is over."""
-    return f"EMA {config.ema:g} of outputs" if config.ema > 0 else "raw outputs"
-
-
-def run_many(
-    plans: Sequence[FitPlan], params: Mapping[str, Any], callbacks: Sequence[Callback | None],
-    image_spaces: Sequence[spaces.ImageSpace] | None = None,
-) -> list[Reconstruction]:
-    """Fit every plan (in one batch) and package the results for the harness (each projected
-    into its problem's image space)."""
-    config = settings(params)
-    fits = [
-        loop.FitProblem(plan.setup.network, plan.setup.z, plan.objective, plan.setup.size, plan.setup.noise,
-                        plan.regulariser, plan.rule, callback)
-        for plan, callback in zip(plans, callbacks, strict=True)
-    ]
-    with torch.enable_grad():
-        results = loop.fit_many(fits, config)
-    reconstructions = []
-    for plan, result, space in zip(plans, results, image_spaces or [spaces.UNIT] * len(plans), strict=True):
-        reconstruction = Reconstruction(
-            x=space.project(result.x),
-            iterations=result.iterations,
-            selected_iteration=result.selected_iteration,
-            budget=config.iterations,
-            info={
-                "stopped_by": result.stopped_by,
-                "final_loss": result.final_loss,
-                "network_parameters": parameter_count(plan.setup.network),
-                "input_shape": "x".join(str(s) for s in plan.setup.z.shape[1:]),
-                ORACLE_STREAM: stream_name(config),
-                **plan.info,
-            },
-        )
-        if plan.finish is not None:
-            plan.finish(reconstruction)
-        reconstructions.append(reconstruction)
-    return reconstructions
-
+    @classmethod
+    def solve_shared(cls, groups: Sequence[Sequence[tuple[Method, Problem]]]) -> list[list[Reconstruction]]:
+        """One fit per group (the methods reading one problem; the first sets the fit up), all
+        groups in one batch; each method gets what it would get alone."""
+        first: DipMethod = groups[0][0][0]  # type: ignore[assignment]
+        config = first.settings()
+        fits, readings = [], []
+        for group in groups:
+            owner, problem = group[0]
+            fit = owner.fit(problem.y, problem.physics, problem.seed)  # type: ignore[attr-defined]
+            reads = [(m, m.read(p.y, p.physics, p.seed)) for m, p in group]  # type: ignore[attr-defined]
+            watchers = [loop.Watcher(positive_int(m.params, "iterations"), r.stream, r.rule, p.callback)
+                        for (m, r), (_, p) in zip(reads, group, strict=True)]
+            fits.append(loop.FitProblem(fit.setup.network, fit.setup.z, fit.objective, fit.setup.size, watchers,
+                                        fit.setup.noise, fit.regulariser, fit.hook))
+            readings.append((fit, reads))
+        with torch.enable_grad():
+            results = loop.fit_many(fits, config)
+        out = []
+        for group, (fit, reads), per_watcher in zip(groups, readings, results, strict=True):
+            space = spaces.of(group[0][1].physics)
+            row = []
+            for (method, reading), result in zip(reads, per_watcher, strict=True):
+                reconstruction = Reconstruction(
+                    x=space.project(result.x),
+                    iterations=result.iterations,
+                    selected_iteration=result.selected_iteration,
+                    budget=positive_int(method.params, "iterations"),
+                    info={
+                        "stopped_by": result.stopped_by,
+                        "final_loss": result.final_loss,
+                        "network_parameters": parameter_count(fit.setup.network),
+                        "input_shape": "x".join(str(s) for s in fit.setup.z.shape[1:]),
+                        ORACLE_STREAM: reading.stream.name,
+                        "shared_fit": len(group),
+                        **fit.info,
+                        **reading.info,
+                    },
+                    uncertainty=result.spread,
+                    cost=SoloCost(dict(result.network_s), result.own_s),
+                )
+                if reading.finish is not None:
+                    reading.finish(reconstruction)
+                row.append(reconstruction)
+            out.append(row)
+        return out
 
 
 #: (channels, parameters) → (saved activation bytes, weight bytes, output pixels) of a probe
@@ -366,7 +429,7 @@ def _probe_memory(method: DipMethod, channels: int) -> tuple[int, int, int]:
 
     key = (channels, tuple(sorted((k, repr(v)) for k, v in method.params.items())))
     if key not in _PROBES:
-        setup = method.plan(torch.zeros(1, channels, 64, 64), dinv.physics.Denoising(), 0).setup
+        setup = method.fit(torch.zeros(1, channels, 64, 64), dinv.physics.Denoising(), 0).setup
         saved = 0
 
         def pack(t: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from methods._dip.loop import Objective
+from methods._dip.loop import Objective, Regulariser
 
 
 def _per_problem_mean(t: torch.Tensor) -> torch.Tensor:
@@ -41,8 +41,8 @@ def total_variation(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return _per_problem_mean(torch.sqrt(dx.square() + dy.square() + eps))
 
 
-def weighted_tv(weight: float) -> Objective:
-    def regulariser(x: torch.Tensor) -> torch.Tensor:
+def weighted_tv(weight: float) -> Regulariser:
+    def regulariser(x: torch.Tensor, _input: torch.Tensor) -> torch.Tensor:
         return weight * total_variation(x)
 
     return regulariser
@@ -63,23 +63,26 @@ def measured_entries(physics: Any, y: torch.Tensor) -> torch.Tensor:
 def split_pixels(
     measured: torch.Tensor, fraction: float, generator: torch.Generator, dtype: torch.dtype = torch.float32
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hold out a random ``fraction`` of the measured pixels of ``measured`` (1×C×H×W), all C
-    channels of a pixel together (at least one pixel, and at least one kept); a pixel counts as
-    measured when all its channels are. Returns masks ``(fit, held_out)`` of ``dtype`` over the
-    entries, disjoint; their union is the measured pixels' entries."""
+    """Hold out a random ``fraction`` of the measured locations of ``measured`` (1×…×H×W), every
+    entry of a location together: the C channels of a pixel, or the real and imaginary parts of a
+    k-space location in every coil (1×2×N×H×W), which share that location's signal (at least one
+    location held out, and at least one kept); a location counts as measured when all its entries
+    are. Returns masks ``(fit, held_out)`` of ``dtype`` over the entries, disjoint; their union is
+    the measured locations' entries."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}")
-    pixels = measured.all(dim=1, keepdim=True)
-    flat = pixels.flatten().cpu()
+    locations = measured.flatten(1, -3).all(dim=1)  # 1×H×W
+    flat = locations.flatten().cpu()
     index = flat.nonzero().squeeze(1)
     if index.numel() < 2:
-        raise ValueError("a hold-out needs at least two measured pixels")
+        raise ValueError("a hold-out needs at least two measured locations")
     count = min(max(1, round(fraction * index.numel())), index.numel() - 1)
     order = torch.randperm(index.numel(), generator=generator)
     held = torch.zeros_like(flat)
     held[index[order[:count]]] = True
-    held = held.view_as(pixels).to(measured.device).expand_as(measured)
-    fit = pixels.expand_as(measured) & ~held
+    shape = (1,) * (measured.dim() - 2) + tuple(measured.shape[-2:])
+    held = held.view(shape).to(measured.device).expand_as(measured)
+    fit = locations.view(shape).to(measured.device).expand_as(measured) & ~held
     return fit.to(dtype), held.to(dtype)
 
 
