@@ -103,6 +103,38 @@ class TrainingReport:
     description: str = ""
 
 
+#: how the description of released weights begins (``ReleasedTraining.description``): reports
+#: tell released weights from the suite's own training by it
+RELEASED = "released weights"
+
+
+@dataclass(frozen=True)
+class ReleasedTraining:
+    """What a method's released weights learnt from, as their authors state it, so that a table
+    shows their training set instead of "0 training images" and the data-efficiency figure places
+    them at its size. ``source`` says where the figure comes from (paper and section)."""
+
+    dataset: str
+    images: int
+    source: str
+
+    @property
+    def description(self) -> str:
+        """"released weights, 4 744 images of <dataset> (<source>)": the record's ``trained_on``."""
+        count = f"{self.images:,}".replace(",", " ")
+        return f"{RELEASED}, {count} images of {self.dataset} ({self.source})"
+
+    def report(self, seconds: float, checkpoint: str = "") -> TrainingReport:
+        """The training report of loading these weights: nothing trained, their training set said."""
+        return TrainingReport(seconds=seconds, cached=True, checkpoint=checkpoint, images=self.images,
+                              description=self.description)
+
+
+def is_released(trained_on: str) -> bool:
+    """Whether a record's ``info["trained_on"]`` describes released weights."""
+    return str(trained_on).startswith(RELEASED)
+
+
 #: the parameter of every trained method that says how many training images it learns from
 TRAIN_IMAGES = "train_images"
 
@@ -171,6 +203,9 @@ class Method:
     #: how the method decides when to stop and which iterate to return, in a few words (e.g.
     #: "windowed moving variance"); methods that have one appear in the early-stopping table
     stopping_rule: ClassVar[str] = ""
+    #: what the method's released weights learnt from, by release (e.g. "gray" and "rgb", or the
+    #: names a ``pretrained`` parameter takes); empty for methods without released weights
+    released_training: ClassVar[Mapping[str, ReleasedTraining]] = {}
     #: methods that learn from a training split implement ``prepare`` and take the parameter
     #: ``train_images`` (the first N images of the training split; None: all of them)
     needs_training: ClassVar[bool] = False

@@ -224,6 +224,8 @@ def _print_summary(summary: Summary) -> None:
     try:
         import reports
 
+        banner = reports.budget_banner(frame)  # a CPU-budget run says so before any number
+        print(f"{banner}\n\n" if banner else "", end="")
         print(reports.comparison_table(frame, fmt="markdown"))
     except Exception as exc:  # noqa: BLE001 - the summary must print even if a report piece breaks
         print(f"(table unavailable: {exc})")

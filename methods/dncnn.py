@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.api import Callback, Method, Reconstruction, TrainingContext, TrainingReport
+from benchmark.api import Callback, Method, Reconstruction, ReleasedTraining, TrainingContext, TrainingReport
 from benchmark.core.errors import UserError, WeightsUnavailable
 from benchmark.registry import register
 from methods._noise import denoising_skip_reason, noise_sigma, require_denoising, validate_model_sigma
@@ -38,9 +38,13 @@ from methods._weights import WeightFile, locate
 REPO_COMMIT = "e93b27812d3ff523a3a79d19e5e50d233d7a8d0a"
 _BASE = f"https://raw.githubusercontent.com/cszn/DnCNN/{REPO_COMMIT}/model/"
 FEATURES = 64
-#: images the released models learnt from (Zhang et al. 2017, Sec. IV-A): 400 gray 180×180
-#: images for DnCNN-S; CBSD's 432 colour images (BSD500 without CBSD68) for CDnCNN-S
-TRAINING_IMAGES = {1: 400, 3: 432}
+#: what the released models learnt from (Zhang et al. 2017, Sec. IV-A): DnCNN-S, 400 gray images
+#: of 180×180 (following Chen & Pock's TNRD); CDnCNN-S, the 432 colour images of the Berkeley
+#: segmentation dataset left when CBSD68 is held out for testing
+RELEASED_TRAINING = {
+    "gray": ReleasedTraining("Train400 (gray, 180×180)", 400, "Zhang et al. 2017, Sec. IV-A"),
+    "rgb": ReleasedTraining("CBSD432 (BSD500 without CBSD68)", 432, "Zhang et al. 2017, Sec. IV-A"),
+}
 #: |σ·255 − model σ| up to which a task's noise level counts as the model's own.
 SIGMA_TOLERANCE_255 = 0.5
 
@@ -195,6 +199,7 @@ class DnCNN(Method):
     name = "dncnn"
     family = "data-driven"
     summary = "DnCNN-S (Zhang et al. 2017), the authors' released weights for one noise level; x̂ = y − net(y)."
+    released_training = RELEASED_TRAINING
     #: model_sigma: "auto" matches the task's noise level, or a released level (15, 25, 50) on the 0–255 scale
     defaults = {"model_sigma": "auto"}
 
@@ -238,7 +243,7 @@ class DnCNN(Method):
         image kind (gray and colour) the task's noise level has a model for, so that the first
         colour cell of a run does not pay for loading the colour model inside its runtime."""
         start = time.perf_counter()
-        channels = int(ctx.images[0].shape[0]) if ctx.images else 1
+        channels = ctx.channels if ctx.channels is not None else (int(ctx.images[0].shape[0]) if ctx.images else 1)
         loaded: list[str] = []
         missing: list[UserError] = []
         for kind in (1, 3):
@@ -254,8 +259,8 @@ class DnCNN(Method):
             loaded.append(RELEASES[(sigma255, kind)].file.describe())
         if not loaded:
             raise next((e for e in missing if isinstance(e, WeightsUnavailable)), missing[0])
-        return TrainingReport(seconds=time.perf_counter() - start, cached=True, checkpoint=", ".join(loaded),
-                              images=TRAINING_IMAGES[channels])
+        release = RELEASED_TRAINING["rgb" if channels == 3 else "gray"]
+        return release.report(time.perf_counter() - start, ", ".join(loaded))
 
     def reconstruct(
         self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None

@@ -54,7 +54,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark.api import Callback, Method, Reconstruction, TrainingContext, TrainingReport
+from benchmark.api import Callback, Method, Reconstruction, ReleasedTraining, TrainingContext, TrainingReport
 from benchmark.core import seeding
 from benchmark.core.errors import UserError
 from benchmark.problems import spaces
@@ -76,6 +76,18 @@ PRETRAINED: dict[str, WeightFile] = {
                            "a37c32fffd316cd494cf3f35b339936debdc1576dad13fe57c42399a5dbc78b1"),
 }
 
+#: what the released DiffUNet weights learnt from. ffhq: the FFHQ model of Choi et al. (ILVR, ICCV
+#: 2021) that Chung et al. use for faces (DPS, ICLR 2023, Sec. 4); FFHQ has 70 000 images (Karras
+#: et al., CVPR 2019) and neither paper says a subset was held out, so the whole set is the figure.
+#: imagenet: Dhariwal & Nichol's unconditional 256² model (NeurIPS 2021), trained on the ILSVRC
+#: 2012 training set, 1 281 167 images (Russakovsky et al., IJCV 2015).
+RELEASED_TRAINING = {
+    "ffhq": ReleasedTraining("FFHQ faces at 256²", 70000,
+                             "Choi et al. 2021, used by Chung et al. 2023, Sec. 4; size: Karras et al. 2019"),
+    "imagenet": ReleasedTraining("the ImageNet (ILSVRC 2012) training set at 256²", 1281167,
+                                 "Dhariwal & Nichol 2021; size: Russakovsky et al. 2015"),
+}
+
 #: parameters that shape the trained prior (its cache key); the others only affect sampling
 PRIOR_PARAMS = ("prior_channels", "prior_depth", "prior_patch", "prior_batch", "prior_steps", "prior_lr",
                 "prior_ema", "train_images")
@@ -86,6 +98,7 @@ class DPS(Method):
     name = "dps"
     family = "data-driven"
     summary = "Diffusion posterior sampling with a DDPM prior trained by the suite (or released DiffUNet weights)."
+    released_training = RELEASED_TRAINING  # by ``pretrained`` name
     needs_training = True
     training_steps_parameter = "prior_steps"
     defaults = {
@@ -201,8 +214,12 @@ class DPS(Method):
         path = locate(PRETRAINED[name]) if name else Path(self.params["pretrained_path"])
         self._eps = diffusion.load_diffunet(path).to(ctx.device)
         self._channels, self._space = None, None  # DiffUNet is RGB; gray images are repeated to RGB per call
-        return TrainingReport(seconds=time.perf_counter() - start, cached=True, checkpoint=str(path),
-                              description=f"{name} weights" if name else f"DiffUNet weights {path.name}")
+        seconds = time.perf_counter() - start
+        if name:
+            return RELEASED_TRAINING[name].report(seconds, str(path))
+        # a user's own state dict: what it learnt from is not known here
+        return TrainingReport(seconds=seconds, cached=True, checkpoint=str(path),
+                              description=f"DiffUNet weights {path.name}")
 
     def reconstruct(
         self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.api import Callback, Method, Reconstruction, TrainingContext, TrainingReport
+from benchmark.api import Callback, Method, Reconstruction, ReleasedTraining, TrainingContext, TrainingReport
 from benchmark.core.errors import UserError
 from benchmark.registry import register
 from methods._noise import denoising_skip_reason, noise_sigma, require_denoising, validate_model_sigma
@@ -54,6 +54,30 @@ RELEASES: dict[int, Release] = {
                                      "0fe98bfd2ac870b15f360661b1c4789eecefc6dc2e4462842a0dd15e149a0433")),
 }
 SPECS = {r.file.name: r.file for r in RELEASES.values()}
+
+#: What the released weights learnt from. They are Tassano, Delon and Veit's re-training for IPOL
+#: (2019), whose code trains on the Waterloo Exploration Database (validating on Kodak24; gray
+#: networks on the images converted to gray), not on the original paper's 400 BSD + 400 ImageNet
+#: validation + 4 744 Waterloo images (Zhang et al. 2018, Sec. IV-A, 5 544 in all): the figure is
+#: the database's 4 744 images (Ma et al., IEEE TIP 2017).
+_WATERLOO = "Tassano et al., IPOL 2019, whose code trains on it; size: Ma et al., IEEE TIP 2017"
+RELEASED_TRAINING = {
+    "gray": ReleasedTraining("the Waterloo Exploration Database, in gray", 4744, _WATERLOO),
+    "rgb": ReleasedTraining("the Waterloo Exploration Database", 4744, _WATERLOO),
+}
+
+
+def released_for(channels: int | None) -> ReleasedTraining:
+    """The training set of the network that restores images of ``channels`` channels (the gray
+    one also serves the real and imaginary parts of MRI images)."""
+    return RELEASED_TRAINING["rgb" if channels == 3 else "gray"]
+
+
+def restored_channels(ctx: TrainingContext) -> int:
+    """The channels of the images to restore: the context's, else the training images' (gray)."""
+    if ctx.channels is not None:
+        return int(ctx.channels)
+    return int(ctx.images[0].shape[0]) if ctx.images else 1
 
 
 class FFDNetNet(nn.Module):
@@ -138,6 +162,7 @@ class FFDNet(Method):
     name = "ffdnet"
     family = "data-driven"
     summary = "FFDNet (Zhang et al. 2018), released weights (Tassano et al. 2019); one network for every σ."
+    released_training = RELEASED_TRAINING
     #: model_sigma: "auto" feeds the task's noise level, a number (0–255 scale) feeds that level instead
     defaults = {"model_sigma": "auto"}
 
@@ -158,12 +183,12 @@ class FFDNet(Method):
         return reason
 
     def prepare(self, ctx: TrainingContext) -> TrainingReport:
-        """Nothing to train: fetch and load the released weights before any timing."""
+        """Nothing to train: fetch and load the released weights before any timing; the report
+        says what they learnt from."""
         start = time.perf_counter()
-        channels = int(ctx.images[0].shape[0]) if ctx.images else 1
-        for c in sorted({channels, 1, 3}):
+        for c in (1, 3):
             self.denoiser.network(c, ctx.device)
-        return TrainingReport(seconds=time.perf_counter() - start, cached=True, checkpoint=SDIST.requirement)
+        return released_for(restored_channels(ctx)).report(time.perf_counter() - start, SDIST.requirement)
 
     def reconstruct(
         self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None

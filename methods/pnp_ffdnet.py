@@ -31,7 +31,7 @@ from benchmark.api import Callback, Method, Reconstruction, TrainingContext, Tra
 from benchmark.core.errors import UserError
 from benchmark.problems import spaces
 from benchmark.registry import register
-from methods.ffdnet import SDIST, FFDNetDenoiser
+from methods.ffdnet import RELEASED_TRAINING, SDIST, FFDNetDenoiser, released_for, restored_channels
 
 
 def noise_level(physics: Any) -> float:
@@ -100,6 +100,7 @@ class PnPFFDNet(Method):
     name = "pnp_ffdnet"
     family = "data-driven"
     summary = "Plug-and-play HQS with FFDNet (DPIR, Zhang et al. 2021): σ schedule 49/255 → σ, closed-form data step."
+    released_training = RELEASED_TRAINING  # FFDNet's released weights are its denoiser
     #: 2: inpainting's σ_min is DPIR's demosaicking value (0.6/255, was 2.55/255)
     revision = 2
     #: iterations: HQS steps; sigma_max/sigma_min: the schedule's ends (0–255 scale); mu: DPIR's 0.23
@@ -131,11 +132,12 @@ class PnPFFDNet(Method):
         return None
 
     def prepare(self, ctx: TrainingContext) -> TrainingReport:
-        """Nothing to train: load the released FFDNet weights before any timing."""
+        """Nothing to train: load the released FFDNet weights before any timing; the report says
+        what they learnt from."""
         start = time.perf_counter()
         for channels in (1, 3):
             self.denoiser.network(channels, ctx.device)
-        return TrainingReport(seconds=time.perf_counter() - start, cached=True, checkpoint=SDIST.requirement)
+        return released_for(restored_channels(ctx)).report(time.perf_counter() - start, SDIST.requirement)
 
     def reconstruct(
         self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None

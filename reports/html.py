@@ -13,6 +13,8 @@ body { font-family: system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; ma
        padding: 1.5rem 2rem 4rem; color: #1d2330; background: #fff; line-height: 1.45; }
 h1 { margin-bottom: .2rem; } h2 { margin-top: 2.4rem; border-bottom: 2px solid #e3e7ee; padding-bottom: .3rem; }
 .meta { color: #5a6275; margin-top: 0; }
+.banner { background: #fff4e0; border-left: 4px solid #d98b00; padding: .5rem .8rem; margin: .4rem 0 .8rem;
+          font-weight: 600; }
 nav a { margin-right: 1rem; color: #2456a6; text-decoration: none; } nav a:hover { text-decoration: underline; }
 .table-wrap { overflow-x: auto; margin: .8rem 0; }
 table { border-collapse: collapse; font-size: .86rem; font-variant-numeric: tabular-nums; }
@@ -74,13 +76,15 @@ def _section(s: Section) -> str:
     return "".join(parts)
 
 
-def page(title: str, meta: str, sections: list[Section]) -> str:
+def page(title: str, meta: str, sections: list[Section], *, banner: str = "") -> str:
+    """The page; ``banner``, when given, is the first thing under the title (a CPU budget's warning)."""
     e = html.escape
+    top = f"<p class='banner'>{e(banner)}</p>" if banner else ""
     nav = "".join(f"<a href='#{e(s.anchor)}'>{e(s.title)}</a>" for s in sections)
     body = "".join(_section(s) for s in sections)
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{e(title)}</title><style>{CSS}</style></head><body>"
-        f"<h1>{e(title)}</h1><p class='meta'>{e(meta)}</p><nav>{nav}</nav>{body}</body></html>\n"
+        f"<h1>{e(title)}</h1>{top}<p class='meta'>{e(meta)}</p><nav>{nav}</nav>{body}</body></html>\n"
     )

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
 from benchmark.problems import metrics as registry
 from benchmark.results import statistics as stats
+from benchmark.results.inference import smallest_p
 
 
 @dataclass
@@ -37,6 +39,9 @@ class Table:
     text_columns: set[int] = field(default_factory=set)  # left-aligned (names, not numbers)
 
 
+TOO_FEW = "too few images to test"
+
+
 def format_p(p: float | None) -> str:
     if p is None:
         return "p n/a"
@@ -49,35 +54,63 @@ def _marker(i: int) -> str:
 
 
 CAPTION = (
-    "Mean ± half-width of the 95% percentile-bootstrap interval ({n} resamples, seed {seed}) over "
-    "images × seeds. Bold: best per column ({directions}). p: two-sided paired Wilcoxon signed-rank "
-    "test against the bold method on the same (image, seed) pairs; n/a when fewer than two pairs "
-    "or all differences are zero. —: skipped (reason in the notes); failed cells are listed separately."
+    "{budget}. Mean over images (an image's seeds averaged first) ± half-width of the 95% cluster-bootstrap "
+    "interval over images (expanded percentile, {n} resamples, seed {seed}); each block's header gives its "
+    "number of images. Bold: best per column ({directions}). p: two-sided Wilcoxon signed-rank test of the "
+    "per-image means against the bold method on the images both have, Holm-adjusted over the methods compared "
+    "in the column; n/a when every difference is zero."
 )
+TOO_FEW_CAPTION = (
+    " '{too_few}': fewer than {min_images} images shared with the bold method, with which no two-sided test can "
+    "reach p < 0.05 (4 images give p ≥ {p4:.3f}); blocks with fewer images here: {small}."
+)
+ITERATES_CAPTION = " iterates: the stream of iterates a method returns and its iteration cap."
+END_CAPTION = " —: skipped (reason in the notes); failed cells are listed separately."
+
+
+def _block_label(task: str, dataset: str, images: int) -> str:
+    return f"{task} · {dataset} ({images} image{'' if images == 1 else 's'})"
+
+
+def _caption(df: pd.DataFrame, summary: pd.DataFrame, counts: dict[tuple[str, str], int], iterative: bool,
+             metrics: list[str]) -> str:
+    directions = ", ".join(
+        f"{'higher' if registry.higher_is_better(m) else 'lower'} {registry.header(m).split(' [')[0]}" for m in metrics
+    )
+    caption = CAPTION.format(budget=stats.budget_text(df).capitalize(), n=stats.N_RESAMPLES,
+                             seed=stats.BOOTSTRAP_SEED, directions=directions)
+    if len(summary) and summary["too_few"].any():
+        small = [f"{t} · {d} ({n})" for (t, d), n in counts.items() if n < stats.MIN_IMAGES_FOR_TEST]
+        caption += TOO_FEW_CAPTION.format(too_few=TOO_FEW, min_images=stats.MIN_IMAGES_FOR_TEST, p4=smallest_p(4),
+                                          small=", ".join(small) or "none (some methods lack images)")
+    return caption + (ITERATES_CAPTION if iterative else "") + END_CAPTION
 
 
 def comparison(frame: pd.DataFrame) -> Table:
-    """Rows: method instances; columns: the training images they learnt from, then
-    (task, dataset) × metrics."""
+    """Rows: method instances; columns: the training images they learnt from, then per
+    (task, dataset) block the iterates the method returns (iterative blocks) and the metrics."""
     summary = stats.summarize(frame)
     df = stats.normalize(frame)
     metrics = stats.table_metrics(df)
     blocks = sorted({(t, d) for t, d in zip(df["task"], df["dataset"], strict=True)})
-    directions = ", ".join(
-        f"{'higher' if registry.higher_is_better(m) else 'lower'} {registry.header(m).split(' [')[0]}" for m in metrics
-    )
-    caption = CAPTION.format(n=stats.N_RESAMPLES, seed=stats.BOOTSTRAP_SEED, directions=directions)
-    table = Table("comparison", caption, "method", ["training images", "trained on"], [],
-                  groups=[("training", 2)], text_columns={1})
+    counts = stats.block_images(df)
+    iterative = {b for b in blocks if _iterates(df[(df["task"] == b[0]) & (df["dataset"] == b[1])]).text}
+    table = Table("comparison", _caption(df, summary, counts, bool(iterative), metrics), "method",
+                  ["training images", "trained on"], [], groups=[("training", 2)], text_columns={1})
     for task, dataset in blocks:
-        table.groups.append((f"{task} · {dataset}", len(metrics)))
-        table.columns.extend(registry.header(m) for m in metrics)
+        extra = ["iterates"] if (task, dataset) in iterative else []
+        table.groups.append((_block_label(task, dataset, counts.get((task, dataset), 0)), len(extra) + len(metrics)))
+        if extra:
+            table.text_columns.add(len(table.columns))
+        table.columns.extend(extra + [registry.header(m) for m in metrics])
     reasons: dict[str, str] = {}
     index = {(r.method, r.task, r.dataset, r.metric): r for r in summary.itertuples(index=False)}
     for method in stats.method_order(df):
         rows = df[df["method"] == method]
         cells = [_training_images(rows), _trained_on(rows)]
         for task, dataset in blocks:
+            if (task, dataset) in iterative:
+                cells.append(_iterates(rows[(rows["task"] == task) & (rows["dataset"] == dataset)]))
             for metric in metrics:
                 r = index.get((method, task, dataset, metric))
                 cells.append(_cell(r, metric, reasons))
@@ -86,13 +119,29 @@ def comparison(frame: pd.DataFrame) -> Table:
     return table
 
 
+def _iterates(rows: pd.DataFrame) -> Entry:
+    """Which stream of iterates the rows return (``info.oracle_stream``) and their iteration cap
+    (``budget``): "EMA 0.99 of outputs, ≤ 800 it."; empty for one-shot methods."""
+    ok = rows[rows["status"] == "ok"]
+    infos = ok["info"] if "info" in ok else pd.Series(dtype=object)
+    streams = sorted({str(i["oracle_stream"]) for i in infos if isinstance(i, dict) and i.get("oracle_stream")})
+    caps = sorted({int(v) for v in pd.to_numeric(ok.get("budget", pd.Series(dtype=float)), errors="coerce")
+                   if pd.notna(v)})
+    parts = [" / ".join(streams)] if streams else []
+    if caps:
+        parts.append("≤ " + " / ".join(str(c) for c in caps) + " it.")
+    return Entry(", ".join(parts), tooltip="the stream of iterates returned and the iteration cap" if parts else "")
+
+
 def _training_images(rows: pd.DataFrame) -> Entry:
     """How many training images a method instance learnt from: 0 when untrained, n/a unknown."""
     ok = rows.loc[rows["status"] == "ok", "train_images"] if "train_images" in rows else pd.Series(dtype=float)
     counts = sorted({int(v) for v in pd.to_numeric(ok, errors="coerce") if pd.notna(v)})
     if not counts:
         return Entry("n/a", tooltip="not recorded (released weights, or no finished cell)")
-    return Entry(" / ".join(str(c) for c in counts), tooltip="images of the training split the method learnt from")
+    return Entry(" / ".join(str(c) for c in counts),
+                 tooltip="images the weights learnt from: of the training split for the suite's own training, "
+                 "the authors' training set for released weights")
 
 
 def _trained_on(rows: pd.DataFrame) -> Entry:
@@ -109,35 +158,43 @@ def _trained_on(rows: pd.DataFrame) -> Entry:
     return Entry("n/a", tooltip="not recorded (released weights that do not say, or no finished cell)")
 
 
-def _cell(r: object | None, metric: str, reasons: dict[str, str]) -> Entry:
+def _cell(r: Any, metric: str, reasons: dict[str, str]) -> Entry:
+    """One comparison entry from a ``summarize`` row (None: the method did not run on the block)."""
     if r is None:
         return Entry("", tooltip="not run")
-    status = r.status  # type: ignore[attr-defined]
-    if status == "skipped":
-        reason = r.reason  # type: ignore[attr-defined]
-        mark = reasons.setdefault(reason, _marker(len(reasons)))
-        return Entry("—", mark=mark, tooltip=f"skipped: {reason}")
-    if status == "failed":
+    if r.status == "skipped":
+        mark = reasons.setdefault(r.reason, _marker(len(reasons)))
+        return Entry("—", mark=mark, tooltip=f"skipped: {r.reason}")
+    if r.status == "failed":
         return Entry("failed", tooltip="every run of this cell failed; see the failed cells")
-    if status == "missing":
+    if r.status == "missing":
         return Entry("n/a", tooltip="no value recorded")
-    d = registry.decimals(metric, r.mean)  # type: ignore[attr-defined]
-    text = f"{r.mean:.{d}f} ± {r.half_width:.{d}f}"  # type: ignore[attr-defined]
-    note = format_p(r.p_value) if r.compared and not r.best else ""  # type: ignore[attr-defined]
-    tip = f"n = {r.n}; 95% CI [{r.low:.{d}f}, {r.high:.{d}f}]"  # type: ignore[attr-defined]
-    return Entry(text, bold=bool(r.best), note=note, tooltip=tip)  # type: ignore[attr-defined]
+    d = registry.decimals(metric, r.mean)
+    runs = f"{r.n} image{'' if r.n == 1 else 's'}, {r.runs} runs"
+    if pd.isna(r.half_width):
+        text, tip = f"{r.mean:.{d}f}", f"{runs}; one image gives no interval over images"
+    else:
+        text = f"{r.mean:.{d}f} ± {r.half_width:.{d}f}"
+        tip = f"{runs}; 95% CI over images [{r.low:.{d}f}, {r.high:.{d}f}]"
+    note = ""
+    if r.compared and not r.best:
+        note = TOO_FEW if r.too_few else format_p(r.p_value)
+        if r.p_raw is not None:
+            tip += f"; p before Holm's correction {r.p_raw:.4f} on {r.pair_images} images"
+    return Entry(text, bold=bool(r.best), note=note, tooltip=tip)
 
 
 def es_gap(frame: pd.DataFrame) -> Table:
     """The early-stopping table: one row per method with a stopping rule, and task."""
     s = stats.es_gap_summary(frame)
-    columns = ["stopping rule", "task", "dataset", "n", "PSNR [dB]", "oracle PSNR [dB]", "ES gap [dB]", "oracle over",
-               "stopped at", "oracle at", "iterations run", "budget", "iterations saved"]
+    columns = ["stopping rule", "task", "dataset", "images", "PSNR [dB]", "oracle PSNR [dB]", "ES gap [dB]",
+               "oracle over", "stopped at", "oracle at", "iterations run", "iteration cap", "iterations saved"]
     caption = (
-        "Early stopping of the methods that declare a stopping rule: the PSNR given away against the oracle (the "
-        "best of every iterate in hindsight, which needs the ground truth; 'oracle over' names the stream of "
-        "iterates, averaged or raw outputs), as mean ± 95% bootstrap half-width, "
-        "and the iterations saved against the budget (means over images × seeds)."
+        f"{stats.budget_text(frame).capitalize()}. Early stopping of the methods that declare a stopping rule: the "
+        "PSNR given away against the oracle (the best of every iterate in hindsight, which needs the ground truth; "
+        "'oracle over' names the stream of iterates, averaged or raw outputs), as mean ± half-width of the 95% "
+        "cluster-bootstrap interval over images, and the iterations saved against the iteration cap (means of "
+        "per-image means, an image's seeds averaged first)."
     )
     table = Table("es-gap", caption, "method", columns, [], text_columns={0, 1, 2, 7})
 
@@ -145,10 +202,12 @@ def es_gap(frame: pd.DataFrame) -> Table:
         return Entry("n/a" if pd.isna(v) else f"{v:.{d}f}")
 
     for r in s.itertuples(index=False):
-        gap = "n/a" if pd.isna(r.es_gap_db) else f"{r.es_gap_db:.2f} ± {r.es_gap_half:.2f}"
+        gap = "n/a" if pd.isna(r.es_gap_db) else f"{r.es_gap_db:.2f}"
+        if not pd.isna(r.es_gap_half):
+            gap += f" ± {r.es_gap_half:.2f}"
         table.rows.append((r.method, [
-            Entry(r.stopping_rule), Entry(r.task), Entry(r.dataset), Entry(str(r.n)), num(r.psnr, 2),
-            num(r.oracle_psnr, 2), Entry(gap), Entry(r.oracle_stream),
+            Entry(r.stopping_rule), Entry(r.task), Entry(r.dataset), Entry(str(r.n), tooltip=f"{r.runs} runs"),
+            num(r.psnr, 2), num(r.oracle_psnr, 2), Entry(gap), Entry(r.oracle_stream),
             num(r.selected_iteration), num(r.oracle_iteration), num(r.iterations), num(r.budget),
             num(r.iterations_saved),
         ]))
@@ -159,10 +218,11 @@ def seed_spread(frame: pd.DataFrame) -> Table:
     """The run-to-run table: how far a method's PSNR moves between run seeds on one image."""
     s = stats.seed_spread(frame)
     caption = (
-        "Seed-to-seed spread: the standard deviation of an image's PSNR across the run seeds, mean "
-        "and largest over images. Each seed draws another measurement noise and, for a randomised "
-        "method, another initialisation and noise stream: a deterministic method's spread is the "
-        "measurement noise's share."
+        f"{stats.budget_text(frame).capitalize()}. Seed-to-seed spread: the standard deviation of an image's PSNR "
+        "across the run seeds, mean and largest over the images run with at least two seeds. Each seed draws "
+        "another measurement noise and, for a randomised method, another initialisation and noise stream: a "
+        "deterministic method's spread is the measurement noise's share. It describes one image's runs, not the "
+        "uncertainty of a mean: the comparison's intervals are over images."
     )
     table = Table("seed-spread", caption, "method", ["task", "dataset", "images", "seeds", "mean s.d. [dB]",
                                                      "max s.d. [dB]"], [], text_columns={0, 1})
@@ -174,8 +234,9 @@ def seed_spread(frame: pd.DataFrame) -> Table:
 
 def failed(frame: pd.DataFrame) -> Table:
     f = stats.failures(frame)
-    table = Table("failed", "Failed cells (rerunning the benchmark retries them).", "method",
-                  ["task", "dataset", "image", "seed", "error"], [], text_columns={0, 1, 2, 4})
+    caption = f"{stats.budget_text(frame).capitalize()}. Failed cells (rerunning the benchmark retries them)."
+    table = Table("failed", caption, "method", ["task", "dataset", "image", "seed", "error"], [],
+                  text_columns={0, 1, 2, 4})
     for r in f.itertuples(index=False):
         seed = "" if pd.isna(r.seed) else str(int(r.seed))
         table.rows.append((r.method, [Entry(r.task), Entry(r.dataset), Entry(r.image_id), Entry(seed), Entry(r.error)]))

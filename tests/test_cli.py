@@ -40,6 +40,20 @@ def test_list_shows_every_registry(capsys: pytest.CaptureFixture[str]) -> None:
         assert word in out
 
 
+def test_list_describes_each_profile_for_users(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each profile says what a user gets and what it costs, in the user's words: no internal
+    issue numbers, no promise of a time bound."""
+    from benchmark.run import profiles
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in profiles.available():
+        description = profiles.load(name).description
+        assert description in out
+        assert "issue" not in description.lower() and "<" not in description, (name, description)
+    assert "About 10 minutes on 2 CPU cores" in profiles.load("quick").description
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

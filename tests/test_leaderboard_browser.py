@@ -100,7 +100,7 @@ def populate(uri: str, artifacts: Path, monkeypatch: pytest.MonkeyPatch) -> tupl
     monkeypatch.setattr(tracking_utils, "_tracking_uri", getattr(tracking_utils, "_tracking_uri", None), raising=False)
     tracker = Tracker(uri, artifact_root=artifacts)
     frame = results()
-    tracker.start(types.SimpleNamespace(name="synthetic", source=""), "cpu", len(frame), len(frame))
+    tracker.start(types.SimpleNamespace(name="synthetic", budget="quick", source=""), "cpu", len(frame), len(frame))
     tracker.log_training("dncnn", TASKS[0], "embedded", TrainingReport(seconds=5.0, cached=True), "synthetic")
     tracker.log_groups(frame, "synthetic")
     tracker.finish()
@@ -161,7 +161,8 @@ def test_leaderboard_ranks_runs_in_the_mlflow_ui(tmp_path: Path, monkeypatch: py
         assert names == [f"{m} · {task} · embedded" for m in expected.method], names
         assert psnrs == sorted(psnrs, reverse=True) and len(psnrs) == len(expected)
         assert psnrs[0] == pytest.approx(expected["mean"].iloc[0], abs=0.01)
-        for column in ("method", "parameters", "train_images", "psnr", "ssim", "lpips", "runtime_s", "train_s"):
+        for column in ("method", "parameters", "budget", "train_images", "psnr", "ssim", "lpips", "runtime_s",
+                       "train_s"):
             assert column in headers, headers
         benchmark_through_the_server(url, tmp_path, monkeypatch)
     finally:

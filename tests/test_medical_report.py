@@ -61,7 +61,8 @@ def test_the_data_efficiency_figure_has_both_trained_lines_and_the_bands_per_tas
     """What the figure draws, per task: a U-Net and a DPS line through 1, 2 and all the training
     slices (40 MRI, 80 CT), and the untrained methods as bands at zero."""
     frame = stats.normalize(ResultsStore(medical_run / "results.sqlite").frame())
-    trained, untrained, _ = data_efficiency._curves(frame, "psnr")
+    curves = data_efficiency._curves(frame, "psnr")
+    trained, untrained = curves.trained, curves.untrained
     for task, dataset, whole in (("mri_x4", "mri_brain", 40), ("ct_views60", "ct_chest", 80)):
         lines = trained[(trained.task == task) & (trained.dataset == dataset)]
         assert {m: sorted(part.n_train) for m, part in lines.groupby("method")} == {

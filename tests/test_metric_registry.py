@@ -117,8 +117,10 @@ def test_export_writes_the_long_tables_with_their_row_counts(tmp_path: Path,
         assert counts == {"psnr": 8, "ssim": 8, "lpips": 8, "runtime_s": 8, "peak_mem_mb": 8,
                           "oracle_psnr": 4, "es_gap_db": 4, "iterations": 4, "iterations_saved": 4}
         assert len(curves) == 2 * tv_points and set(curves.metric) == {"psnr", "ssim"}
-        assert list(results.columns) == ["cell_key", "method", "params", "family", "task", "dataset", "image_id",
-                                         "seed", "metric", "value"]
+        assert list(results.columns) == ["cell_key", "method", "label", "params", "family", "task", "dataset",
+                                         "image_id", "seed", "run_budget", "metric", "value"]
+        # a store of the first release: each instance is its method, the budget was not recorded
+        assert (results.label == results.method).all() and results.run_budget.fillna("").eq("").all()
         one = results[(results.metric == "psnr")].set_index("cell_key").value
         assert one.to_dict() == pytest.approx(frame.set_index("cell_key").psnr.to_dict())
         pivot = results.pivot_table(index=["method", "task"], columns="metric", values="value", aggfunc="count")

@@ -42,26 +42,33 @@ def ok_values(frame: pd.DataFrame, method: str, task: str, metric: str) -> pd.Se
     return rows.set_index(["image_id", "seed"])[metric].astype(float).sort_index()
 
 
-def direct_bootstrap(x: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float]:
-    idx = np.random.default_rng(seed).integers(0, len(x), size=(n, len(x)))
-    means = x[idx].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+def direct_interval(units: np.ndarray, n: int = stats.N_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+    """Hesterberg's expanded percentile bootstrap interval of the mean, written out."""
+    k = len(units)
+    idx = np.random.default_rng(seed).integers(0, k, size=(n, k))
+    means = units[idx].mean(axis=1)
+    tail = sps.norm.cdf(-np.sqrt(k / (k - 1)) * sps.t.ppf(0.975, k - 1))
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
-def test_bootstrap_interval_is_the_percentile_bootstrap_of_the_mean() -> None:
+def test_bootstrap_interval_is_the_expanded_percentile_bootstrap_of_the_mean() -> None:
     x = np.random.default_rng(3).normal(28.0, 1.5, size=12)
     mean, low, high = stats.bootstrap_ci(x)
     assert mean == pytest.approx(x.mean())
-    assert (low, high) == pytest.approx(direct_bootstrap(x), abs=1e-12)
-    # an independent implementation (other random draws) agrees to Monte-Carlo precision
-    ref = sps.bootstrap((x,), np.mean, n_resamples=4000, method="percentile", rng=np.random.default_rng(9))
-    assert low == pytest.approx(ref.confidence_interval.low, abs=0.15)
-    assert high == pytest.approx(ref.confidence_interval.high, abs=0.15)
+    assert (low, high) == pytest.approx(direct_interval(x), abs=1e-12)
     assert stats.bootstrap_ci(x) == stats.bootstrap_ci(x)  # seeded: the same every time
+    # the expansion vanishes with many units: an independent percentile bootstrap (other random
+    # draws) agrees to Monte-Carlo precision
+    many = np.random.default_rng(4).normal(28.0, 1.5, size=400)
+    _, low, high = stats.bootstrap_ci(many)
+    ref = sps.bootstrap((many,), np.mean, n_resamples=4000, method="percentile", rng=np.random.default_rng(9))
+    assert low == pytest.approx(ref.confidence_interval.low, abs=0.03)
+    assert high == pytest.approx(ref.confidence_interval.high, abs=0.03)
 
 
 def test_bootstrap_edge_cases() -> None:
-    assert stats.bootstrap_ci([31.0]) == (31.0, 31.0, 31.0)
+    mean, low, high = stats.bootstrap_ci([31.0])  # one image: a mean, no interval over images
+    assert mean == 31.0 and np.isnan(low) and np.isnan(high)
     assert stats.bootstrap_ci([30.0, np.inf, 32.0])[0] == pytest.approx(31.0)  # exact recon left out
     assert all(np.isnan(v) for v in stats.bootstrap_ci([]))
 
@@ -69,16 +76,26 @@ def test_bootstrap_edge_cases() -> None:
 def test_summary_cell_matches_a_direct_computation(frame: pd.DataFrame, summary: pd.DataFrame) -> None:
     s = summary
     row = s[(s.method == "tv") & (s.task == DEN) & (s.metric == "psnr")].iloc[0]
-    values = ok_values(frame, "tv", DEN, "psnr").to_numpy()
-    low, high = direct_bootstrap(values)
-    assert row.n == 8
-    assert row["mean"] == pytest.approx(values.mean())
+    per_image = ok_values(frame, "tv", DEN, "psnr").groupby(level="image_id").mean().sort_index().to_numpy()
+    low, high = direct_interval(per_image)
+    assert (row.n, row.runs) == (4, 8)  # 4 images, 2 seeds each
+    assert row["mean"] == pytest.approx(per_image.mean())
     assert (row.low, row.high) == pytest.approx((low, high), abs=1e-12)
     md = reports.comparison_table(frame)
-    assert f"{values.mean():.2f} ± {(high - low) / 2:.2f}" in md
+    assert f"{per_image.mean():.2f} ± {(high - low) / 2:.2f}" in md
     # shuffling the store's rows changes nothing
     shuffled = frame.sample(frac=1.0, random_state=1)
     pd.testing.assert_frame_equal(stats.summarize(shuffled), s)
+
+
+def metric_column(table: tables.Table, task: str, metric: str) -> int:
+    """The index in ``table.columns`` of ``metric`` in the block of ``task``."""
+    start = 0
+    for label, span in table.groups:
+        if label.startswith(f"{task} ·"):
+            return table.columns.index(metrics.header(metric), start, start + span)
+        start += span
+    raise KeyError(task)
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -91,7 +108,7 @@ def test_best_mean_per_column_is_bold(frame: pd.DataFrame, summary: pd.DataFrame
     col = s[(s.task == task) & (s.metric == metric) & (s.status == "ok")]
     assert list(col[col.best].method) == [expected]
     table = tables.comparison(frame)
-    j = table.columns.index(metrics.header(metric)) + (0 if task == DEN else 4)
+    j = metric_column(table, task, metric)
     bold = [name for name, cells in table.rows if cells[j].bold]
     assert bold == [expected]
     md = tables.to_markdown(table)
@@ -105,27 +122,33 @@ def test_runtime_best_is_the_fastest_method(frame: pd.DataFrame, summary: pd.Dat
     assert list(best.method) == ["identity"]  # lower is better for time
 
 
-def test_wilcoxon_p_value_is_scipys_on_the_shared_pairs(frame: pd.DataFrame, summary: pd.DataFrame) -> None:
+def test_wilcoxon_p_value_is_scipys_on_the_per_image_means(frame: pd.DataFrame, summary: pd.DataFrame) -> None:
     s = summary
     best = s[(s.task == DEN) & (s.metric == "psnr") & s.best].method.iloc[0]
-    # "flaky" failed on one (image, seed): the test uses the seven pairs both methods have
+    # "flaky" failed on one (image, seed): the test pairs the runs both methods have, averages the
+    # differences over each image's seeds and tests the 4 per-image differences
     a, b = ok_values(frame, "flaky", DEN, "psnr"), ok_values(frame, best, DEN, "psnr")
     pairs = pd.concat([a, b], axis=1, join="inner")
     assert len(pairs) == 7
-    expected = sps.wilcoxon(pairs.iloc[:, 0], pairs.iloc[:, 1]).pvalue
+    diffs = (pairs.iloc[:, 0] - pairs.iloc[:, 1]).groupby(level="image_id").mean()
+    expected = sps.wilcoxon(diffs.to_numpy()).pvalue
     row = s[(s.method == "flaky") & (s.task == DEN) & (s.metric == "psnr")].iloc[0]
-    assert row.p_value == pytest.approx(expected, rel=1e-12)
-    assert row.n == 7
-    assert tables.format_p(expected) in reports.comparison_table(frame)
+    assert row.p_raw == pytest.approx(expected, rel=1e-12)
+    assert (row.n, row.runs, row.pair_images) == (4, 7, 4)
+    assert row.p_raw >= 0.125  # the smallest two-sided p 4 images can give
+    column = s[(s.task == DEN) & (s.metric == "psnr") & ~s.best]
+    assert (column.p_value >= column.p_raw).all()  # Holm's correction only raises a p
+    # 4 images: the table says so instead of a p
+    assert row.too_few and tables.TOO_FEW in reports.comparison_table(frame)
 
 
 def test_wilcoxon_is_na_without_pairs_or_differences() -> None:
     idx = pd.MultiIndex.from_tuples([("a", 0), ("b", 0), ("c", 0)], names=["image_id", "seed"])
     x = pd.Series([1.0, 2.0, 3.0], index=idx)
-    assert stats.paired_wilcoxon(x, x) is None  # identical
-    assert stats.paired_wilcoxon(x.iloc[:1], x.iloc[:1] + 1) is None  # one pair
-    assert stats.paired_wilcoxon(x, x + np.array([0.5, -0.2, 0.9])) == pytest.approx(
-        sps.wilcoxon([1, 2, 3], [1.5, 1.8, 3.9]).pvalue)
+    assert stats.paired_test(x, x) == (None, 3)  # identical
+    assert stats.paired_test(x.iloc[:1], x.iloc[:1] + 1) == (None, 1)  # one image
+    p, n = stats.paired_test(x, x + np.array([0.5, -0.2, 0.9]))
+    assert n == 3 and p == pytest.approx(sps.wilcoxon([1, 2, 3], [1.5, 1.8, 3.9]).pvalue)
     assert tables.format_p(None) == "p n/a"
 
 
@@ -301,3 +324,21 @@ def test_trajectory_figure_has_one_curve_per_iterative_method(frame: pd.DataFram
     long = plots.trajectory_long(df)
     assert set(long.method) == {"dip", "dip_es"}
     assert plots.trajectories(df[df.family != "dip"], {}) is None
+
+
+def test_iterative_rows_state_their_stream_and_iteration_cap(frame: pd.DataFrame) -> None:
+    """The DIP variants of a block ran under one cap and each says which stream it returns."""
+    table = tables.comparison(frame)
+    rows = dict(table.rows)
+    start = 0
+    for label, span in table.groups:
+        if label.startswith(f"{DEN} ·"):
+            break
+        start += span
+    assert table.columns[start] == "iterates" and start in table.text_columns
+    assert rows["dip"][start].text == "EMA 0.99 of outputs, ≤ 200 it."
+    assert rows["dip_es"][start].text == "raw outputs, ≤ 200 it."
+    assert rows["tv"][start].text == "" and rows["dncnn"][start].text == ""  # one-shot here: nothing to say
+    assert "iterates: the stream of iterates" in table.caption
+    one_shot = tables.comparison(frame[frame.family != "dip"])
+    assert "iterates" not in one_shot.columns and "iterates:" not in one_shot.caption

@@ -3,7 +3,9 @@
 ``results``: one row per (method, params, task, dataset, image, seed, metric) with its ``value``,
 for every registered metric, every cost and the early-stopping figures of the cells that
 finished; ``curves``: one row per (cell, step, metric) of the iterates' trajectories. Both carry
-the cell key, so they join with each other and with the store.
+the cell key, so they join with each other and with the store; the method instance's ``label``
+(``tv[weight=tuned]``), so pandas users group as the tables and MLflow runs do; and
+``run_budget``, the profile budget (test, quick, paper) that made each number.
 """
 
 from __future__ import annotations
@@ -13,18 +15,23 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.problems import metrics
 from benchmark.core.errors import UserError
 from benchmark.core.keys import canonical_json
+from benchmark.problems import metrics
+from benchmark.results.statistics import instance_labels
 from benchmark.results.store import ResultsStore
 
-KEYS = ["cell_key", "method", "params", "family", "task", "dataset", "image_id", "seed"]
+#: ``run_budget`` (not ``budget``: the store's ``budget`` is a method's iteration cap, and the
+#: tables join with the store on ``cell_key``)
+KEYS = ["cell_key", "method", "label", "params", "family", "task", "dataset", "image_id", "seed", "run_budget"]
 FORMATS = ("csv", "parquet")
 
 
 def _ok(frame: pd.DataFrame) -> pd.DataFrame:
     ok = frame[frame["status"] == "ok"].copy()
     ok["params"] = ok["params"].map(canonical_json)
+    ok["label"] = instance_labels(ok)
+    ok["run_budget"] = ok["run_budget"].fillna("").astype(str) if "run_budget" in ok else ""
     return ok
 
 

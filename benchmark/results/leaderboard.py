@@ -5,8 +5,10 @@ a saved view: an experiment tag ``mlflow.sharedViewState.<key>`` that the page l
 URL says ``?viewStateShareKey=<key>`` (MLflow 3's "share view" feature). The suite writes one
 saved view per (task, dataset) of the latest run of a profile: its method runs only (no parent,
 no training runs), shown flat in the classic (model training) view, with the method, its
-parameters, training images, PSNR, SSIM, LPIPS, runtime and training time as columns, best
-PSNR first. Opening the URL shows the ranking without a click.
+parameters, the budget it ran under, training images, PSNR, SSIM, LPIPS, runtime and training
+time as columns, best PSNR first; the view's name says the budget too ("· budget quick"), so a
+CPU-budget ranking is never taken for the paper-scale one. Opening the URL shows the ranking
+without a click.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 SORT_KEY = "metrics.`psnr`"
 #: the leaderboard's columns, in MLflow's column-key syntax (``<type>.`<name>` ``)
 COLUMNS = (
-    "tags.`method`", "tags.`parameters`", "metrics.`train_images`", "metrics.`psnr`", "metrics.`ssim`",
+    "tags.`method`", "tags.`parameters`", "tags.`budget`", "metrics.`train_images`", "metrics.`psnr`", "metrics.`ssim`",
     "metrics.`lpips`", "metrics.`runtime_s`", "metrics.`train_s`",
 )
 
@@ -72,6 +74,7 @@ def publish(client: MlflowClient, experiment_id: str, parent_run_id: str) -> lis
     """Write (or refresh) one saved view per (task, dataset) of the run ``parent_run_id``."""
     parent = client.get_run(parent_run_id)
     profile = parent.data.tags.get("profile", "")
+    budget = parent.data.tags.get("budget") or "not recorded"
     base = f"tags.`dipbench.kind` = 'result' and tags.`mlflow.parentRunId` = '{parent_run_id}'"
     children = client.search_runs([experiment_id], base, max_results=5000)
     pairs = sorted({(r.data.tags.get("task", ""), r.data.tags.get("dataset", "")) for r in children})
@@ -81,7 +84,8 @@ def publish(client: MlflowClient, experiment_id: str, parent_run_id: str) -> lis
         key = hashlib.sha256(f"dipbench|{parent_run_id}|{task}|{dataset}".encode()).hexdigest()[:20]
         search = f"{base} and tags.task = '{task}' and tags.dataset = '{dataset}'"
         client.set_experiment_tag(experiment_id, f"{VIEW_TAG_PREFIX}{key}",
-                                  _view(f"dipbench leaderboard · {profile} · {task} · {dataset}", search))
+                                  _view(f"dipbench leaderboard · {profile} · budget {budget} · {task} · {dataset}",
+                                        search))
         boards.append(Board(task, dataset, experiment_id, key))
     return boards
 

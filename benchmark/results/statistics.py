@@ -1,19 +1,39 @@
-"""Statistics behind every table: bootstrap intervals, paired tests, and the per-cell summary.
+"""Statistics behind every table: the per-cell summary, the early-stopping and seed tables.
 
 Everything here is a pure function of the per-image table (``ResultsStore.frame()``), so the
-numbers in the Markdown, HTML and LaTeX renderings and in the figures are computed once.
+numbers in the Markdown, HTML and LaTeX renderings and in the figures are computed once. The
+intervals and tests are over images, seeds averaged within an image (``inference``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from benchmark.problems import metrics as registry
+from benchmark.results.inference import (
+    BOOTSTRAP_SEED,
+    CONFIDENCE,
+    MIN_IMAGES_FOR_TEST,
+    N_RESAMPLES,
+    bootstrap_ci,
+    cluster_bootstrap_ci,
+    holm,
+    paired_test,
+)
+
+__all__ = [
+    # the intervals and tests (``inference``), re-exported for the reports
+    "BOOTSTRAP_SEED", "CONFIDENCE", "MIN_IMAGES_FOR_TEST", "N_RESAMPLES", "bootstrap_ci", "cluster_bootstrap_ci",
+    "holm", "paired_test",
+    # the summaries
+    "NUMERIC_FIELDS", "FAMILY_ORDER", "PAPER_BUDGET", "CellStat", "normalize", "instance_labels", "method_order",
+    "table_metrics", "skip_reason", "summarize", "block_images", "budgets", "cpu_budgets", "budget_text",
+    "seed_spread", "es_gap_summary", "failures",
+]
 
 #: Numeric record fields besides the registry's metrics and costs.
 NUMERIC_FIELDS = (
@@ -21,9 +41,8 @@ NUMERIC_FIELDS = (
     "es_gap_db", "measurement_psnr", "seed",
 )
 FAMILY_ORDER = {"baseline": 0, "dip": 1, "data-driven": 2}
-N_RESAMPLES = 2000
-CONFIDENCE = 0.95
-BOOTSTRAP_SEED = 0
+#: the budget of the papers' settings; every other one is a CPU-sized budget on small images
+PAPER_BUDGET = "paper"
 
 
 def normalize(frame: pd.DataFrame) -> pd.DataFrame:
@@ -33,7 +52,8 @@ def normalize(frame: pd.DataFrame) -> pd.DataFrame:
     numeric = [m.name for m in registry.registered()] + list(registry.COSTS) + list(NUMERIC_FIELDS)
     for col in numeric:
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else np.nan
-    for col, default in (("status", "ok"), ("family", ""), ("stopping_rule", ""), ("error", ""), ("recon_path", "")):
+    for col, default in (("status", "ok"), ("family", ""), ("stopping_rule", ""), ("error", ""), ("recon_path", ""),
+                         ("run_budget", "")):
         df[col] = df[col].fillna(default).astype(str) if col in df else default
     for col in ("method", "task", "dataset", "image_id"):
         df[col] = df[col].astype(str)
@@ -55,52 +75,6 @@ def instance_labels(frame: pd.DataFrame) -> pd.Series:
         return names
     labels = frame["label"].fillna("").astype(str)
     return labels.where(labels != "", names)
-
-
-def bootstrap_ci(
-    values: np.ndarray | list[float] | pd.Series,
-    *,
-    n_resamples: int = N_RESAMPLES,
-    confidence: float = CONFIDENCE,
-    seed: int = BOOTSTRAP_SEED,
-) -> tuple[float, float, float]:
-    """(mean, low, high): percentile bootstrap of the mean over the samples (images × seeds).
-
-    Resampling indices come from ``numpy.random.default_rng(seed).integers(0, n, (n_resamples, n))``,
-    so the interval is reproducible. Non-finite values (an exact reconstruction has PSNR = inf) are
-    left out; with one sample the interval has zero width.
-    """
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return (math.nan, math.nan, math.nan)
-    mean = float(x.mean())
-    if x.size == 1:
-        return (mean, mean, mean)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(n_resamples, x.size))
-    means = x[idx].mean(axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return (mean, float(low), float(high))
-
-
-def paired_wilcoxon(a: pd.Series, b: pd.Series) -> float | None:
-    """Two-sided Wilcoxon signed-rank p-value on the pairs present in both series (same index,
-    e.g. (image_id, seed)); None when fewer than two pairs or every difference is zero."""
-    da = {k: float(v) for k, v in zip(a.index, a.to_numpy(), strict=True) if math.isfinite(v)}
-    db = {k: float(v) for k, v in zip(b.index, b.to_numpy(), strict=True) if math.isfinite(v)}
-    keys = sorted(set(da) & set(db))
-    if len(keys) < 2:
-        return None
-    x, y = np.array([da[k] for k in keys]), np.array([db[k] for k in keys])
-    if np.all(x == y):
-        return None
-    try:
-        p = float(stats.wilcoxon(x, y).pvalue)
-    except ValueError:
-        return None
-    return None if math.isnan(p) else p
 
 
 def method_order(frame: pd.DataFrame) -> list[str]:
@@ -129,18 +103,23 @@ def skip_reason(rows: pd.DataFrame) -> str:
 
 @dataclass(frozen=True)
 class CellStat:
-    """One entry of the comparison table: a (method, task, dataset, metric) summary."""
+    """One entry of the comparison table: a (method, task, dataset, metric) summary over images."""
 
     method: str
     task: str
     dataset: str
     metric: str
     status: str  # ok | skipped | failed | missing
-    n: int = 0
-    mean: float = math.nan
+    n: int = 0  # images: the unit of the interval and of the test
+    runs: int = 0  # (image, seed) runs behind them
+    mean: float = math.nan  # the mean of the per-image means
     low: float = math.nan
     high: float = math.nan
+    #: the paired test against the best method, Holm-adjusted over the methods compared in the
+    #: block for this metric (None: not tested); ``p_raw`` before the correction
     p_value: float | None = None
+    p_raw: float | None = None
+    pair_images: int = 0  # images this method and the best one share: the test's n
     best: bool = False
     compared: bool = False  # False when the column has no other method to test against
     reason: str = ""
@@ -149,13 +128,43 @@ class CellStat:
     def half_width(self) -> float:
         return (self.high - self.low) / 2.0
 
+    @property
+    def too_few(self) -> bool:
+        """Tested against the best on fewer images than a two-sided test at 5% needs."""
+        return self.compared and not self.best and self.pair_images < MIN_IMAGES_FOR_TEST
+
+
+def _run_values(ok: pd.DataFrame, metric: str) -> pd.Series:
+    """One value per (image, seed), sorted, so nothing depends on the store's row order
+    (duplicates, e.g. two parameter sets with one label, are averaged)."""
+    values = ok.dropna(subset=[metric]).groupby(["image_id", "seed"])[metric].mean().sort_index()
+    return values[np.isfinite(values.to_numpy(dtype=float))]
+
+
+def _compare(cells: dict[str, CellStat], samples: dict[str, pd.Series], metric: str) -> None:
+    """Mark the best method of a block's column and test every other one against it (in place)."""
+    sign = 1.0 if registry.higher_is_better(metric) else -1.0
+    best_value = max(sign * cells[m].mean for m in samples)
+    best = sorted(m for m in samples if sign * cells[m].mean == best_value)
+    compared = len(samples) > 1  # a lone method is neither best nor tested
+    raw: dict[str, float | None] = {}
+    shared: dict[str, int] = {}
+    for m in samples:
+        if compared and m not in best:
+            raw[m], shared[m] = paired_test(samples[m], samples[best[0]])
+    adjusted = holm(raw)
+    for m in samples:
+        cells[m] = replace(cells[m], best=compared and m in best, compared=compared, p_raw=raw.get(m),
+                           p_value=adjusted.get(m), pair_images=shared.get(m, 0))
+
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     """The comparison table in long form: one row per (method, task, dataset, metric).
 
-    The best method per (task, dataset, metric) is the one with the best mean (direction from
-    the registry); every other method gets the paired Wilcoxon p-value against it on
-    the (image, seed) pairs both have.
+    Per method, the mean of its per-image means with the cluster-bootstrap interval over images.
+    The best method per (task, dataset, metric) is the one with the best mean (direction from the
+    registry); every other method gets the paired Wilcoxon p on the per-image means both have,
+    Holm-adjusted over the methods compared in that column (``inference``).
     """
     df = normalize(frame)
     metrics = table_metrics(df)
@@ -169,14 +178,12 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
             samples: dict[str, pd.Series] = {}
             for method in methods:
                 rows = by_method.get(method, block.iloc[:0])
-                ok = rows[rows["status"] == "ok"]
-                # one value per (image, seed), sorted, so the resampling does not depend on the row
-                # order of the store (duplicates, e.g. two parameter sets, are averaged)
-                values = ok.dropna(subset=[metric]).groupby(["image_id", "seed"])[metric].mean().sort_index()
-                values = values[np.isfinite(values)]
+                values = _run_values(rows[rows["status"] == "ok"], metric)
                 if len(values):
-                    mean, low, high = bootstrap_ci(values.to_numpy())
-                    cells[method] = CellStat(method, task, dataset, metric, "ok", len(values), mean, low, high)
+                    images = values.index.get_level_values("image_id")
+                    mean, low, high = cluster_bootstrap_ci(values.to_numpy(), images)
+                    cells[method] = CellStat(method, task, dataset, metric, "ok", images.nunique(), len(values), mean,
+                                             low, high)
                     samples[method] = values
                 elif len(rows) and (rows["status"] == "skipped").all():
                     cells[method] = CellStat(method, task, dataset, metric, "skipped", reason=skip_reason(rows))
@@ -185,18 +192,37 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
                 elif len(rows):
                     cells[method] = CellStat(method, task, dataset, metric, "missing")
             if samples:
-                sign = 1.0 if registry.higher_is_better(metric) else -1.0
-                best_value = max(sign * cells[m].mean for m in samples)
-                best = sorted(m for m in samples if sign * cells[m].mean == best_value)
-                for m in samples:
-                    is_best = m in best and len(samples) > 1  # a lone method is not "best"
-                    p = None if is_best else paired_wilcoxon(samples[m], samples[best[0]])
-                    c = cells[m]
-                    cells[m] = CellStat(c.method, task, dataset, metric, "ok", c.n, c.mean, c.low, c.high, p, is_best,
-                                        compared=len(samples) > 1)
+                _compare(cells, samples, metric)
             out.extend(cells.values())
-    columns = [f for f in CellStat.__dataclass_fields__] + ["half_width"]
-    return pd.DataFrame([{**c.__dict__, "half_width": c.half_width} for c in out], columns=columns)
+    columns = [f for f in CellStat.__dataclass_fields__] + ["half_width", "too_few"]
+    return pd.DataFrame([{**c.__dict__, "half_width": c.half_width, "too_few": c.too_few} for c in out],
+                        columns=columns)
+
+
+def block_images(frame: pd.DataFrame) -> dict[tuple[str, str], int]:
+    """How many images each (task, dataset) block has finished results on (any method)."""
+    df = normalize(frame)
+    ok = df[df["status"] == "ok"]
+    return {(str(t), str(d)): int(g["image_id"].nunique()) for (t, d), g in ok.groupby(["task", "dataset"], sort=True)}
+
+
+def budgets(frame: pd.DataFrame) -> list[str]:
+    """The profile budgets the rows ran under (``run_budget``), sorted; empty when not recorded."""
+    df = normalize(frame)
+    return sorted({b for b in df["run_budget"] if b})
+
+
+def cpu_budgets(frame: pd.DataFrame) -> list[str]:
+    """The budgets of these rows that are not the papers' settings (test, quick, a CPU budget)."""
+    return [b for b in budgets(frame) if b != PAPER_BUDGET]
+
+
+def budget_text(frame: pd.DataFrame) -> str:
+    """"budget quick", "budgets paper, quick" or "budget not recorded", for headers and captions."""
+    found = budgets(frame)
+    if not found:
+        return "budget not recorded"
+    return ("budget " if len(found) == 1 else "budgets ") + ", ".join(found)
 
 
 def _oracle_streams(infos: pd.Series) -> str:
@@ -208,7 +234,8 @@ def _oracle_streams(infos: pd.Series) -> str:
 def seed_spread(frame: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame:
     """How much a method's result moves from one run seed to another on the same image (DIP's
     run-to-run variance): per (method, task, dataset), over the images run with at least two
-    seeds, the mean and the largest across-seed standard deviation of ``metric``."""
+    seeds, the mean and the largest across-seed standard deviation of ``metric``. This is about
+    seeds on purpose; the comparison's intervals are over images (``inference``)."""
     columns = ["method", "task", "dataset", "images", "seeds", "mean_sd", "max_sd"]
     df = normalize(frame)
     ok = df[(df["status"] == "ok")].dropna(subset=[metric]) if len(df) else df
@@ -224,24 +251,24 @@ def seed_spread(frame: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame:
 
 def es_gap_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Early-stopping cost and benefit per method with a stopping rule (its declaration) and
-    (task, dataset): the PSNR the rule gave away against the oracle iterate, and the iterations
-    it saved."""
+    (task, dataset): the PSNR the rule gave away against the oracle iterate (with its interval
+    over images), and the iterations it saved; every figure a mean of per-image means."""
     df = normalize(frame)
     ruled = df[(df["stopping_rule"] != "") & (df["status"] == "ok")]
+    columns = ["psnr", "oracle_psnr", "selected_iteration", "oracle_iteration", "iterations", "budget",
+               "iterations_saved"]
     rows = []
     for (method, task, dataset), g in ruled.groupby(["method", "task", "dataset"], sort=True):
-        gap = g.sort_values(["image_id", "seed"])["es_gap_db"].dropna()
-        mean, low, high = bootstrap_ci(gap.to_numpy())
+        g = g.sort_values(["image_id", "seed"])
+        gap = g.dropna(subset=["es_gap_db"])
+        mean, low, high = cluster_bootstrap_ci(gap["es_gap_db"].to_numpy(), gap["image_id"])
+        per_image = g.groupby("image_id", sort=True)[columns].mean().mean()
         rows.append(
             {
-                "method": method, "task": task, "dataset": dataset, "n": int(len(gap)),
-                "stopping_rule": str(g["stopping_rule"].iloc[0]),
+                "method": method, "task": task, "dataset": dataset, "n": int(gap["image_id"].nunique()),
+                "runs": int(len(gap)), "stopping_rule": str(g["stopping_rule"].iloc[0]),
                 "es_gap_db": mean, "es_gap_half": (high - low) / 2.0,
-                "psnr": g["psnr"].mean(), "oracle_psnr": g["oracle_psnr"].mean(),
-                "selected_iteration": g["selected_iteration"].mean(),
-                "oracle_iteration": g["oracle_iteration"].mean(),
-                "iterations": g["iterations"].mean(), "budget": g["budget"].mean(),
-                "iterations_saved": g["iterations_saved"].mean(),
+                **{c: float(per_image[c]) for c in columns},
                 "oracle_stream": _oracle_streams(g["info"]),
             }
         )

@@ -1,8 +1,9 @@
 """MLflow tracking, derived from the per-image results table.
 
-One parent run per invocation (git commit, profile, device, package versions); one child run
-per (method, task, dataset) with its parameters, mean metrics and 95% intervals, the per-image
-table as an artifact, DIP trajectories as stepped metrics, and tags to filter by. Only the driver
+One parent run per invocation (git commit, profile, its budget, device, package versions); one
+child run per (method, task, dataset) with its parameters, mean metrics and 95% intervals over
+images, the per-image table as an artifact, DIP trajectories as stepped metrics, and tags to
+filter by (the budget among them). Only the driver
 writes here. The default store is SQLite (``sqlite:///mlruns.db``); ``MLFLOW_TRACKING_URI``
 overrides it.
 """
@@ -31,10 +32,11 @@ import sqlalchemy.exc
 from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
 
-from benchmark.problems import metrics as registry
 from benchmark.api import TrainingReport
-from benchmark.problems.data import cache_root
 from benchmark.core.errors import UserError
+from benchmark.problems import metrics as registry
+from benchmark.problems.data import cache_root
+from benchmark.results.inference import cluster_bootstrap_ci
 from benchmark.results.leaderboard import EXPERIMENT_KIND
 
 T = TypeVar("T")
@@ -213,7 +215,7 @@ class Tracker:
     @_locked
     def start(self, profile: Any, device: str, plan_size: int, todo: int) -> str:
         tags = {
-            "dipbench.kind": "benchmark", "profile": profile.name, "device": device,
+            "dipbench.kind": "benchmark", "profile": profile.name, "budget": profile.budget, "device": device,
             "git_commit": git_commit(), "dipbench.host": socket.gethostname(), "dipbench.pid": str(os.getpid()),
             **package_versions(),
         }
@@ -325,7 +327,7 @@ class Tracker:
         # ``parameters``: what makes this instance differ from the method's defaults (its label's)
         tags = {"mlflow.parentRunId": self.parent_id or "", "dipbench.kind": "result", "method": method,
                 "label": label, "parameters": label[len(method):].strip("[]"), "task": task, "dataset": dataset,
-                "profile": profile, "family": str(rows.family.iloc[0])}
+                "profile": profile, "family": str(rows.family.iloc[0]), "budget": _budget_tag(rows)}
         skipped = rows[rows.status == "skipped"]
         if len(skipped):
             tags["skip_reason"] = str(skipped.error.iloc[0])[:500]
@@ -334,7 +336,7 @@ class Tracker:
         params = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in rows.params.iloc[0].items()}
         params["method"] = method
         self.client.log_batch(rid, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items()])
-        batch = [Metric("n_images", float(len(ok)), 0, 0),
+        batch = [Metric("n_images", float(ok["image_id"].nunique()), 0, 0), Metric("n_runs", float(len(ok)), 0, 0),
                  Metric("n_failed", float((rows.status == "failed").sum()), 0, 0)]
         if "train_images" in ok and ok["train_images"].notna().any():
             batch.append(Metric("train_images", float(ok["train_images"].max()), 0, 0))
@@ -376,9 +378,14 @@ class Tracker:
         return out
 
 
-def _interval(rows: pd.DataFrame, metric: str) -> tuple[float, float, float]:
-    """The same bootstrap interval the report tables show (one implementation, in benchmark.results.statistics)."""
-    from benchmark.results.statistics import bootstrap_ci
+def _budget_tag(rows: pd.DataFrame) -> str:
+    """The profile budget(s) the rows ran under ("" in stores written before it was recorded)."""
+    found = sorted({str(b) for b in rows.get("run_budget", pd.Series(dtype=str)).dropna() if b})
+    return ", ".join(found)
 
+
+def _interval(rows: pd.DataFrame, metric: str) -> tuple[float, float, float]:
+    """The interval the report tables show: over images, an image's seeds averaged first
+    (``benchmark.results.inference``)."""
     ordered = rows.sort_values(["image_id", "seed"])
-    return bootstrap_ci(ordered[metric].astype(float).to_numpy())
+    return cluster_bootstrap_ci(ordered[metric].astype(float).to_numpy(), ordered["image_id"].astype(str))

@@ -207,6 +207,7 @@ def run_benchmark(
         with _timed(parts, "files and store"):
             for cell in absent:  # recorded as skipped, with the fix, before any work; retried by the next run
                 skipped = data_unavailable_outcome(cell, profile.name, unavailable[cell.dataset], str(device))
+                skipped.record.run_budget = profile.budget
                 store.put(skipped.record)
                 summary.ran += 1
                 _tally(summary, skipped.record)
@@ -232,6 +233,7 @@ def run_benchmark(
                     raise StoreError(f"could not save a reconstruction under {results_dir / 'recons'} ({exc}): is "
                                      "the disk full or the folder read-only? Every cell committed before is kept; "
                                      "fix it and rerun to resume") from exc
+                outcome.record.run_budget = profile.budget  # every number says what budget made it
                 store.put(outcome.record)
             rec = outcome.record
             for name in ("metrics", "trajectory", "png"):

@@ -1,0 +1,1 @@
+"""Results: the per-image store (single source of truth), statistics, export, MLflow tracking."""
