@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from benchmark.core.errors import UserError, unknown
+from benchmark.core.errors import UserError
 
 #: ``callback(step, x_k) -> keep_going``. Iterative methods call it once per iteration with the
 #: iterate they would return if stopped now; the harness decides when to measure it.
@@ -138,9 +138,9 @@ def is_released(trained_on: str) -> bool:
 #: the parameter of every trained method that says how many training images it learns from
 TRAIN_IMAGES = "train_images"
 
-#: the budgets a profile selects (``budget:`` in its YAML): the tests' tiny one, the CPU-sized
-#: one of the quick profile, and the method's own defaults (the papers' settings)
-BUDGETS = ("test", "quick", "paper")
+#: the budget of a method's own defaults (the papers' settings), which every method has; any other
+#: budget a profile names (``budget:`` in its YAML) is an entry of the methods' ``budgets``
+PAPER_BUDGET = "paper"
 
 
 def _type_name(default: Any) -> str:
@@ -183,8 +183,8 @@ class Method:
     default value (the papers' settings), ``task_defaults`` overrides them per task: a table
     keyed by task family and by task name (the name's entry wins, e.g. DIP's input perturbation
     at σ = 50); defaults computed from the task (``task.params``, ``task.noise_sigma``) override
-    :meth:`defaults_for`. ``test_params`` / ``quick_params`` are the budgets of the tests and of
-    the CPU-sized quick profile.
+    :meth:`defaults_for`. ``budgets`` are the other budgets a profile may select: the tests'
+    ("test"), the CPU-sized quick profile's ("quick"), the ``*_cpu`` profiles' ("cpu"), ….
     """
 
     name: ClassVar[str] = ""
@@ -192,10 +192,12 @@ class Method:
     summary: ClassVar[str] = ""
     defaults: ClassVar[Mapping[str, Any]] = {}
     task_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
-    #: the budget of the conformance tests and the smoke profile (seconds per cell on a CPU)
-    test_params: ClassVar[Mapping[str, Any]] = {}
-    #: the budget of the quick profile (a CPU-sized run of the whole suite)
-    quick_params: ClassVar[Mapping[str, Any]] = {}
+    #: per budget a profile may select, the parameters it sets over the defaults (``{}``: the
+    #: defaults run under it): "test" (the conformance tests and the smoke profile: seconds per
+    #: cell), "quick" (the quick profile: a CPU-sized run of the whole suite), "cpu" (the ``*_cpu``
+    #: profiles), or any other a profile names; "paper" is the defaults themselves. A profile's
+    #: methods must all declare its budget (checked when the plan is made)
+    budgets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     #: per budget, what a task family (or task name, which wins) keeps over that budget's
     #: parameters: a per-task default chosen for that budget's sizes, e.g. DIP's MRI learning
     #: rate, chosen with the quick network, survives the quick budget's lr
@@ -268,13 +270,19 @@ class Method:
             raise UserError(f"method {cls.name!r}: parameter {key!r} must be {expected}, got {params[key]!r}")
 
     @classmethod
+    def has_budget(cls, budget: str) -> bool:
+        return budget == PAPER_BUDGET or budget in cls.budgets
+
+    @classmethod
     def budget_params(cls, budget: str, task: Any = None) -> dict[str, Any]:
-        """The parameters a budget sets: ``test_params``, ``quick_params``, or none for "paper";
-        for ``task`` (a ``benchmark.problems.tasks.Task`` or a family name) with its ``budget_task_params``
-        entries on top."""
-        if budget not in BUDGETS:
-            raise unknown("budget", budget, BUDGETS)
-        base = {"test": cls.test_params, "quick": cls.quick_params}.get(budget, {})
+        """The parameters a budget sets (none for "paper"), for ``task`` (a
+        ``benchmark.problems.tasks.Task`` or a family name) with its ``budget_task_params`` on top; a
+        budget the method does not declare is a ``UserError`` naming the ones it has."""
+        if not cls.has_budget(budget):
+            declared = ", ".join([PAPER_BUDGET, *cls.budgets])
+            raise UserError(f"method {cls.name!r} has no {budget!r} budget (it has: {declared}); declare "
+                            f"budgets[{budget!r}] on it ({{}} runs its defaults under that budget)")
+        base = {} if budget == PAPER_BUDGET else cls.budgets[budget]
         return {**base, **_entries_for(cls.budget_task_params.get(budget, {}), task)}
 
     @classmethod

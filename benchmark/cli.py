@@ -61,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="settings", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                      help="override a parameter of every instance of a method, e.g. dip.iterations=500 "
                           "(several values sweep it: dip.iterations=500,2000); repeatable")
-    run.add_argument("--budget", choices=["test", "quick", "paper"],
-                     help="the methods' budget: their test_params, quick_params or defaults (default: the profile's)")
+    run.add_argument("--budget", help="the methods' budget: an entry of their budgets (test, quick, cpu, ...) or "
+                     "paper, their defaults (default: the profile's)")
     run.add_argument("--tasks", type=_csv, help="comma-separated tasks")
     run.add_argument("--datasets", type=_csv, help="comma-separated datasets or folders of images, e.g. ./my_images "
                      "(profile crop/limit kept when listed)")

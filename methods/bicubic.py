@@ -22,6 +22,7 @@ class Bicubic(Method):
     name = "bicubic"
     family = "baseline"
     summary = "MATLAB bicubic up-sampling of y (the SR literature's baseline); super-resolution only."
+    budgets = {"test": {}, "quick": {}, "cpu": {}}
     defaults = {}
 
     def skip_reason(self, task: Any, channels: int | None = None) -> str | None:

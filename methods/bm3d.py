@@ -78,6 +78,7 @@ class BM3D(Method):
     name = "bm3d"
     family = "baseline"
     summary = "BM3D / CBM3D (Dabov et al. 2007), bm3d package (non-commercial licence): denoising, FFT deblurring."
+    budgets = {"test": {}, "quick": {}}
     #: profile: the package's parameter set ("np" is the paper's "normal profile")
     defaults = {"profile": "np"}
 

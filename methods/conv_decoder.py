@@ -65,8 +65,10 @@ class ConvDecoderMethod(common.DipMethod):
         "data_consistency": True,
     }
     stopping_rule = "lowest training loss within the budget"
-    test_params = {"iterations": 60, "channels": 16, "layers": 4}
-    quick_params = {"iterations": common.QUICK_CAP, "channels": 32}
+    budgets = {
+        "test": {"iterations": 60, "channels": 16, "layers": 4},
+        "quick": {"iterations": common.QUICK_CAP, "channels": 32},
+    }
     counts = ("iterations", "channels", "input_size")
     fit_kind = "ConvDecoder, measurement loss"
     fit_params = ("channels", "layers", "input_size")

@@ -58,8 +58,8 @@ class DeepDecoderMethod(common.DipMethod):
     }
     #: lr 0.01 for every task (the inpainting recipe's 0.0025 goes with its 40000 iterations); the
     #: quick budget keeps the width sized from the image.
-    test_params = {**common.TEST_PARAMS, "lr": 0.01}
-    quick_params = {"iterations": common.QUICK_CAP, "lr": 0.01}
+    budgets = {"test": {**common.TEST_PARAMS, "lr": 0.01},
+               "quick": {"iterations": common.QUICK_CAP, "lr": 0.01}}
     counts = ("iterations", "scales")  # channels 0: sized from the image
     #: the width k per task family, on training images at the test size: the authors' ratio rule
     #: (0) gives k = 8 on a 64² gray image, where a wider decoder may fit better; the grid keeps

@@ -24,8 +24,7 @@ class DeepImagePrior(common.DipMethod):
     defaults = dict(common.SKIP_DEFAULTS)
     task_defaults = common.PAPER_TASK_DEFAULTS
     stopping_rule = "fixed budget (the paper's, per task)"
-    test_params = common.SKIP_TEST_PARAMS
-    quick_params = common.SKIP_QUICK_PARAMS
+    budgets = {"test": common.SKIP_TEST_PARAMS, "quick": common.SKIP_QUICK_PARAMS}
     budget_task_params = common.SKIP_BUDGET_TASK_PARAMS
     #: the budget per task, where no paper gives one, by ``benchmark tune`` (a profile's
     #: ``tune.grids`` narrows the grid)

@@ -40,8 +40,10 @@ class DipESEMV(common.DipMethod):
     stopping_rule = "exponential moving variance of the outputs (ES-EMV)"
     #: the DIP family's common cap in each budget (the paper budget: at least 5000), so that the
     #: stopping rule decides where the run ends
-    test_params = {**common.SKIP_TEST_PARAMS, "patience": 20, "start": 10}
-    quick_params = {**common.SKIP_QUICK_PARAMS, "patience": 200}
+    budgets = {
+        "test": {**common.SKIP_TEST_PARAMS, "patience": 20, "start": 10},
+        "quick": {**common.SKIP_QUICK_PARAMS, "patience": 200},
+    }
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:

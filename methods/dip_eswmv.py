@@ -30,8 +30,10 @@ class DipESWMV(common.DipMethod):
     stopping_rule = "windowed moving variance of the iterates (ES-WMV)"
     #: the DIP family's common cap in each budget (the paper budget: at least 5000), so that the
     #: stopping rule decides where the run ends
-    test_params = {**common.SKIP_TEST_PARAMS, "window": 10, "patience": 20}
-    quick_params = {**common.SKIP_QUICK_PARAMS, "patience": 200}
+    budgets = {
+        "test": {**common.SKIP_TEST_PARAMS, "window": 10, "patience": 20},
+        "quick": {**common.SKIP_QUICK_PARAMS, "patience": 200},
+    }
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:

@@ -42,8 +42,10 @@ class DipHoldout(common.DipMethod):
     fit_params = (*common.SKIP_FIT_PARAMS, "holdout")
     #: the DIP family's common cap in each budget (the paper budget: at least 5000), so that the
     #: stopping rule decides where the run ends
-    test_params = {**common.SKIP_TEST_PARAMS, "patience": 20}
-    quick_params = {**common.SKIP_QUICK_PARAMS, "patience": 200}
+    budgets = {
+        "test": {**common.SKIP_TEST_PARAMS, "patience": 20},
+        "quick": {**common.SKIP_QUICK_PARAMS, "patience": 200},
+    }
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:

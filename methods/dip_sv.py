@@ -45,8 +45,10 @@ class DipSelfValidation(common.DipMethod):
     #: the common cap of the DIP family in a budget, so that the stopping rule decides where the run
     #: ends; the CPU setting of the autoencoder (``AE_SETTINGS["cpu"]``) is the quick profile's,
     #: named in its label (``dip_sv[ae_setting=cpu]``)
-    test_params = {**common.SKIP_TEST_PARAMS, "patience": 20, "ae_window": 16, "ae_setting": "cpu"}
-    quick_params = {**common.SKIP_QUICK_PARAMS, "patience": 300}
+    budgets = {
+        "test": {**common.SKIP_TEST_PARAMS, "patience": 20, "ae_window": 16, "ae_setting": "cpu"},
+        "quick": {**common.SKIP_QUICK_PARAMS, "patience": 300},
+    }
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:

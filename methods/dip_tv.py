@@ -27,8 +27,7 @@ class DipTV(common.DipMethod):
     defaults = {**common.SKIP_DEFAULTS, "tv_weight": 0.01}
     task_defaults = common.PAPER_TASK_DEFAULTS
     stopping_rule = "fixed budget (DIP's, per task)"
-    test_params = common.SKIP_TEST_PARAMS
-    quick_params = common.SKIP_QUICK_PARAMS
+    budgets = {"test": common.SKIP_TEST_PARAMS, "quick": common.SKIP_QUICK_PARAMS}
     budget_task_params = common.SKIP_BUDGET_TASK_PARAMS
     tunable = {"tv_weight": [0.001, 0.003, 0.01, 0.03, 0.1], "iterations": BUDGET_GRID}
     tune_by = "family"

@@ -162,6 +162,7 @@ class FFDNet(Method):
     name = "ffdnet"
     family = "data-driven"
     summary = "FFDNet (Zhang et al. 2018), released weights (Tassano et al. 2019); one network for every σ."
+    budgets = {"test": {}, "quick": {}}
     released_training = RELEASED_TRAINING
     #: model_sigma: "auto" feeds the task's noise level, a number (0–255 scale) feeds that level instead
     defaults = {"model_sigma": "auto"}

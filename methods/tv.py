@@ -60,7 +60,7 @@ class TotalVariation(Method):
         "mri": {"weight": 0.008},
         "ct": {"weight": 0.001},
     }
-    test_params = {"iterations": 100}
+    budgets = {"test": {"iterations": 100}, "quick": {}, "cpu": {}}
     #: the weight trades noise for detail, so it is chosen per task (per noise level) by
     #: ``benchmark tune`` on validation images from the training split
     tunable = {"weight": [0.001, 0.002, 0.004, 0.008, 0.015, 0.03, 0.05, 0.07, 0.1, 0.14, 0.2, 0.3]}

@@ -55,10 +55,12 @@ class SupervisedUNet(Method):
         "depth": 3,  # number of down-samplings
         "train_images": None,  # learn from the first N training images (None: all)
     }
-    test_params = {"train_steps": 10, "train_batch": 4, "train_patch": 32, "channels": 8, "depth": 2}
-    #: the quick profile trains it three times per task (1, 4 and 13 images): small patches and
-    #: batches keep the three within the time one 48² × 16 training took
-    quick_params = {"train_steps": 400, "train_batch": 8, "train_patch": 32, "channels": 32, "depth": 2}
+    #: test: seconds per cell; quick: the quick profile trains it three times per task (1, 4 and
+    #: 13 images): small patches and batches keep the three within the time one 48² × 16 training took
+    budgets = {
+        "test": {"train_steps": 10, "train_batch": 4, "train_patch": 32, "channels": 8, "depth": 2},
+        "quick": {"train_steps": 400, "train_batch": 8, "train_patch": 32, "channels": 32, "depth": 2},
+    }
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:

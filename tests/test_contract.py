@@ -1,6 +1,6 @@
 """Conformance tests run over every registered method automatically (benchopt-style).
 
-Each method, with its own test budget (``test_params``), on each smoke task: returns an image
+Each method, with its own test budget (``budgets["test"]``), on each smoke task: returns an image
 of the right shape, finite, deterministic for a seed, stops when the callback says so, and beats
 nothing-at-all (an all-zero image).
 """
@@ -18,7 +18,7 @@ from benchmark.api import Method, Problem, TrainingContext, as_reconstruction
 from benchmark.core.errors import UserError
 from benchmark.problems import data, metrics, spaces, tasks
 from benchmark.problems.data import cache_root
-from benchmark.run import profiles
+from benchmark.run import plan, profiles
 
 SMOKE = profiles.load("smoke")
 METHODS = sorted(registry.available())
@@ -88,11 +88,35 @@ def test_unknown_parameter_is_refused(name: str) -> None:
 
 @pytest.mark.parametrize("name", METHODS)
 def test_budgets_are_declared_on_the_method_and_valid(name: str) -> None:
-    """The test and quick budgets name real parameters with valid values on every task."""
+    """Every budget a method declares (and "paper", its defaults) names real parameters with valid
+    values on every task, and its per-task tables are keyed by tasks and families only."""
     cls = registry.get(name)
-    for budget in ("test", "quick", "paper"):
+    assert "test" in cls.budgets, "every method has a test budget (the conformance tests and smoke profile)"
+    for budget in ("paper", *cls.budgets):
+        plan.check_task_keys(cls, budget)
         for task in tasks.TASKS.values():
             cls.validate(cls.resolve_params(task, {}, budget=budget))
+
+
+@pytest.mark.parametrize("profile_name", sorted(profiles.available()))
+def test_every_method_of_a_shipped_profile_has_its_budget(profile_name: str) -> None:
+    profile = profiles.load(profile_name)
+    missing = [m for m in plan.selected_methods(profile) if not registry.get(m).has_budget(profile.budget)]
+    assert not missing, f"{profile_name} runs budget {profile.budget!r}, which {missing} do not declare"
+
+
+def test_a_missing_budget_or_a_misspelt_task_key_is_refused_when_the_plan_is_made() -> None:
+    from benchmark.api import Method
+
+    class NoCpu(Method):
+        name = "no_cpu_budget"
+        budgets = {"test": {}}
+        task_defaults = {"denoisng": {}}  # misspelt family
+
+    with pytest.raises(UserError, match="has no 'cpu' budget"):
+        NoCpu.budget_params("cpu")
+    with pytest.raises(UserError, match="'denoisng' is neither a task nor a task family"):
+        plan.check_task_keys(NoCpu, "test")
 
 
 @pytest.mark.parametrize("name", METHODS)

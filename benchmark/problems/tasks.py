@@ -1,4 +1,10 @@
-"""Tasks: the inverse problems, declared in one place on deepinv physics.
+"""Tasks: the inverse problems, a registry of declarations on deepinv physics.
+
+A task is one ``register(Task(...))``: its name, family, description, noise level, physics
+builder, image space and options; the plan, the harness, the methods (``task_defaults`` are keyed
+by family or task name), ``benchmark list`` and the docs read it from the registry. A family is
+declared once (``FAMILIES``, ``declare_family``), so a per-task setting keyed by a misspelt family
+is refused instead of silently dropped.
 
 Each measurement is made once per (dataset, task, image, seed) from a generator seeded by those,
 so every method sees the same ``y`` and the same operator (random masks included).
@@ -151,8 +157,8 @@ def _gaussian_deblurring(sigma_blur: float) -> PhysicsFactory:
     return build
 
 
-def _declare() -> dict[str, Task]:
-    tasks = [
+def _built_in() -> list[Task]:
+    return [
         *(
             Task(f"denoising_s{s}", "denoising", f"Gaussian denoising, σ = {s}/255", s / 255.0, _denoising,
                  {"sigma255": s})
@@ -172,7 +178,6 @@ def _declare() -> dict[str, Task]:
              2.55 / 255.0, _gaussian_deblurring(1.6), {"blur_sigma": 1.6}),
         *_medical(),
     ]
-    return {t.name: t for t in tasks}
 
 
 #: MRI: complex Gaussian noise of this std per real/imaginary part of the orthonormal k-space (so
@@ -204,7 +209,45 @@ def _medical() -> list[Task]:
     return [*mri, multi, *ct]
 
 
-TASKS: dict[str, Task] = _declare()
+#: the task families; a method's per-task settings are keyed by family or by task name
+FAMILIES: list[str] = ["denoising", "inpainting", "super-resolution", "deblurring", "mri", "ct"]
+#: every registered task, by name
+TASKS: dict[str, Task] = {}
+
+
+def declare_family(family: str) -> str:
+    """Declare a new task family (its tasks may then be registered, methods may key settings by it)."""
+    if not family or family != family.strip():
+        raise ValueError(f"a task family needs a name, got {family!r}")
+    if family not in FAMILIES:
+        FAMILIES.append(family)
+    return family
+
+
+def register(task: Task) -> Task:
+    """Declare ``task`` (anywhere before a run: e.g. a module of your own imported first)."""
+    if task.family not in FAMILIES:
+        raise ValueError(f"task {task.name!r}: family {task.family!r} is not declared (tasks.declare_family); "
+                         f"families: {', '.join(FAMILIES)}")
+    if task.name in TASKS and TASKS[task.name] != task:
+        raise ValueError(f"task name {task.name!r} registered twice")
+    if task.name in FAMILIES:
+        raise ValueError(f"task name {task.name!r} is a family's: per-task settings could not tell them apart")
+    TASKS[task.name] = task
+    return task
+
+
+def unregister(name: str) -> None:
+    TASKS.pop(name, None)
+
+
+def keyable(key: str) -> bool:
+    """Whether a per-task table may be keyed by ``key``: a registered task or a declared family."""
+    return key in TASKS or key in FAMILIES
+
+
+for _task in _built_in():
+    register(_task)
 
 
 def get(name: str) -> Task:

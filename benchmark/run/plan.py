@@ -98,6 +98,18 @@ def _specs(profile: Profile) -> list[grid.MethodSpec]:
     return specs
 
 
+def check_task_keys(cls: type[Any], budget: str) -> None:
+    """A method's per-task tables (``task_defaults``, its budget's ``budget_task_params``) are keyed
+    by registered tasks and declared families only: a misspelt key would silently drop the setting."""
+    tables = {"task_defaults": cls.task_defaults,
+              f"budget_task_params[{budget!r}]": cls.budget_task_params.get(budget, {})}
+    for where, table in tables.items():
+        for key in table:
+            if not tasks.keyable(key):
+                raise UserError(f"method {cls.name!r}: {where} key {key!r} is neither a task nor a task family; "
+                                f"families: {', '.join(tasks.FAMILIES)}; tasks: {', '.join(tasks.TASKS)}")
+
+
 def method_instances(profile: Profile) -> list[MethodInstance]:
     """The profile's methods, grids expanded, labelled by their name plus the parameters that
     differ from the method's defaults under the profile's budget (swept ones always shown)."""
@@ -115,6 +127,7 @@ def method_instances(profile: Profile) -> list[MethodInstance]:
     task_list = [tasks.get(t) for t in profile.tasks]
     for spec in specs:
         cls = known[spec.name]
+        check_task_keys(cls, profile.budget)
         sweep = {**spec.grid, **profile.settings.get(spec.name, {})}
         cls.check_names(sweep)
         cls.check_names(profile.method_params.get(spec.name, {}))

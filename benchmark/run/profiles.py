@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import yaml
 
-from benchmark.api import BUDGETS
+from benchmark.api import PAPER_BUDGET
 from benchmark.core.errors import UserError, one_line, unknown
 from benchmark.problems.data import plain_name
 from benchmark.run import grid
@@ -92,8 +92,9 @@ class Profile:
     #: one step); "auto": the fastest measured per image (``benchmark.run.calibration``). An
     #: execution setting, not part of a cell's identity
     batch_size: int | str = "auto"
-    #: which budget every method runs with: its ``test_params``, its ``quick_params``, or its
-    #: defaults ("paper"); ``method_params`` and grids override it
+    #: which budget every method runs with: its ``budgets[budget]`` over its defaults, or its
+    #: defaults alone ("paper"); every method of the profile declares it (checked by the plan);
+    #: ``method_params`` and grids override it
     budget: str = "paper"
     #: ``--set METHOD.PARAM=VALUE[,VALUE...]`` from the command line: method → param → values
     settings: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
@@ -302,9 +303,7 @@ def parse(doc: Any, source: str = "<profile>") -> Profile:
     for spec in methods:
         if spec != "all":
             grid.parse_spec(spec)  # a malformed grid is refused with the profile, before any work
-    budget = doc.get("budget", "paper")
-    if budget not in BUDGETS:
-        raise UserError(f"{where}: budget {budget!r} is not one of {', '.join(BUDGETS)}")
+    budget = _text(f"{where}: budget", doc.get("budget", PAPER_BUDGET), plain=True)
     return Profile(
         name=_text(f"{where}: name", doc["name"], plain=True),
         description=_text(f"{where}: description", doc.get("description", "")),
