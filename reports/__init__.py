@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.results import statistics as stats
-from reports import data_efficiency, plots, tables
+from reports import data_efficiency, dynamics, plots, tables
 from reports import html as _html
 from reports import tuning as tuning_table
 
@@ -106,6 +106,8 @@ def build_report(frame: pd.DataFrame, out_dir: Path, *, title: str, recon_root: 
         "least half of the runs are still going). Circles: where each run's stopping rule stopped and "
         "the PSNR of its output; stars: the best iterate in hindsight (oracle).",
         plots.trajectories(df, palette))
+    figs_dyn = tuple(_html.Figure(f"fig-dynamics-{i}", f"spectral bias {name}", dynamics.CAPTION, plots.figure_png(fig))
+                     for i, (name, fig) in enumerate(dynamics.figures(df, palette)))
     figs_dist = _figure(
         "fig-distributions", "per-image distributions",
         "Per-image metric values per method (box: quartiles, whiskers 1.5 IQR; dots: every image × seed).",
@@ -126,6 +128,8 @@ def build_report(frame: pd.DataFrame, out_dir: Path, *, title: str, recon_root: 
                       empty="No trained method with a training-set size (train_images) in these results."),
         _html.Section("trajectories", "DIP trajectories", figures=figs_traj,
                       empty="No method recorded a trajectory."),
+        _html.Section("dynamics", "Why DIP works: spectral bias", figures=figs_dyn,
+                      empty="No run recorded PSNR per frequency band along its iterations."),
         _html.Section("es-gap", "Early-stopping gap", table=es_gap, empty="No method with a stopping rule."),
         _html.Section("seed-spread", "Seed-to-seed spread", table=spread,
                       empty="No image was run with more than one seed."),
@@ -144,7 +148,7 @@ def build_report(frame: pd.DataFrame, out_dir: Path, *, title: str, recon_root: 
     fig_dir.mkdir(exist_ok=True)
     for stale in fig_dir.glob("*.png"):  # a figure that no longer applies must not linger
         stale.unlink()
-    for f in (*figs_runtime, *figs_data, *figs_traj, *figs_dist, *examples):
+    for f in (*figs_runtime, *figs_data, *figs_traj, *figs_dyn, *figs_dist, *examples):
         (fig_dir / f"{f.anchor.removeprefix('fig-')}.png").write_bytes(f.png)
 
     named = [("Comparison", comparison), ("Early-stopping gap", es_gap), ("Seed-to-seed spread", spread),

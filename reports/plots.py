@@ -172,7 +172,8 @@ def quality_runtime(df: pd.DataFrame, palette: Palette, metric: str = "psnr") ->
 def distributions(df: pd.DataFrame, palette: Palette) -> Figure | None:
     """Per-image values per method: box plots with every image × seed as a dot."""
     ok = df[df["status"] == "ok"]
-    metrics = [m.name for m in registry.registered() if m.name in ok and ok[m.name].notna().any()]
+    # the comparison table's metrics (not the per-band PSNRs of the dynamics section)
+    metrics = [m.name for m in registry.registered() if m.table and m.name in ok and ok[m.name].notna().any()]
     if ok.empty or not metrics:
         return None
     blocks = _blocks(ok)

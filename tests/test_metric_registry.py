@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 import reports
 from benchmark import cli
-from benchmark.problems import metrics
+from benchmark.problems import metrics, spectral
 from benchmark.results import statistics as stats
 from benchmark.results.export import long_curves, long_results
 from benchmark.results.store import ResultsStore
@@ -76,8 +76,9 @@ def test_a_registered_metric_reaches_store_export_tables_plots_and_mlflow(
     assert counts["toy_mae"] == 4 and counts["psnr"] == counts["ssim"] == counts["runtime_s"] == 8
     assert "lpips" not in counts  # switched off in this run: no row, rather than an empty one
     points = sum(len(t) for t in frame.trajectory)
+    bands = {band.metric: points for band in spectral.BANDS}  # the registry's own per-band PSNRs
     assert (curves.groupby("metric").size().to_dict()
-            == {"psnr": points, "ssim": points, "toy_mae": sum(len(t) for t in tv.trajectory)})
+            == {"psnr": points, "ssim": points, **bands, "toy_mae": sum(len(t) for t in tv.trajectory)})
 
     # the tables: a column with its direction, its best method in bold
     table = reports.comparison_table(frame)

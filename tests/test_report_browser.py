@@ -54,7 +54,7 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
         images = page.eval_on_selector_all("img", "els => els.map(e => [e.alt, e.complete, e.naturalWidth])")
         rows = page.eval_on_selector_all("table", "els => els.map(t => [t.id, t.tBodies[0].rows.length])")
         tooltip = page.get_attribute("table#comparison td.skip", "title")
-    assert len(images) == 3 + len(TASKS)
+    assert len(images) == 3 + 2 * len(TASKS)  # and per task the spectral-bias figure and the examples
     assert all(complete and width > 0 for _, complete, width in images), images
     assert [t for t, _ in rows] == ["comparison", "es-gap", "seed-spread", "failed"]
     assert all(n > 0 for _, n in rows), rows

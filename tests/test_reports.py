@@ -271,8 +271,8 @@ def test_html_report_is_self_contained_with_no_empty_table(built: Path) -> None:
     parser.feed(text)
     assert len(parser.tables) == 4  # comparison, ES gap, seed spread, failed cells
     assert all(n > 0 for n in parser.tables)
-    # runtime, trajectories, distributions, and one example grid per task
-    assert len(parser.images) == 3 + len(TASKS)
+    # runtime, trajectories, distributions, and per task one spectral-bias figure and one example grid
+    assert len(parser.images) == 3 + 2 * len(TASKS)
     assert all(src.startswith("data:image/png;base64,") for src in parser.images)
     assert not re.search(r"(src|href)=['\"]?(https?:|/|\.)", text)  # nothing fetched from elsewhere
     out = built.parent
@@ -280,13 +280,14 @@ def test_html_report_is_self_contained_with_no_empty_table(built: Path) -> None:
     assert (out / "tables.md").read_text().count("| dncnn |") == 4
     assert r"\begin{tabular}" in (out / "tables.tex").read_text()
     assert sorted(p.name for p in (out / "figures").iterdir()) == [
-        "distributions.png", "examples-0.png", "examples-1.png", "runtime.png", "trajectories.png"]
+        "distributions.png", "dynamics-0.png", "dynamics-1.png", "examples-0.png", "examples-1.png", "runtime.png",
+        "trajectories.png"]
 
 
 def test_report_survives_missing_images_and_empty_results(tmp_path: Path, frame: pd.DataFrame) -> None:
     with_paths = frame.assign(recon_path=[f"nowhere/{i}.png" for i in range(len(frame))])
     index = reports.build_report(with_paths, tmp_path / "a", title="missing", recon_root=tmp_path / "none")
-    assert index.read_text().count("data:image/png") == 3 + len(TASKS)
+    assert index.read_text().count("data:image/png") == 3 + 2 * len(TASKS)
     empty = reports.build_report(pd.DataFrame(columns=list(frame.columns)), tmp_path / "b", title="empty")
     text = empty.read_text()
     assert "<table" not in text and "No results yet." in text

@@ -14,10 +14,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from benchmark.problems import spectral
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,17 @@ def _lpips_meaningful(task: Any) -> bool:
 
 
 register(Metric("lpips", lpips_distance, higher_is_better=False, label="LPIPS", applies=_lpips_meaningful))
+
+
+def _band_psnr(x_hat: torch.Tensor, x: torch.Tensor, ctx: MetricContext = _UNIT, *, band: spectral.Band) -> float:
+    return spectral.band_psnr(x_hat, x, band, ctx.data_range)
+
+
+# PSNR per radial frequency band (``benchmark.problems.spectral``): the dynamics view of DIP, along
+# the iterations of every iterative method; not a column of the comparison table.
+for _band in spectral.BANDS:
+    register(Metric(_band.metric, partial(_band_psnr, band=_band), higher_is_better=True,
+                    label=f"PSNR {_band.label} band", unit="dB", trajectory=True, decimals=2, table=False))
 
 
 #: MATLAB ``rgb2ycbcr``'s luma row for inputs in [0, 1] (ITU-R BT.601, output in [16, 235]/255)
