@@ -25,8 +25,10 @@ from benchmark.run import grid, tuned_values
 from benchmark.run.profiles import DatasetSpec, Profile
 
 #: the version of how the harness measures a cell (measurement noise and masks, seeds, metrics,
-#: costs): bump it when a change alters the numbers of unchanged methods, so old stores recompute
-PROTOCOL = 1
+#: costs): bump it when a change alters the numbers of unchanged methods, so old stores recompute.
+#: 2: the DIP family's runtimes from its own cost split (network to its stop + its rule); the
+#: frequency-band trajectories
+PROTOCOL = 2
 
 
 def version_of(method: str) -> str:
