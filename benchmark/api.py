@@ -190,6 +190,9 @@ class Method:
     name: ClassVar[str] = ""
     family: ClassVar[str] = "baseline"  # "baseline" | "dip" | "data-driven"
     summary: ClassVar[str] = ""
+    #: the paper (authors, title, venue, year) the method and its defaults come from, as the
+    #: reference pages and the report cite it; a baseline without one says what it is
+    citation: ClassVar[str] = ""
     defaults: ClassVar[Mapping[str, Any]] = {}
     task_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     #: per budget a profile may select, the parameters it sets over the defaults (``{}``: the

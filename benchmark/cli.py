@@ -6,6 +6,7 @@
     list        list registered methods, tasks, datasets and profiles
     report      rebuild the HTML/Markdown/LaTeX report from a results store
     export      write the results as long tables (CSV or Parquet) for pandas
+    docs        write the documentation site's reference pages from the registries
     leaderboard serve the MLflow UI on 127.0.0.1 over the same store
 
 User errors print one line naming the problem and the valid choices, and exit with status 2.
@@ -98,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild the report from a results store")
     rep.add_argument("--profile", default="quick")
     rep.add_argument("--results", type=Path)
+    rep.add_argument("--docs", type=Path, nargs="?", const=Path("docs"), default=None, metavar="DOCS",
+                     help="also write the documentation site's results page for this profile under "
+                          "DOCS/results/<profile>/ (default folder: docs)")
+
+    site = sub.add_parser("docs", help="write the documentation site's reference pages from the registries")
+    site.add_argument("--out", type=Path, default=Path("docs"), help="the docs folder (default: docs)")
 
     exp = sub.add_parser("export", help="write the results as long tables (CSV or Parquet) for pandas")
     exp.add_argument("--format", choices=["csv", "parquet"], default="csv")
@@ -333,6 +340,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     cells, _ = make_plan(profile)
     frame = ResultsStore.open_existing(db).frame([c.key for c in cells])
     print(f"report: {report_builder(profile)(frame, Path(results))}")
+    if args.docs is not None:
+        import reports
+        from benchmark.run import tuning
+
+        page = reports.build_docs_page(frame, Path(args.docs) / "results" / profile.name,
+                                       title=f"Results of the {profile.name} profile",
+                                       tuning=tuning.report_rows(profile))
+        print(f"docs results page: {page}")
+    return 0
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    from benchmark import docsite
+
+    for path in docsite.write_reference(args.out):
+        print(f"reference page: {path}")
     return 0
 
 
@@ -398,7 +421,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"run": cmd_run, "tune": cmd_tune, "plan": cmd_plan, "list": cmd_list, "report": cmd_report,
-                "export": cmd_export, "leaderboard": cmd_leaderboard}
+                "export": cmd_export, "leaderboard": cmd_leaderboard, "docs": cmd_docs}
     try:
         return commands[args.command](args)
     except UserError as exc:

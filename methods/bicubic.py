@@ -22,6 +22,10 @@ class Bicubic(Method):
     name = "bicubic"
     family = "baseline"
     summary = "MATLAB bicubic up-sampling of y (the SR literature's baseline); super-resolution only."
+    citation = (
+        'Keys, "Cubic convolution interpolation for digital image processing", IEEE TASSP 1981; MATLAB '
+        "imresize, the SR literature's protocol (Timofte et al. 2014)"
+    )
     budgets = {"test": {}, "quick": {}, "cpu": {}}
     defaults = {}
 

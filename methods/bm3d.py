@@ -78,6 +78,10 @@ class BM3D(Method):
     name = "bm3d"
     family = "baseline"
     summary = "BM3D / CBM3D (Dabov et al. 2007), bm3d package (non-commercial licence): denoising, FFT deblurring."
+    citation = (
+        'Dabov, Foi, Katkovnik, Egiazarian, "Image denoising by sparse 3-D transform-domain collaborative '
+        'filtering", IEEE TIP 2007; Mäkinen, Azzari, Foi, IEEE TIP 2020'
+    )
     budgets = {"test": {}, "quick": {}}
     #: profile: the package's parameter set ("np" is the paper's "normal profile")
     defaults = {"profile": "np"}

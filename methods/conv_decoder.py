@@ -54,6 +54,7 @@ from methods._dip.stopping import LowestTrainingLoss
 class ConvDecoderMethod(common.DipMethod):
     name = "conv_decoder"
     summary = "ConvDecoder (Darestani & Heckel 2021): untrained conv decoder for MRI, lowest-loss iterate, DC."
+    citation = 'Darestani & Heckel, "Accelerated MRI with un-trained neural networks", IEEE TCI 2021'
     defaults = {
         "iterations": 20000,
         "lr": 0.008,

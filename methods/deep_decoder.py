@@ -40,6 +40,10 @@ INPAINTING_RATIO = decoder_parameter_count(256, 5, 4) / (512 * 512 * 4)
 class DeepDecoderMethod(common.DipMethod):
     name = "deep_decoder"
     summary = "Deep Decoder: 1x1-conv decoder sized under the image's value count, lowest-training-loss iterate."
+    citation = (
+        'Heckel & Hand, "Deep Decoder: concise image representations from untrained non-convolutional '
+        'networks", ICLR 2019'
+    )
     defaults = {
         "iterations": 1900,
         "lr": 0.01,

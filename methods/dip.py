@@ -21,6 +21,7 @@ BUDGET_GRID: list[int] = [250, 500, 1000, 1500, 2000, 3000, 4000, 6000]
 class DeepImagePrior(common.DipMethod):
     name = "dip"
     summary = "Deep Image Prior: skip encoder-decoder fitted to y, the notebooks' settings and budget per task."
+    citation = 'Ulyanov, Vedaldi, Lempitsky, "Deep Image Prior", CVPR 2018'
     defaults = dict(common.SKIP_DEFAULTS)
     task_defaults = common.PAPER_TASK_DEFAULTS
     stopping_rule = "fixed budget (the paper's, per task)"

@@ -30,6 +30,7 @@ from methods._dip.stopping import ExponentialVariance
 class DipESEMV(common.DipMethod):
     name = "dip_esemv"
     summary = "DIP stopped by the exponential moving variance of its outputs, returning their EMA (ES-EMV)."
+    citation = 'Wang, Li, Zhuang, Chen, Liang, Sun, "Early Stopping for Deep Image Prior", TMLR 2023 (ES-EMV)'
     #: the stream is always the authors' EMA (weight 1 − α), from which the rule rebuilds the
     #: variance: the other variants' ``ema`` parameter (and its per-task values) does not apply
     defaults = {**{k: v for k, v in common.SKIP_DEFAULTS.items() if k != "ema"}, "iterations": 5000, "alpha": 0.1,

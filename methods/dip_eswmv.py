@@ -24,6 +24,7 @@ from methods._dip.stopping import WindowedVariance
 class DipESWMV(common.DipMethod):
     name = "dip_eswmv"
     summary = "DIP stopped by the windowed moving variance of its iterates (ES-WMV)."
+    citation = 'Wang, Li, Zhuang, Chen, Liang, Sun, "Early Stopping for Deep Image Prior", TMLR 2023 (ES-WMV)'
     defaults = {**common.SKIP_DEFAULTS, "iterations": 5000, "ema": 0.0, "window": 100, "patience": 1000}
     task_defaults = common.EARLY_STOPPING_TASK_DEFAULTS
     budget_task_params = common.SKIP_BUDGET_TASK_PARAMS

@@ -34,6 +34,7 @@ from methods._dip.stopping import HeldOutLoss, Verdict
 class DipHoldout(common.DipMethod):
     name = "dip_holdout"
     summary = "DIP fitted to all but a held-out set of pixels, stopped by the loss on those pixels."
+    citation = "hold-out validation, the simpler cousin of Li et al.'s self-validation (BMVC 2021)"
     defaults = {**common.SKIP_DEFAULTS, "iterations": 5000, "holdout": 0.1, "patience": 300, "window": 1}
     task_defaults = common.EARLY_STOPPING_TASK_DEFAULTS
     stopping_rule = "loss on held-out pixels (hold-out validation)"

@@ -37,6 +37,10 @@ from methods._dip.stopping import Verdict
 class DipSelfValidation(common.DipMethod):
     name = "dip_sv"
     summary = "DIP stopped by an online autoencoder's error on its iterates (Li et al.'s self-validation)."
+    citation = (
+        'Li, Zhuang, Liang, Peng, Wang, Sun, "Self-Validation: Early Stopping for Single-Instance Deep '
+        'Generative Priors", BMVC 2021'
+    )
     defaults = {**common.SKIP_DEFAULTS, "iterations": 5000, "ema": 0.0, "patience": 500, "ae_window": 256,
                 "ae_setting": "authors", "ae_lr": 1e-3}
     task_defaults = common.EARLY_STOPPING_TASK_DEFAULTS

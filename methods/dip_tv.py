@@ -24,6 +24,10 @@ from methods.dip import BUDGET_GRID
 class DipTV(common.DipMethod):
     name = "dip_tv"
     summary = "DIP with a total-variation penalty on the output (Liu et al. 2019)."
+    citation = (
+        'Liu, Sun, Xu, Kamilov, "Image restoration using total variation regularized deep image prior", '
+        'ICASSP 2019'
+    )
     defaults = {**common.SKIP_DEFAULTS, "tv_weight": 0.01}
     task_defaults = common.PAPER_TASK_DEFAULTS
     stopping_rule = "fixed budget (DIP's, per task)"

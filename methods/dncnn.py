@@ -199,6 +199,10 @@ class DnCNN(Method):
     name = "dncnn"
     family = "data-driven"
     summary = "DnCNN-S (Zhang et al. 2017), the authors' released weights for one noise level; x̂ = y − net(y)."
+    citation = (
+        'Zhang, Zuo, Chen, Meng, Zhang, "Beyond a Gaussian Denoiser: Residual Learning of Deep CNN for Image '
+        'Denoising", IEEE TIP 2017'
+    )
     budgets = {"test": {}, "quick": {}}
     released_training = RELEASED_TRAINING
     #: model_sigma: "auto" matches the task's noise level, or a released level (15, 25, 50) on the 0–255 scale

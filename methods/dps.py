@@ -98,6 +98,10 @@ class DPS(Method):
     name = "dps"
     family = "data-driven"
     summary = "Diffusion posterior sampling with a DDPM prior trained by the suite (or released DiffUNet weights)."
+    citation = (
+        'Chung, Kim, Mccann, Klasky, Ye, "Diffusion Posterior Sampling for General Noisy Inverse Problems", '
+        'ICLR 2023'
+    )
     released_training = RELEASED_TRAINING  # by ``pretrained`` name
     needs_training = True
     training_steps_parameter = "prior_steps"

@@ -162,6 +162,10 @@ class FFDNet(Method):
     name = "ffdnet"
     family = "data-driven"
     summary = "FFDNet (Zhang et al. 2018), released weights (Tassano et al. 2019); one network for every σ."
+    citation = (
+        'Zhang, Zuo, Zhang, "FFDNet: Toward a Fast and Flexible Solution for CNN-Based Image Denoising", IEEE'
+        ' TIP 2018; weights of Tassano, Delon, Veit, IPOL 2019'
+    )
     budgets = {"test": {}, "quick": {}}
     released_training = RELEASED_TRAINING
     #: model_sigma: "auto" feeds the task's noise level, a number (0–255 scale) feeds that level instead

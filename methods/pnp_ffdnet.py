@@ -100,6 +100,10 @@ class PnPFFDNet(Method):
     name = "pnp_ffdnet"
     family = "data-driven"
     summary = "Plug-and-play HQS with FFDNet (DPIR, Zhang et al. 2021): σ schedule 49/255 → σ, closed-form data step."
+    citation = (
+        'Zhang, Li, Zuo, Zhang, Van Gool, Timofte, "Plug-and-Play Image Restoration with Deep Denoiser '
+        'Prior", IEEE TPAMI 2021 (DPIR)'
+    )
     budgets = {"test": {}, "quick": {}, "cpu": {}}
     released_training = RELEASED_TRAINING  # FFDNet's released weights are its denoiser
     #: 2: inpainting's σ_min is DPIR's demosaicking value (0.6/255, was 2.55/255)

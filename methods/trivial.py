@@ -22,6 +22,7 @@ class Trivial(Method):
     name = "trivial"
     family = "baseline"
     summary = "Pseudo-inverse A⁺y of the physics (no prior): zero-filled IFFT for MRI, FBP for CT."
+    citation = 'the pseudo-inverse A⁺y of the physics, no prior (zero-filled MRI, filtered back-projection CT)'
     budgets = {"test": {}, "quick": {}}
     defaults = {}
 

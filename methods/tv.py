@@ -49,6 +49,10 @@ class TotalVariation(Method):
     name = "tv"
     family = "baseline"
     summary = "TV-regularised least squares (Condat–Vũ primal-dual), box-constrained to [0, 1]."
+    citation = (
+        'Rudin, Osher, Fatemi, Physica D 1992; solved by the Condat–Vũ primal-dual algorithm (Condat, JOTA '
+        '2013; Vũ, ACM 2013)'
+    )
     defaults = {"weight": 0.02, "iterations": 300, "tau": 0.2}
     task_defaults = {
         "denoising": {"weight": 0.06},

@@ -38,6 +38,10 @@ class SupervisedUNet(Method):
     name = "unet"
     family = "data-driven"
     summary = "U-Net trained by the suite per task on the training split (residual correction of A⁺y)."
+    citation = (
+        'Ronneberger, Fischer, Brox, "U-Net", MICCAI 2015; residual correction of a physics-aware estimate as'
+        ' Jin et al. (FBPConvNet), IEEE TIP 2017'
+    )
     needs_training = True
     training_steps_parameter = "train_steps"
     #: The paper budget is sized for a GPU: 20000 steps of 32 patches of 64² on a 64-channel,

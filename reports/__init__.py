@@ -73,13 +73,10 @@ def _figure(anchor: str, title: str, caption: str, fig: object | None) -> tuple[
     return () if fig is None else (_html.Figure(anchor, title, caption, plots.figure_png(fig)),)  # type: ignore[arg-type]
 
 
-def build_report(frame: pd.DataFrame, out_dir: Path, *, title: str, recon_root: Path | None = None,
-                 tuning: list[dict[str, Any]] | None = None) -> Path:
-    """Write the report for ``frame`` into ``out_dir`` and return the path of ``index.html``;
-    ``tuning``: the profile's tune records and untuned tunables (``benchmark.run.tuning.report_rows``)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    df = stats.normalize(frame)
+def report_sections(df: pd.DataFrame, *, recon_root: Path | None = None,
+                    tuning: list[dict[str, Any]] | None = None) -> list[_html.Section]:
+    """The report's sections (tables and figures) for a normalised frame: one list that the HTML
+    report, the Markdown tables and the documentation site's results page all render."""
     palette = plots.method_palette(df["method"])
 
     comparison, es_gap, failed = tables.comparison(df), tables.es_gap(df), tables.failed(df)
@@ -140,19 +137,23 @@ def build_report(frame: pd.DataFrame, out_dir: Path, *, title: str, recon_root: 
                       empty="No tunable parameter in this run: nothing was tuned."),
         _html.Section("failed", "Failed cells", table=failed, empty="No cell failed."),
     ]
+    return sections
+
+
+def build_report(frame: pd.DataFrame, out_dir: Path, *, title: str, recon_root: Path | None = None,
+                 tuning: list[dict[str, Any]] | None = None) -> Path:
+    """Write the report for ``frame`` into ``out_dir`` and return the path of ``index.html``;
+    ``tuning``: the profile's tune records and untuned tunables (``benchmark.run.tuning.report_rows``)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df = stats.normalize(frame)
+    sections = report_sections(df, recon_root=recon_root, tuning=tuning)
     index = out_dir / "index.html"
     banner = budget_banner(df)
     index.write_text(_html.page(title, _meta(df), sections, banner=banner), encoding="utf-8")
 
-    fig_dir = out_dir / "figures"
-    fig_dir.mkdir(exist_ok=True)
-    for stale in fig_dir.glob("*.png"):  # a figure that no longer applies must not linger
-        stale.unlink()
-    for f in (*figs_runtime, *figs_data, *figs_traj, *figs_dyn, *figs_dist, *examples):
-        (fig_dir / f"{f.anchor.removeprefix('fig-')}.png").write_bytes(f.png)
-
-    named = [("Comparison", comparison), ("Early-stopping gap", es_gap), ("Seed-to-seed spread", spread),
-             ("Tuned hyperparameters", tuned), ("Failed cells", failed)]
+    _write_figures(out_dir / "figures", sections)
+    named = [(s.title, s.table) for s in sections if s.table is not None and s.anchor in TABLES]
     md = [f"# {title}", ""] + ([f"**{banner}**", ""] if banner else []) + [_meta(df), ""]
     md += [tables.to_markdown(t, heading=h) for h, t in named]
     (out_dir / "tables.md").write_text("\n".join(md), encoding="utf-8")
@@ -160,3 +161,41 @@ def build_report(frame: pd.DataFrame, out_dir: Path, *, title: str, recon_root: 
     tex += [tables.to_latex(t) for _, t in named if t.rows]
     (out_dir / "tables.tex").write_text("\n".join(tex), encoding="utf-8")
     return index
+
+
+#: the sections whose tables ``tables.md`` and ``tables.tex`` carry
+TABLES = ("comparison", "es-gap", "seed-spread", "tuning", "failed")
+
+
+def _write_figures(folder: Path, sections: list[_html.Section]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.png"):  # a figure that no longer applies must not linger
+        stale.unlink()
+    for section in sections:
+        for f in section.figures:
+            (folder / f"{f.anchor.removeprefix('fig-')}.png").write_bytes(f.png)
+
+
+def build_docs_page(frame: pd.DataFrame, out_dir: Path, *, title: str,
+                    tuning: list[dict[str, Any]] | None = None) -> Path:
+    """The documentation site's results page for ``frame`` (``benchmark report --docs``): every
+    section of the report as Markdown, its figures beside it; generated from the store, never
+    copied by hand. Returns the page's path (``out_dir/index.md``)."""
+    out_dir = Path(out_dir)
+    df = stats.normalize(frame)
+    sections = report_sections(df, tuning=tuning)
+    _write_figures(out_dir / "figures", sections)
+    banner = budget_banner(df)
+    md = [f"# {title}", ""] + ([f"!!! warning \"CPU budget\"\n    {banner}", ""] if banner else []) + [_meta(df), ""]
+    for section in sections:
+        md += [f"## {section.title}", ""]
+        if section.table is None and not section.figures:
+            md += [section.empty, ""]
+            continue
+        for f in section.figures:
+            md += [f"![{f.title}](figures/{f.anchor.removeprefix('fig-')}.png)", "", f"*{f.caption}*", ""]
+        if section.table is not None:
+            md += [tables.to_markdown(section.table), ""]
+    page = out_dir / "index.md"
+    page.write_text("\n".join(md), encoding="utf-8")
+    return page

@@ -70,6 +70,7 @@ def test_registry_lists_every_method_file() -> None:
     assert {"trivial", "tv"} <= set(METHODS)
     for name, cls in registry.available().items():
         assert cls.name == name and cls.family in {"baseline", "dip", "data-driven"} and cls.summary
+        assert cls.citation, f"{name} cites no paper (a baseline says what it is)"
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -93,3 +95,47 @@ def test_each_image_and_each_seed_gets_its_own_dip_initialisation() -> None:
     assert torch.equal(first, again) and torch.equal(z_first, z_again)  # a rerun starts where it did
     for other, z_other in (setup("img_001", 1), setup("img_002", 0), setup("img_001", 0, dataset="set14")):
         assert not torch.equal(first, other) and not torch.equal(z_first, z_other)
+
+
+def test_a_task_added_by_one_declaration_is_listed_and_runs(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The tutorial's task (docs/tutorials/task.md): one ``register`` call, and it shows in
+    ``benchmark list`` and runs through the harness like every other task."""
+    import deepinv as dinv
+
+    from benchmark import cli
+    from benchmark.problems import spaces
+    from benchmark.problems import tasks as task_registry
+    from benchmark.run import profiles as profile_module
+    from benchmark.run import runner
+
+    def motion_blur(shape, device, generator):  # type: ignore[no-untyped-def]
+        kernel = dinv.physics.functional.blur.gaussian_blur(sigma=(3.0, 0.5), angle=30)
+        return dinv.physics.BlurFFT(img_size=shape, filter=kernel, device=device)
+
+    task = task_registry.Task("deblurring_motion", "deblurring", "Anisotropic blur (σ = 3 × 0.5 px at 30°)",
+                              noise_sigma=2.55 / 255, build=motion_blur, params={"blur_sigma": [3.0, 0.5]},
+                              space=spaces.UNIT)
+    task_registry.register(task)
+    try:
+        assert cli.main(["list", "tasks"]) == 0
+        assert "deblurring_motion" in capsys.readouterr().out
+        profile = profile_module.parse({"name": "scratch", "methods": ["trivial", "tv", "dip"],
+                                        "tasks": ["deblurring_motion"], "budget": "test",
+                                        "datasets": [{"name": "embedded", "resize": 64, "crop": 32, "limit": 1}]})
+        summary = runner.run_benchmark(profile, results_dir=tmp_path / "r",
+                                       tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", progress=False)
+        assert summary.ran == 3 and not summary.failed and not summary.skipped, summary.failed
+    finally:
+        task_registry.unregister("deblurring_motion")
+
+
+def test_a_task_of_an_undeclared_family_or_a_taken_name_is_refused() -> None:
+    from benchmark.problems import tasks as task_registry
+
+    base = task_registry.get("denoising_s25")
+    with pytest.raises(ValueError, match="family 'dehazing' is not declared"):
+        task_registry.register(dataclasses.replace(base, name="dehaze", family="dehazing"))
+    with pytest.raises(ValueError, match="registered twice"):
+        task_registry.register(dataclasses.replace(base, noise_sigma=0.5))
+    with pytest.raises(ValueError, match="is a family's"):
+        task_registry.register(dataclasses.replace(base, name="mri"))
