@@ -15,7 +15,7 @@ ifneq ($(wildcard $(SHARED)/weights),)
 export DIPBENCH_WEIGHTS ?= $(SHARED)/weights
 endif
 
-.PHONY: install benchmark test perf report leaderboard lint clean gpu-check
+.PHONY: install benchmark test perf report leaderboard lint clean gpu-check docs
 
 install: $(STAMP)
 
@@ -52,6 +52,11 @@ GPU_CHECK_ARGS ?=
 gpu-check:
 	$(GPU_PY) -m benchmark.gpu_check $(GPU_CHECK_ARGS)
 
+# The documentation site: reference pages generated from the registries, then mkdocs (warnings are errors)
+docs: install
+	$(PY) -m benchmark docs --out docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
+
 report: install
 	$(PY) -m benchmark report --profile $(PROFILE)
 
@@ -59,4 +64,4 @@ leaderboard: install
 	$(PY) -m benchmark leaderboard --profile $(PROFILE) --port $(PORT)
 
 clean:
-	rm -rf results mlruns.db mlartifacts .pytest_cache .benchmarks
+	rm -rf results mlruns.db mlartifacts .pytest_cache .benchmarks site
