@@ -60,6 +60,7 @@ def test_the_mri_lr_chosen_with_the_quick_network_survives_the_quick_budget() ->
 
 class _SigmaScaled(Method):
     name = "test_sigma_scaled"
+    budgets = {"test": {}, "quick": {}}
     defaults = {"weight": 1.0}
     task_defaults = {"inpainting_box": {"weight": 3.0}}
 

@@ -21,6 +21,7 @@ SMALL_NET = {**common.SKIP_DEFAULTS, "channels": 4, "scales": 2, "skip_channels"
 
 class _InitialisationProbe(Method):
     name = "test_initialisation_probe"
+    budgets = {"test": {}, "quick": {}}
     summary = "builds the DIP network and input for the seed it gets, and reports them"
 
     def reconstruct(self, y, physics, *, seed, callback=None):

@@ -29,6 +29,7 @@ def _scale(step: int) -> float:
 
 class _PeakBetweenSamples(Method):
     name = "test_peak_between_samples"
+    budgets = {"test": {}, "quick": {}}
     summary = "iterates whose best lies between two callback samples"
 
     def reconstruct(self, y, physics, *, seed, callback=None):

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 class _Raises(Method):
     name = "test_raises"
+    budgets = {"test": {}, "quick": {}}
     summary = "raises on purpose"
 
     def reconstruct(self, y, physics, *, seed, callback=None):  # type: ignore[no-untyped-def]
@@ -35,6 +36,7 @@ class _Raises(Method):
 
 class _Diverges(Method):
     name = "test_diverges"
+    budgets = {"test": {}, "quick": {}}
     summary = "returns NaN on purpose"
 
     def reconstruct(self, y, physics, *, seed, callback=None):  # type: ignore[no-untyped-def]
@@ -45,6 +47,7 @@ class _FailsForOddSeeds(Method):
     """Solves batches (one by one, by default); raises for odd seeds, so a batch mixing seeds raises."""
 
     name = "test_odd_seeds_fail"
+    budgets = {"test": {}, "quick": {}}
     summary = "raises for odd seeds on purpose"
     max_batch = 8
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,9 +26,10 @@ from benchmark.problems import data, tasks
 from benchmark.results.store import Record, ResultsStore, StoreError
 from benchmark.results.tracking import Tracker
 from benchmark.run import calibration, harness, resources, tuned_values
-from benchmark.run.harness import CellOutcome, MethodPool, calibrate, data_unavailable_outcome, pick_device, run_cells
+from benchmark.run.executors import LocalExecutor, Work
+from benchmark.run.harness import CellOutcome, MethodPool, calibrate, data_unavailable_outcome, pick_device
 from benchmark.run.plan import Cell, batch_group, batches, make_plan, measurement_key
-from benchmark.run.profiles import Profile, TrainingSpec
+from benchmark.run.profiles import Profile
 
 
 def default_results_dir(profile: Profile) -> Path:
@@ -39,62 +39,6 @@ def default_results_dir(profile: Profile) -> Path:
 #: ``(the plan's per-image table, the results folder) -> the report's index file``: what the caller
 #: makes of the results once the run ends (the CLI: ``reports.build_report``)
 ReportBuilder = Callable[[Any, Path], "Path | None"]
-
-
-@dataclass
-class Work:
-    """Everything a worker needs to run cells; plain data, so it can be shipped to Ray workers."""
-
-    profile_name: str
-    device: str
-    trajectory_every: int
-    lpips: bool
-    save_reconstructions: bool
-    training: TrainingSpec  # the training set, and another per image space where the profile says so
-    cache_dir: str
-    images: dict[tuple[str, str, str], torch.Tensor]  # (dataset, task, image_id) → image
-    progress: bool = False
-    #: intra-op threads: CPU results depend on the reduction order, so every worker uses the
-    #: driver's count and the same seed gives the same metrics under every executor
-    threads: int = field(default_factory=torch.get_num_threads)
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-    def training_images(self, name: str | None = None) -> list[torch.Tensor]:
-        """The training split of ``name`` (default: the profile's training set), loaded once per
-        worker (checksums are verified on load), prepared as the profile's entry for it says (an
-        image space's own entry, e.g. MRI slices resized like the test slices)."""
-        name = name or self.training.dataset
-        spec = next((s for s in reversed(self.training.all()) if s.dataset == name), self.training)
-        cache: dict[str, list[torch.Tensor]] = self.__dict__.setdefault("_training_cache", {})
-        if name not in cache:
-            images = data.load(name, split="train", crop=spec.crop, resize=spec.resize)
-            cache[name] = [img.tensor for img in images]
-        return cache[name]
-
-    def pool(self) -> MethodPool:
-        return MethodPool(self.training_images, self.training.dataset, Path(self.cache_dir), pick_device(self.device),
-                          self.progress, load_training=self.training_images)
-
-    def image(self, cell: Cell) -> torch.Tensor:
-        return self.images[(cell.dataset, cell.task, cell.image_id)]
-
-    def run(self, batch: list[Cell], pool: MethodPool) -> list[CellOutcome]:
-        """Run one batch of cells (see ``plan.batches``) and measure each."""
-        return run_cells(batch, [self.image(cell) for cell in batch], pool, profile=self.profile_name,
-                         trajectory_every=self.trajectory_every, with_lpips=self.lpips,
-                         save_reconstruction=self.save_reconstructions)
-
-
-class LocalExecutor:
-    """Runs batches one after another in this process (method instances reused across them)."""
-
-    def __init__(self, pool: MethodPool | None = None) -> None:
-        self._pool = pool
-
-    def run(self, batches: list[list[Cell]], work: Work) -> Iterator[CellOutcome]:
-        pool = self._pool or work.pool()
-        for batch in batches:
-            yield from work.run(batch, pool)
 
 
 @dataclass
@@ -177,101 +121,137 @@ def run_benchmark(
     on_record: Callable[[CellOutcome], None] | None = None,
 ) -> Summary:
     """Run (or resume) ``profile``; everything is validated before any run is written."""
-    started = time.perf_counter()
-    parts: dict[str, float] = {}
-    unavailable: dict[str, str] = {}  # standard sets that cannot be had here → the reason and the fix
-    cells, images, by_id, device = checked_plan(profile, unavailable)
-    results_dir = Path(results_dir or default_results_dir(profile))
-    store = ResultsStore(results_dir / "results.sqlite")
-    done = store.done_keys()
-    todo = [c for c in cells if c.key not in done and c.dataset not in unavailable]
-    absent = [c for c in cells if c.key not in done and c.dataset in unavailable]
-    work = Work(profile.name, str(device), profile.trajectory_every, profile.lpips, profile.save_reconstructions,
-                profile.training,
-                str(harness.checkpoint_dir()), by_id, progress)
-
-    parts["plan and data"] = time.perf_counter() - started
-    with _timed(parts, "MLflow"):
-        tracker = Tracker(tracking_uri, artifact_root=results_dir.parent / "mlartifacts")
-        tracker.close_orphans()
-        tracker.start(profile, str(device), len(cells), len(todo))
-        tracker.log_dict("provenance.json", _provenance(results_dir, images))
-        tuned = tuned_values.load(profile)
-        if tuned.records:  # the tune records behind the values this run uses, under its parent run
-            tracker.log_tuning(profile.name, list(tuned.records), tuned.path)
-    summary = Summary(planned=len(cells), already_done=len(cells) - len(todo) - len(absent), ran=0,
-                      results_dir=results_dir,
-                      parent_run_id=tracker.parent_id or "", keys=[c.key for c in cells], parts=parts)
+    run = _Run(profile, results_dir, progress, on_record)
+    run.start_tracking(tracking_uri)
     status = "FAILED"
     try:
-        with _timed(parts, "files and store"):
-            for cell in absent:  # recorded as skipped, with the fix, before any work; retried by the next run
-                skipped = data_unavailable_outcome(cell, profile.name, unavailable[cell.dataset], str(device))
-                skipped.record.run_budget = profile.budget
-                store.put(skipped.record)
-                summary.ran += 1
-                _tally(summary, skipped.record)
-                if on_record:
-                    on_record(skipped)
-        pool = work.pool()
-        pool.progress = progress
-        prepare_started = time.perf_counter()
-        _prepare_trained(todo, work, pool, tracker, profile)
-        summary.prepare_s = time.perf_counter() - prepare_started
-        def share_of(cell: Cell) -> str | None:
-            return pool.instance(cell).shared_fit_key()
-
-        size_of = _batch_sizes(todo, work, pool, profile.batch_size, tracker)
-        summary.calibrate_s = pool.calibrator.measured_s
-        runner = executor or LocalExecutor(pool)
-        bar = tqdm(total=len(todo), desc=f"{profile.name}", unit="cell", disable=not progress, dynamic_ncols=True)
-        for outcome in runner.run(batches(todo, lambda c: tuple(work.image(c).shape), size_of, share_of), work):
-            with _timed(parts, "files and store"):
-                try:
-                    _write_artifacts(results_dir / "recons", outcome.artifacts)
-                except OSError as exc:
-                    raise StoreError(f"could not save a reconstruction under {results_dir / 'recons'} ({exc}): is "
-                                     "the disk full or the folder read-only? Every cell committed before is kept; "
-                                     "fix it and rerun to resume") from exc
-                outcome.record.run_budget = profile.budget  # every number says what budget made it
-                store.put(outcome.record)
-            rec = outcome.record
-            for name in ("metrics", "trajectory", "png"):
-                parts[name] = parts.get(name, 0.0) + float(rec.info.get(f"{name}_s", 0.0))
-            summary.ran += 1
-            _tally(summary, rec)
-            summary.reconstruct_s += float(rec.info.get("batch_share_s", rec.runtime_s or 0.0))
-            if on_record:
-                on_record(outcome)
-            bar.set_postfix_str(f"{rec.label or rec.method}/{rec.task}/{rec.image_id}"[:48])
-            bar.update(1)
-        bar.close()
-        summary.calibrate_s = pool.calibrator.measured_s
-        with _timed(parts, "files and store"):
-            frame = store.frame([c.key for c in cells])
-        with _timed(parts, "MLflow"):
-            tracker.log_groups(frame, profile.name, results_dir / "recons")
-        if report is not None:
-            with _timed(parts, "report"):
-                summary.report = report(frame, results_dir)
-            if summary.report is not None:
-                with _timed(parts, "MLflow"):
-                    tracker.log_report(summary.report.parent)
+        run.record_unavailable()
+        run.prepare_trained()
+        run.execute(executor)
+        run.finish(report)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        with _timed(parts, "MLflow"):
+        run.close(status)
+    if strict and run.summary.failed:
+        raise BenchmarkFailed(run.summary)
+    return run.summary
+
+
+class _Run:
+    """One invocation of a profile, job by job: the checked plan and the store (at construction),
+    MLflow, the skipped cells of unavailable sets, training, the cells, then the report."""
+
+    def __init__(self, profile: Profile, results_dir: Path | None, progress: bool,
+                 on_record: Callable[[CellOutcome], None] | None) -> None:
+        self.started = time.perf_counter()
+        self.profile, self.progress, self.on_record = profile, progress, on_record
+        self.parts: dict[str, float] = {}
+        #: standard sets that cannot be had here → the reason and the fix
+        self.unavailable: dict[str, str] = {}
+        self.cells, self.images, by_id, self.device = checked_plan(profile, self.unavailable)
+        self.results_dir = Path(results_dir or default_results_dir(profile))
+        self.store = ResultsStore(self.results_dir / "results.sqlite")
+        done = self.store.done_keys()
+        self.todo = [c for c in self.cells if c.key not in done and c.dataset not in self.unavailable]
+        self.absent = [c for c in self.cells if c.key not in done and c.dataset in self.unavailable]
+        self.work = Work(profile.name, str(self.device), profile.trajectory_every, profile.lpips,
+                         profile.save_reconstructions, profile.training, str(harness.checkpoint_dir()), by_id,
+                         progress)
+        self.pool = self.work.pool()
+        self.pool.progress = progress
+        done_before = len(self.cells) - len(self.todo) - len(self.absent)
+        self.summary = Summary(planned=len(self.cells), already_done=done_before, ran=0, results_dir=self.results_dir,
+                               keys=[c.key for c in self.cells], parts=self.parts)
+        self.parts["plan and data"] = time.perf_counter() - self.started
+
+    def start_tracking(self, tracking_uri: str | None) -> None:
+        """The MLflow parent run, with the images' provenance and the tune records this run uses."""
+        with _timed(self.parts, "MLflow"):
+            self.tracker = Tracker(tracking_uri, artifact_root=self.results_dir.parent / "mlartifacts")
+            self.tracker.close_orphans()
+            self.tracker.start(self.profile, str(self.device), len(self.cells), len(self.todo))
+            self.tracker.log_dict("provenance.json", _provenance(self.results_dir, self.images))
+            tuned = tuned_values.load(self.profile)
+            if tuned.records:  # the tune records behind the values this run uses, under its parent run
+                self.tracker.log_tuning(self.profile.name, list(tuned.records), tuned.path)
+        self.summary.parent_run_id = self.tracker.parent_id or ""
+
+    def keep(self, outcome: CellOutcome) -> None:
+        """Commit one finished cell (its files, then its record) and count it."""
+        with _timed(self.parts, "files and store"):
             try:
-                tracker.finish(status)
+                _write_artifacts(self.results_dir / "recons", outcome.artifacts)
+            except OSError as exc:
+                raise StoreError(f"could not save a reconstruction under {self.results_dir / 'recons'} ({exc}): is "
+                                 "the disk full or the folder read-only? Every cell committed before is kept; "
+                                 "fix it and rerun to resume") from exc
+            outcome.record.run_budget = self.profile.budget  # every number says what budget made it
+            self.store.put(outcome.record)
+        rec = outcome.record
+        for name in ("metrics", "trajectory", "png"):
+            self.parts[name] = self.parts.get(name, 0.0) + float(rec.info.get(f"{name}_s", 0.0))
+        self.summary.ran += 1
+        _tally(self.summary, rec)
+        if self.on_record:
+            self.on_record(outcome)
+
+    def record_unavailable(self) -> None:
+        """The cells of sets that cannot be had here: skipped, with the fix, before any work (the
+        next run retries them)."""
+        for cell in self.absent:
+            self.keep(data_unavailable_outcome(cell, self.profile.name, self.unavailable[cell.dataset],
+                                               str(self.device)))
+
+    def prepare_trained(self) -> None:
+        started = time.perf_counter()
+        _prepare_trained(self.todo, self.work, self.pool, self.tracker, self.profile)
+        self.summary.prepare_s = time.perf_counter() - started
+
+    def execute(self, executor: Any) -> None:
+        """Every cell to do, in calibrated batches (the cells of a shared fit together)."""
+        pool, work = self.pool, self.work
+        size_of = _batch_sizes(self.todo, work, pool, self.profile.batch_size, self.tracker)
+
+        def share_of(cell: Cell) -> str | None:
+            return pool.instance(cell).shared_fit_key()
+
+        runner = executor or LocalExecutor(pool)
+        bar = tqdm(total=len(self.todo), desc=f"{self.profile.name}", unit="cell", disable=not self.progress,
+                   dynamic_ncols=True)
+        for outcome in runner.run(batches(self.todo, lambda c: tuple(work.image(c).shape), size_of, share_of), work):
+            self.keep(outcome)
+            rec = outcome.record
+            self.summary.reconstruct_s += float(rec.info.get("batch_share_s", rec.runtime_s or 0.0))
+            bar.set_postfix_str(f"{rec.label or rec.method}/{rec.task}/{rec.image_id}"[:48])
+            bar.update(1)
+        bar.close()
+        self.summary.calibrate_s = pool.calibrator.measured_s
+
+    def finish(self, report: ReportBuilder | None) -> None:
+        """The plan's per-image table to MLflow (a child run per method instance, task and dataset)
+        and the caller's report."""
+        with _timed(self.parts, "files and store"):
+            frame = self.store.frame([c.key for c in self.cells])
+        with _timed(self.parts, "MLflow"):
+            self.tracker.log_groups(frame, self.profile.name, self.results_dir / "recons")
+        if report is not None:
+            with _timed(self.parts, "report"):
+                self.summary.report = report(frame, self.results_dir)
+            if self.summary.report is not None:
+                with _timed(self.parts, "MLflow"):
+                    self.tracker.log_report(self.summary.report.parent)
+
+    def close(self, status: str) -> None:
+        with _timed(self.parts, "MLflow"):
+            try:
+                self.tracker.finish(status)
             except Exception:  # noqa: BLE001 - on a full disk the error that stopped the run is the one to show
                 if status == "FINISHED":
                     raise
-        summary.wall_s = time.perf_counter() - started
-    if strict and summary.failed:
-        raise BenchmarkFailed(summary)
-    return summary
+        self.summary.wall_s = time.perf_counter() - self.started
 
 
 def _tally(summary: Summary, rec: Record) -> None:
