@@ -205,6 +205,10 @@ class Method:
     #: parameters: a per-task default chosen for that budget's sizes, e.g. DIP's MRI learning
     #: rate, chosen with the quick network, survives the quick budget's lr
     budget_task_params: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
+    #: how the method treats the measurement y, in a few words: every method here uses it as the
+    #: task measured it (noise, quantisation), never clipped to [0, 1] first; a method that clips
+    #: or otherwise edits it says so (the reference pages show it)
+    uses_y: ClassVar[str] = "as measured, not clipped"
     #: how the method decides when to stop and which iterate to return, in a few words (e.g.
     #: "windowed moving variance"); methods that have one appear in the early-stopping table
     stopping_rule: ClassVar[str] = ""

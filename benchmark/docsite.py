@@ -64,7 +64,7 @@ def method_page(name: str, cls: type[Method]) -> list[str]:
     if cls.tunable:
         grid = "; ".join(f"`{k}` ∈ {_cell(list(v))}" for k, v in cls.tunable.items())
         lines += [f"**Tunable** (per {cls.tune_by}, on validation images from the training split): {grid}", ""]
-    facts = []
+    facts = [f"y is used {cls.uses_y}"]
     if cls.stopping_rule:
         facts.append(f"stopping rule: {cls.stopping_rule}")
     if cls.needs_training:

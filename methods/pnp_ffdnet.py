@@ -106,6 +106,7 @@ class PnPFFDNet(Method):
     )
     budgets = {"test": {}, "quick": {}, "cpu": {}}
     released_training = RELEASED_TRAINING  # FFDNet's released weights are its denoiser
+    uses_y = "as measured in the data steps; the starting estimate made from it is clipped to [0, 1], as DPIR's"
     #: 2: inpainting's σ_min is DPIR's demosaicking value (0.6/255, was 2.55/255)
     revision = 2
     #: iterations: HQS steps; sigma_max/sigma_min: the schedule's ends (0–255 scale); mu: DPIR's 0.23
