@@ -108,7 +108,7 @@ class DipWarmStart(common.DipMethod):
         "train_images": None,
     }
     counts = ("iterations", "channels", "scales", "train_patch", "train_batch", "train_steps")
-    stopping_rule = "lowest total loss (data + γ·TV), the authors' rule"
+    stopping_rule = "lowest total loss (data + γ·TV) within the budget, the authors' rule"
     #: the fit has its own start (the pretrained weights): never shared with another method's
     fit_kind = ""
     training_steps_parameter = "train_steps"
