@@ -8,7 +8,9 @@ PnP-FFDNet, DPS with ``pretrained``) as a marker with its CI at the size of the 
 authors state (``benchmark.api.ReleasedTraining``; its records' ``trained_on`` begins with
 "released weights"). The crossing point of a trained method is where its line reaches the best
 untrained mean (interpolated in log N between the two sizes around it); a released method has one
-size, so its entry says whether that many images reached it.
+size, so its entry says whether that many images reached it. A row is trained when its family is
+a trained one or when it records training images: a DIP fit started from weights the suite
+pretrained (the educated warm start) is a line, not a band.
 
 The number of training images is the record's ``train_images`` column when the store has it,
 else ``params["train_images"]``; 0 or missing on a method the suite trained means "the whole
@@ -102,7 +104,7 @@ def _curves(df: pd.DataFrame, metric: str) -> Curves:
     ok["trained_with"] = trained_on(ok)
     ok["released"] = ok["trained_with"].map(is_released).astype(bool)
     ok["budget"] = ok["run_budget"] if "run_budget" in ok else ""
-    learned_rows = ~ok["family"].isin(UNTRAINED_FAMILIES) & ~ok["released"]
+    learned_rows = (~ok["family"].isin(UNTRAINED_FAMILIES) | (ok["n_train"] > 0)) & ~ok["released"]
     ok.loc[learned_rows, "method"] = ok.loc[learned_rows, "method"].map(line_label)
     rows = []
     for keys, part in ok.sort_values(["image_id", "seed"]).groupby(
@@ -111,7 +113,7 @@ def _curves(df: pd.DataFrame, metric: str) -> Curves:
         rows.append((*keys, mean, low, high, _joined(part["trained_with"].sort_values()),
                      _joined(part["budget"].sort_values())))
     agg = pd.DataFrame(rows, columns=[*COLUMNS[:5], "released", *COLUMNS[5:]])
-    untrained = agg["family"].isin(UNTRAINED_FAMILIES) & ~agg["released"]
+    untrained = agg["family"].isin(UNTRAINED_FAMILIES) & (agg["n_train"] <= 0) & ~agg["released"]
     learned = ~untrained & ~agg["released"]
     sized = agg["n_train"] > 0
     pick = {name: agg.loc[mask, COLUMNS].reset_index(drop=True) for name, mask in (

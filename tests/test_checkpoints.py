@@ -51,6 +51,21 @@ def test_round_trip_keeps_weights_losses_and_metadata(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["c.pt"]
 
 
+def test_a_batchnorm_network_round_trips_and_its_digest_sees_the_0d_counter(tmp_path: Path) -> None:
+    """BatchNorm keeps a 0-d integer buffer (num_batches_tracked): it is stored and checked too."""
+    state = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).state_dict()
+    path = ckpt.save(tmp_path / "bn.pt", ckpt.Checkpoint(key="k" * 64, state=state))
+    loaded = ckpt.load(path, "k" * 64)
+    assert all(torch.equal(loaded.state[name], tensor) for name, tensor in state.items())
+    edited = {**state, "1.num_batches_tracked": torch.tensor(7)}
+    assert ckpt.state_digest(edited) != ckpt.state_digest(state)
+    # a tensor of more than 0 dimensions hashes its bytes as before the counter could be hashed
+    digest = ckpt.hashlib.sha256()
+    digest.update(b"w|torch.float32|(2, 3)|")
+    digest.update(torch.arange(6.0).reshape(2, 3).view(torch.uint8).numpy().tobytes())
+    assert ckpt.state_digest({"w": torch.arange(6.0).reshape(2, 3)}) == digest.hexdigest()
+
+
 def test_checkpoint_with_a_different_key_is_refused(tmp_path: Path) -> None:
     path = ckpt.save(tmp_path / "c.pt", _checkpoint(key="a" * 64))
     with pytest.raises(ckpt.CheckpointError, match="stores key aaaaaaaa.*hashes to bbbbbbbb"):

@@ -78,3 +78,25 @@ def test_a_swept_method_is_one_line_through_its_sizes(tmp_path: Path) -> None:
     assert hit.method == "unet" and hit.n_images == pytest.approx(8.0, rel=0.05)
     normal = stats.normalize(df)
     assert data_efficiency.figure(normal, plots.method_palette(normal["method"])) is not None
+
+
+def test_a_dip_fit_from_pretrained_weights_is_a_line_and_plain_dip_stays_a_band(tmp_path: Path) -> None:
+    """The educated warm start is of the DIP family but learns from training images: its records
+    carry a training-set size, so it is a line (27.5 → 29.5 dB over 1, 4, 16 images) crossing
+    DIP's band (28 dB) at 2 images, while DIP stays the band."""
+    df = _frame(True)
+    warm = pd.DataFrame([dict(method="dip_warmstart", family="dip", params={"train_images": n}, psnr=psnr,
+                              train_images=n, task="denoising_s25", dataset="cbsd68", status="ok", image_id=f"i{i}",
+                              seed=0)
+                         for i in range(4) for n, psnr in ((1, 27.5), (4, 28.5), (16, 29.5))])
+    df = pd.concat([df, warm], ignore_index=True)
+    df["label"] = [f"{m}[train_images={n}]" if m == "dip_warmstart" and n < 16 else m
+                   for m, n in zip(df["method"], df["train_images"], strict=True)]
+    hits = {c.method: c for c in data_efficiency.crossings(df)}
+    assert set(hits) == {"unet", "dip_warmstart"} and hits["dip_warmstart"].reference == "dip"
+    assert hits["dip_warmstart"].n_images == pytest.approx(2.0, rel=0.05)
+    normal = stats.normalize(df)
+    curves = data_efficiency._curves(normal, "psnr")
+    assert set(curves.untrained["method"]) == {"dip", "tv"}
+    assert sorted(curves.trained.loc[curves.trained["method"] == "dip_warmstart", "n_train"]) == [1.0, 4.0, 16.0]
+    assert data_efficiency.figure(normal, plots.method_palette(normal["method"])) is not None
