@@ -25,6 +25,7 @@ from torch import nn
 
 from benchmark.api import Callback, Method, Reconstruction, ReleasedTraining, TrainingContext, TrainingReport
 from benchmark.core.errors import UserError
+from benchmark.problems import spaces
 from benchmark.registry import register
 from methods._noise import denoising_skip_reason, noise_sigma, require_denoising, validate_model_sigma
 from methods._weights import Sdist, WeightFile, locate_packaged
@@ -155,6 +156,23 @@ class FFDNetDenoiser(nn.Module):
         net = self.network(int(x.shape[1]), x.device)
         s = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
         return net(x.float(), s.expand(x.shape[0]) if s.numel() == 1 else s).to(x.dtype)
+
+    def in_space(self, x: torch.Tensor, sigma: float, space: spaces.ImageSpace) -> torch.Tensor:
+        """Denoise an image of ``space`` at ``sigma`` (in the space's units): a real image as it is; a
+        complex MR image on its real and imaginary parts as gray images, each mapped from [-1, 1] to
+        [0, 1] (FFDNet's range; the noise level halves)."""
+        if not space.complex:
+            return self(x, sigma)
+        parts = space.as_real_images(x)
+        return space.from_real_images(2 * self((parts + 1) / 2, sigma / 2) - 1, x)
+
+    @staticmethod
+    def skip_reason(space: spaces.ImageSpace, channels: int | None) -> str | None:
+        """Why the released networks cannot denoise images of ``channels`` channels of ``space``
+        (None: they can; complex images are denoised part by part with the gray network)."""
+        if channels not in (None, 1, 3) and not space.complex:
+            return f"FFDNet has released weights for 1 and 3 channels, not {channels}"
+        return None
 
 
 @register

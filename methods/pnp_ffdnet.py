@@ -133,9 +133,7 @@ class PnPFFDNet(Method):
     def skip_reason(self, task: Any, channels: int | None = None) -> str | None:
         if task.family == "denoising":
             return "on denoising, plug-and-play with FFDNet is FFDNet itself (see ffdnet)"
-        if channels not in (None, 1, 3) and not task.space.complex:
-            return f"FFDNet has released weights for 1 and 3 channels, not {channels}"
-        return None
+        return FFDNetDenoiser.skip_reason(task.space, channels)
 
     def prepare(self, ctx: TrainingContext) -> TrainingReport:
         """Nothing to train: load the released FFDNet weights before any timing; the report says
@@ -166,9 +164,5 @@ class PnPFFDNet(Method):
         return Reconstruction(x=space.project(z), iterations=step, budget=budget)
 
     def denoise(self, x: torch.Tensor, sigma: float, space: spaces.ImageSpace) -> torch.Tensor:
-        """FFDNet on the image; on a complex MR image, on its real and imaginary parts as gray
-        images, each mapped from [-1, 1] to [0, 1] (FFDNet's range; the noise level halves)."""
-        if not space.complex:
-            return self.denoiser(x, sigma)
-        parts = space.as_real_images(x)
-        return space.from_real_images(2 * self.denoiser((parts + 1) / 2, sigma / 2) - 1, x)
+        """FFDNet on the image; on a complex MR image, on its real and imaginary parts."""
+        return self.denoiser.in_space(x, sigma, space)

@@ -3,12 +3,14 @@
 A fit produces one raw output per step; a method reports a stream made from them: the raw
 outputs (inpainting, super-resolution, ES-WMV), an exponential moving average (the denoising
 notebook's EMA 0.99, ES-EMV's EMA), or a posterior mean over samples thinned after a burn-in
-(Bayesian DIP by Langevin dynamics, Cheng et al. CVPR 2019), which also has a per-pixel spread.
+(Bayesian DIP by Langevin dynamics, Cheng et al. CVPR 2019), which also has a per-pixel spread,
+or an image a method's between-steps hook keeps (DeepRED's ADMM variable x − u, Mataev et al. 2019).
 Each watcher of a fit keeps its own stream, so that two methods on one fit never share state.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -92,3 +94,19 @@ class PosteriorMean:
         if self._m2 is None or self.samples < 2:
             return None
         return (self._m2 / self.samples).sqrt()
+
+
+class FromState:
+    """The iterate a method's hook computes from its own state, read after the hook of each step
+    (DeepRED's ``x − u``: Mataev, Elad, Milanfar 2019 return it for deblurring and
+    super-resolution); ``read`` must return a fresh tensor."""
+
+    def __init__(self, name: str, read: Callable[[], torch.Tensor]) -> None:
+        self.name = name
+        self._read = read
+
+    def update(self, out: torch.Tensor) -> torch.Tensor:
+        return self._read()
+
+    def spread(self) -> torch.Tensor | None:
+        return None
