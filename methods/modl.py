@@ -60,8 +60,11 @@ def conjugate_gradients(physics: Any, iterations: int) -> Iterator[None]:
     try:
         yield
     finally:
-        for name, value in saved.items():
-            setattr(physics, name, value)
+        for name in names:
+            if name in saved:
+                setattr(physics, name, saved[name])
+            else:
+                delattr(physics, name)
 
 
 class MoDLNet(nn.Module):
