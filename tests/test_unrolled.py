@@ -17,9 +17,9 @@ from benchmark.api import TrainingContext
 from benchmark.problems import tasks
 from benchmark.run import profiles, tuned_values, tuning
 from methods._training import loop
-from methods.cs_wavelet import objective, solver
-from methods.lpd import PrimalDualNet
-from methods.modl import MoDLNet
+from methods.cs_wavelet import CSWavelet, objective, solver
+from methods.lpd import LearnedPrimalDual, PrimalDualNet
+from methods.modl import MoDL, MoDLNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,7 +37,7 @@ def _problem(name: str, seed: int = 0, size: int = 32) -> tuple[torch.Tensor, An
     task = tasks.get(name)
     x = _slice(task.space.channels[0], size)[None]
     g = tasks.measurement_generator(name, "unrolled", seed, dataset="synthetic")
-    physics = task.physics(tuple(x.shape[1:]), torch.device("cpu"), g)
+    physics = task.physics((int(x.shape[1]), size, size), torch.device("cpu"), g)
     return x, physics, task.measure(x, physics, g)
 
 
@@ -87,7 +87,7 @@ def test_an_untrained_modl_returns_the_zero_filled_image_on_single_coil() -> Non
 def test_modl_trains_once_and_reuses_its_checkpoint(tmp_path: Path) -> None:
     """A second prepare of the same configuration loads the weights (cached, same loss curve,
     same reconstruction); ``train_images`` limits the slices it learns from and is in the key."""
-    cls = registry.get("modl")
+    cls = MoDL
     params = cls.resolve_params(tasks.get("mri_x4"), {"train_images": 3}, budget="test")
     images = _training_set(2)
     first, second = cls(**params), cls(**params)
@@ -103,7 +103,7 @@ def test_modl_trains_once_and_reuses_its_checkpoint(tmp_path: Path) -> None:
 
 
 def test_modl_training_lowers_the_loss_on_whole_measured_slices(tmp_path: Path) -> None:
-    cls = registry.get("modl")
+    cls = MoDL
     method = cls(**cls.resolve_params(tasks.get("mri_x4"), {"pretrain_steps": 0, "train_steps": 40, "lr": 3e-3},
                                       budget="test"))
     report = method.prepare(_context("mri_x4", _training_set(2), tmp_path))
@@ -117,7 +117,8 @@ class _CountingCT:
     """A CT physics that records the channels of every A and Aᵀ call."""
 
     def __init__(self, physics: Any) -> None:
-        self.physics, self.calls = physics, []  # type: list[tuple[str, int]]
+        self.physics = physics
+        self.calls: list[tuple[str, int]] = []
 
     def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802 - deepinv's name
         self.calls.append(("A", int(x.shape[1])))
@@ -139,11 +140,14 @@ def test_learned_primal_dual_runs_the_authors_iteration_on_one_channel_each() ->
     assert out.shape == x.shape and torch.isfinite(out).all()
     assert counting.calls == [("At", 1)] + [("A", 1), ("At", 1)] * 3
     assert len({id(b) for b in net.primal}) == 3 and len({id(b) for b in net.dual}) == 3
-    assert net.primal[0].in_conv.weight.shape[1] == 6 and net.dual[0].in_conv.weight.shape[1] == 7
+    first_primal, first_dual = net.primal[0], net.dual[0]
+    assert isinstance(first_primal, dinv.models.PDNet_PrimalBlock)
+    assert isinstance(first_dual, dinv.models.PDNet_DualBlock)
+    assert first_primal.in_conv.weight.shape[1] == 6 and first_dual.in_conv.weight.shape[1] == 7
 
 
 def test_learned_primal_dual_trains_and_reconstructs_ct(tmp_path: Path) -> None:
-    cls = registry.get("lpd")
+    cls = LearnedPrimalDual
     method = cls(**cls.resolve_params(tasks.get("ct_views60"), {"train_images": 2}, budget="test"))
     report = method.prepare(_context("ct_views60", _training_set(1), tmp_path))
     assert report.images == 2 and len(report.losses) == method.params["train_steps"]
@@ -187,12 +191,16 @@ def test_cs_is_deepinvs_fista_step_by_step() -> None:
     """The method steps deepinv's FISTA one iteration at a time (for the callback): the same
     result as deepinv's own loop, and a callback stops it."""
     _, physics, y = _problem("mri_multicoil_x4")
-    method = registry.get("cs_wavelet")(weight=0.002, iterations=25, levels=2)
+    method = CSWavelet(weight=0.002, iterations=25, levels=2)
     with torch.no_grad():
         reference = solver(0.002, 25, "db4", 2)(y, physics)
     torch.testing.assert_close(method.reconstruct(y, physics, seed=0).x, reference, atol=1e-6, rtol=0)
     steps: list[int] = []
-    stopped = method.reconstruct(y, physics, seed=0, callback=lambda k, _: steps.append(k) is None and k < 3)
+    def stop_at_three(step: int, x_k: torch.Tensor) -> bool:
+        steps.append(step)
+        return step < 3
+
+    stopped = method.reconstruct(y, physics, seed=0, callback=stop_at_three)
     assert steps == [1, 2, 3] and stopped.iterations == 3 and stopped.budget == 25
 
 
@@ -204,7 +212,7 @@ def test_cs_weight_is_the_l1_weight_of_the_objective() -> None:
     y = physics.A(x) + 0.01 * torch.randn(physics.A(x).shape, generator=torch.Generator().manual_seed(0),
                                           dtype=torch.float64)
     weight = 0.05
-    out = registry.get("cs_wavelet")(weight=weight, iterations=5, wavelet="haar", levels=2).reconstruct(
+    out = CSWavelet(weight=weight, iterations=5, wavelet="haar", levels=2).reconstruct(
         y, physics, seed=0).x
     expected = []
     for part in physics.A_adjoint(y)[0].numpy():
@@ -224,7 +232,7 @@ def test_cs_lowers_its_objective_below_the_zero_filled_start() -> None:
         values.append(objective(reference, x_k, y, physics, weight))
         return True
 
-    registry.get("cs_wavelet")(weight=weight, iterations=60, levels=2).reconstruct(y, physics, seed=0,
+    CSWavelet(weight=weight, iterations=60, levels=2).reconstruct(y, physics, seed=0,
                                                                                  callback=record)
     start = objective(reference, physics.A_adjoint(y), y, physics, weight)
     assert values[-1] < 0.95 * start and values[-1] <= min(values[:10])
