@@ -146,6 +146,14 @@ def test_learned_primal_dual_runs_the_authors_iteration_on_one_channel_each() ->
     assert first_primal.in_conv.weight.shape[1] == 6 and first_dual.in_conv.weight.shape[1] == 7
 
 
+def test_learned_primal_dual_started_from_the_fbp_returns_it_untrained() -> None:
+    """The quick budget's start (``fbp_start``): primal memory A⁺y, primal updates at zero."""
+    _, physics, y = _problem("ct_views60")
+    net = PrimalDualNet(iterations=2, n_primal=3, n_dual=3, channels=8, fbp_start=True)
+    with torch.no_grad():
+        torch.testing.assert_close(net(y, physics), physics.A_dagger(y), atol=1e-6, rtol=0)
+
+
 def test_learned_primal_dual_trains_and_reconstructs_ct(tmp_path: Path) -> None:
     cls = LearnedPrimalDual
     method = cls(**cls.resolve_params(tasks.get("ct_views60"), {"train_images": 2}, budget="test"))
