@@ -258,7 +258,7 @@ def tune(profile: Profile, *, methods: Sequence[str] | None = None, task_names: 
     images: dict[tuple[str, int, bool], list[data.Image]] = {}
     records: list[dict[str, Any]] = []
     for method, grid in grids.items():
-        for scope, applies_to, group in targets(method, task_list):
+        for scope, applies_to, group in targets(method, [t for t in task_list if applies(profile, method, t)]):
             colour = colour_only(profile, group)
             for task in group:
                 if (task.space.name, task.size_multiple, colour) not in images:
@@ -298,10 +298,18 @@ def tune(profile: Profile, *, methods: Sequence[str] | None = None, task_names: 
     return records
 
 
+def applies(profile: Profile, method: str, task: tasks.Task) -> bool:
+    """Whether ``method``, with the parameters the profile gives it there, applies to ``task`` at
+    all (no ``skip_reason``: MoDL skips CT): it is neither tuned nor reported untuned where it skips."""
+    return registry.get(method)(**fixed_params(profile, method, task)).skip_reason(task) is None
+
+
 def runs_on(profile: Profile, method: str, task: tasks.Task) -> bool:
     """Whether some dataset of the profile runs ``method`` on ``task``: an entry may name only
     some tasks and only some methods (by name or label); one without a task list runs the tasks
-    its images fit (as the plan decides)."""
+    its images fit (as the plan decides); never where the method skips the task (``applies``)."""
+    if not applies(profile, method, task):
+        return False
     for spec in profile.datasets:
         if spec.tasks is not None and task.name not in spec.tasks:
             continue

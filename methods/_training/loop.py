@@ -135,10 +135,7 @@ class WholeImagePatches:
         """(inputs B×2C×p×p, clean images B×C×p×p)."""
         inputs, targets = [], []
         for _ in range(batch):
-            img = self.images[self._randint(len(self.images))]
-            turns = self._randint(4)
-            img = torch.rot90(img, turns, dims=(1, 2)) if img.shape[1] == img.shape[2] else img
-            img = img.flip(2) if self._randint(2) else img
+            img = flip_rotate(self.images[self._randint(len(self.images))], self._randint)
             shape = (int(img.shape[0]), int(img.shape[1]), int(img.shape[2]))
             if shape not in self._simulators:
                 self._simulators[shape] = MeasurementSimulator(self.task, shape, self.device, self.generator)
@@ -151,6 +148,45 @@ class WholeImagePatches:
             inputs.append(measured[window])
             targets.append(x[window])
         return torch.cat(inputs), torch.cat(targets)
+
+
+def flip_rotate(img: torch.Tensor, randint: Callable[[int], int]) -> torch.Tensor:
+    """``img`` (C×H×W) rotated by a random multiple of 90° (only when square: a rotation would
+    change a rectangular image's shape) and flipped left-right at random."""
+    turns = randint(4)
+    img = torch.rot90(img, turns, dims=(1, 2)) if img.shape[1] == img.shape[2] else img
+    return img.flip(2) if randint(2) else img
+
+
+class MeasuredImages:
+    """Training triples (clean image, measurement, operator) for a network that takes the
+    measurement and its operator, as an unrolled network does: each drawn image is flipped and
+    rotated (``flip_rotate``) and measured whole by the task's own physics and noise, a fresh
+    random operator per draw where the task draws one (an MRI line mask), as the test images
+    are; a fixed operator (CT) is built once per image size."""
+
+    def __init__(self, images: list[torch.Tensor], task: Any, device: torch.device,
+                 generator: torch.Generator) -> None:
+        self.images = [img.float() for img in images]
+        self.task, self.device, self.generator = task, device, generator
+        self._simulators: dict[tuple[int, int, int], MeasurementSimulator] = {}
+
+    def _randint(self, high: int) -> int:
+        return int(torch.randint(high, (1,), generator=self.generator).item())
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """(x 1×C×H×W, y, physics) of one drawn training image."""
+        img = flip_rotate(self.images[self._randint(len(self.images))], self._randint)
+        shape = (int(img.shape[0]), int(img.shape[1]), int(img.shape[2]))
+        if shape not in self._simulators:
+            self._simulators[shape] = MeasurementSimulator(self.task, shape, self.device, self.generator)
+        simulator = self._simulators[shape]
+        fixed = simulator.fixed
+        physics = fixed if fixed is not None else self.task.physics(shape, self.device, self.generator)
+        x = img[None].to(self.device)
+        with torch.no_grad():
+            y = self.task.measure(x, physics, self.generator)
+        return x, y, physics
 
 
 def first_estimate(physics: Any, y: torch.Tensor) -> torch.Tensor:
@@ -180,11 +216,16 @@ def train_network(
     progress: bool,
     desc: str,
     after_step: Callable[[], None] | None = None,
+    betas: tuple[float, float] = (0.9, 0.999),
+    clip_value: float | None = None,
+    clip_norm: float | None = None,
 ) -> list[float]:
-    """Adam with a short warm-up then cosine decay; returns the chunk-averaged loss curve."""
+    """Adam with a short warm-up then cosine decay; returns the chunk-averaged loss curve.
+    ``clip_value`` clips each gradient entry to [−c, c] (MoDL's training), ``clip_norm`` the
+    global gradient norm (learned primal-dual's)."""
     if steps < 1:
         raise UserError(f"training needs steps >= 1, got {steps}")
-    optimiser = torch.optim.Adam(net.parameters(), lr=lr)
+    optimiser = torch.optim.Adam(net.parameters(), lr=lr, betas=betas)
     warmup = max(1, steps // 50)
 
     def schedule(step: int) -> float:
@@ -204,6 +245,10 @@ def train_network(
             raise RuntimeError(f"{desc}: the training loss became {loss.item()} (lower the learning rate)")
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_value is not None:
+            nn.utils.clip_grad_value_(net.parameters(), clip_value)
+        if clip_norm is not None:
+            nn.utils.clip_grad_norm_(net.parameters(), clip_norm)
         optimiser.step()
         scheduler.step()
         if after_step is not None:
