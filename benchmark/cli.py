@@ -314,8 +314,13 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"  {name:<16} [{cls.family}] {cls.summary}")
     if args.what in ("tasks", "all"):
         print("tasks:")
+        stated: dict[str, list[str]] = {}
         for name, task in tasks.TASKS.items():
             print(f"  {name:<22} {task.description}")
+            if task.conventions:
+                stated.setdefault(task.conventions, []).append(name)
+        for text, names in stated.items():  # what a reader could assume otherwise, once per statement
+            print(f"  conventions of {', '.join(names)}:\n    {text}")
     if args.what in ("datasets", "all"):
         print("datasets:")
         for name, desc in data.available().items():

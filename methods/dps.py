@@ -35,6 +35,14 @@ default 0.3: on held-out training slices (64², 4×) 0.3-1.0 were within 0.15 dB
 100-1000 steps. With a CPU prior DPS stays ~0.6 dB below zero-filled on 4× slices at 64²
 (``tests/test_dps_mri.py``): a posterior sample's error is twice the posterior mean's.
 
+**What a reconstruction is.** The paper's DPS returns one posterior sample. ``samples: K`` draws K
+independent chains (one batch, seeded from the cell's seed) and returns their mean, an estimate of
+the posterior mean, with the per-pixel standard deviation across them as the reconstruction's
+uncertainty (``Reconstruction.uncertainty``; the harness measures its calibration). For a
+Gaussian posterior of covariance Σ a sample's expected squared error is 2 tr Σ and the mean of K
+samples' (1 + 1/K) tr Σ, so the mean's PSNR is up to 3 dB above one sample's; its runtime is that
+of all K chains. The record's info and the tables' "trained on" text say which estimate a row is.
+
 Step size ζ is given as in the paper, for its 1000-step chain: each step moves the sample by
 ζ ∇‖y − A x̂0‖ (the norm, as in the authors' code; the paper writes ζ_i = ζ'/‖y − A x̂0‖ on the
 squared norm, ζ' ∈ [0.1, 1]). A chain re-spaced to S steps takes ζ·1000/S per step, so the total
@@ -108,6 +116,9 @@ class DPS(Method):
     defaults = {
         "sampling_steps": 1000,  # reverse diffusion steps, as in the paper (quick profile: 200), evenly re-spaced
         "zeta": 0.3,  # guidance ζ on ∇‖y − A x̂0‖, in 1000-step units (per-family values below)
+        # independent posterior samples per reconstruction (one batch): 1 is the paper's estimate, a
+        # single sample; K > 1 returns their mean (the posterior mean) and their per-pixel std
+        "samples": 1,
         # The prior's paper budget is sized for a GPU (a few minutes per training set there, by our
         # estimate; not measured here); the quick profile trains 32 channels, 32² × 16, 800 steps.
         # The dps_cpu profile's prior (32 channels, 3 levels, 3000 steps of 16 × 48² on cbsd432,
@@ -156,7 +167,8 @@ class DPS(Method):
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:
         super().validate(params)
-        for key in ("sampling_steps", "prior_channels", "prior_depth", "prior_patch", "prior_batch", "prior_steps"):
+        for key in ("sampling_steps", "samples", "prior_channels", "prior_depth", "prior_patch", "prior_batch",
+                    "prior_steps"):
             cls.require(params, key, params[key] >= 1, "an integer >= 1")
         cls.require(params, "sampling_steps", params["sampling_steps"] <= diffusion.TRAIN_STEPS,
                     f"an integer <= {diffusion.TRAIN_STEPS}")
@@ -214,8 +226,13 @@ class DPS(Method):
         self._eps, self._channels, self._space = net.requires_grad_(False), channels, space.name
         report.images = len(images)
         used = loop.count(len(images), "image")
-        report.description = f"suite prior, {used} of {ctx.dataset}, {int(p['prior_steps'])} steps"
+        report.description = f"suite prior, {used} of {ctx.dataset}, {int(p['prior_steps'])} steps; {self._estimate()}"
         return report
+
+    def _estimate(self) -> str:
+        """What a reconstruction is, for the tables' "trained on" text and the record's info."""
+        count = int(self.params["samples"])
+        return "one posterior sample" if count == 1 else f"mean of {count} posterior samples"
 
     def _load_pretrained(self, ctx: TrainingContext) -> TrainingReport:
         """DiffUNet weights instead of training; the report's seconds are the fetch and load time."""
@@ -226,10 +243,12 @@ class DPS(Method):
         self._channels, self._space = None, None  # DiffUNet is RGB; gray images are repeated to RGB per call
         seconds = time.perf_counter() - start
         if name:
-            return RELEASED_TRAINING[name].report(seconds, str(path))
+            report = RELEASED_TRAINING[name].report(seconds, str(path))
+            report.description += f"; {self._estimate()}"
+            return report
         # a user's own state dict: what it learnt from is not known here
         return TrainingReport(seconds=seconds, cached=True, checkpoint=str(path),
-                              description=f"DiffUNet weights {path.name}")
+                              description=f"DiffUNet weights {path.name}; {self._estimate()}")
 
     def reconstruct(
         self, y: torch.Tensor, physics: Any, *, seed: int, callback: Callback | None = None
@@ -246,6 +265,8 @@ class DPS(Method):
         result = diffusion.dps_sample(
             eps_model, y, physics, shape=shape, steps=int(self.params["sampling_steps"]),
             zeta=float(self.params["zeta"]), generator=torch.Generator().manual_seed(seed), callback=callback,
+            samples=int(self.params["samples"]),
         )
-        return Reconstruction(x=result.x, iterations=result.steps_run, budget=result.budget,
-                              info={"final_residual": result.final_residual})
+        return Reconstruction(x=result.x, iterations=result.steps_run, budget=result.budget, uncertainty=result.std,
+                              info={"final_residual": result.final_residual, "samples": result.samples,
+                                    "estimate": self._estimate()})

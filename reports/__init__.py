@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.results import statistics as stats
-from reports import data_efficiency, dynamics, plots, tables
+from reports import data_efficiency, dynamics, plots, tables, uncertainty
 from reports import html as _html
 from reports import tuning as tuning_table
 
@@ -118,8 +118,21 @@ def report_sections(df: pd.DataFrame, *, recon_root: Path | None = None,
             for i, (name, fig) in enumerate(plots.examples(df, palette, Path(recon_root)))
         )
 
+    uncertain = uncertainty.calibration_table(df)
+    figs_uncertainty: tuple[_html.Figure, ...] = ()
+    if recon_root is not None:
+        figs_uncertainty = tuple(
+            _html.Figure(f"fig-uncertainty-{i}", f"uncertainty {name}",
+                         f"{name}: for each method that returns a per-pixel standard deviation, ground truth, "
+                         "reconstruction, |error| and the std, the last two on one colour scale.",
+                         plots.figure_png(fig))
+            for i, (name, fig) in enumerate(uncertainty.figures(df, Path(recon_root))))
+    conventions = tables.conventions(df)
+    stated = [_html.Section("conventions", "Conventions", table=conventions)] if conventions.rows else []
+
     sections = [
         _html.Section("comparison", "Comparison", table=comparison, empty="No results yet."),
+        *stated,
         _html.Section("runtime", "Quality against runtime", figures=figs_runtime, empty="No timed results."),
         _html.Section("data-efficiency", "How much training data beats DIP?", figures=figs_data, table=crossing,
                       empty="No trained method with a training-set size (train_images) in these results."),
@@ -133,6 +146,8 @@ def report_sections(df: pd.DataFrame, *, recon_root: Path | None = None,
         _html.Section("distributions", "Per-image distributions", figures=figs_dist, empty="No results yet."),
         _html.Section("examples", "Example reconstructions", figures=examples,
                       empty="No reconstructions saved with these results."),
+        _html.Section("uncertainty", "Uncertainty", table=uncertain, figures=figs_uncertainty,
+                      empty="No method returned a per-pixel uncertainty."),
         _html.Section("tuning", "Tuned hyperparameters", table=tuned,
                       empty="No tunable parameter in this run: nothing was tuned."),
         _html.Section("failed", "Failed cells", table=failed, empty="No cell failed."),
@@ -164,7 +179,7 @@ def build_report(frame: pd.DataFrame, out_dir: Path, *, title: str, recon_root: 
 
 
 #: the sections whose tables ``tables.md`` and ``tables.tex`` carry
-TABLES = ("comparison", "es-gap", "seed-spread", "tuning", "failed")
+TABLES = ("comparison", "conventions", "es-gap", "seed-spread", "uncertainty", "tuning", "failed")
 
 
 def _write_figures(folder: Path, sections: list[_html.Section]) -> None:

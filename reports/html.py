@@ -70,7 +70,7 @@ def _section(s: Section) -> str:
             f"<figure id='{e(f.anchor)}'><img src='{data_uri(f.png)}' alt='{e(f.title)}'>"
             f"<figcaption>{e(f.caption)}</figcaption></figure>"
         )
-    if not has_table and not s.figures:
+    if not has_table and not s.figures and not s.intro:
         parts.append(f"<p class='empty'>{e(s.empty or 'Nothing to show.')}</p>")
     parts.append("</section>")
     return "".join(parts)

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.problems import metrics as registry
+from benchmark.problems import tasks as task_registry
 from benchmark.results import statistics as stats
 from benchmark.results.inference import smallest_p
 
@@ -382,3 +383,19 @@ def render(table: Table, fmt: str) -> str:
     if fmt == "latex":
         return to_latex(table)
     raise ValueError(f"unknown table format {fmt!r}; valid: markdown, html, latex")
+
+
+def conventions(frame: pd.DataFrame) -> Table:
+    """How the measurements and metrics of the tasks present were made, where a reader could
+    assume otherwise (``Task.conventions``: MRI's simulated k-space and data range, CT's photon
+    counts and dose): one row per distinct statement, naming its tasks."""
+    said: dict[str, list[str]] = {}
+    for name in sorted(set(frame["task"].astype(str))) if "task" in frame else []:
+        task = task_registry.TASKS.get(name)
+        if task is not None and task.conventions:
+            said.setdefault(task.conventions, []).append(name)
+    table = Table("conventions", "How these tasks' measurements and metrics are made (declared on each task).",
+                  "tasks", ["convention"], [], text_columns={0})
+    for text, names in said.items():
+        table.rows.append((", ".join(names), [Entry(text)]))
+    return table

@@ -42,9 +42,8 @@ def _method(name: str, task_name: str) -> Method:
     cls = registry.get(name)
     method = cls(**cls.resolve_params(task, {}, budget="test"))
     if method.needs_training and method.skip_reason(task) is None:
-        spec = SMOKE.training.for_space(task.space.name)
-        train = data.load(spec.dataset, split="train", crop=spec.crop, resize=spec.resize)
-        method.prepare(TrainingContext([i.tensor for i in train], spec.dataset, task,
+        prepared = plan.training_preparation(SMOKE, task.space.channels[0], task)  # as the smoke run trains
+        method.prepare(TrainingContext(prepared.load(), prepared.name, task,
                                        cache_root() / "contract", seed=0, device=torch.device("cpu"), progress=False))
     return method
 

@@ -66,7 +66,7 @@ def test_prior_is_trained_once_per_training_set_not_per_task(inpainter: DPS, cac
     # Sampling parameters are not training parameters: they reuse the prior too.
     assert DPS(**{**TINY, "sampling_steps": 7, "zeta": 0.1}).prepare(_context("sr_x4", cache)).cached
     fresh = DPS(**{**TINY, "prior_steps": 3, "train_images": 1}).prepare(_context("sr_x4", cache))
-    assert not fresh.cached and fresh.description == "suite prior, 1 image of embedded, 3 steps"
+    assert not fresh.cached and fresh.description == "suite prior, 1 image of embedded, 3 steps; one posterior sample"
 
 
 def test_sampling_is_deterministic_for_a_seed(inpainter: DPS) -> None:
@@ -92,6 +92,33 @@ def test_callback_sees_every_step_and_can_stop_the_chain(inpainter: DPS) -> None
     assert result.iterations == 4 and result.budget == TINY["sampling_steps"]
     full = inpainter.reconstruct(y, physics, seed=0, callback=lambda step, x_k: seen.append(step) is None)
     assert full.iterations == TINY["sampling_steps"] and seen[-1] == TINY["sampling_steps"]
+
+
+def test_several_samples_give_their_mean_and_their_spread(inpainter: DPS) -> None:
+    """samples = K: K independent chains in one call (each its own start and noise), their mean
+    returned with the per-pixel std across them; the callback sees the mean of the K estimates;
+    one sample has no uncertainty; the info says which estimate it is."""
+    image = data.load("embedded", crop=32)[0]
+    y, physics, x = _measure("inpainting_random50", image)
+    single = inpainter.reconstruct(y, physics, seed=5)
+    assert single.uncertainty is None and single.info["samples"] == 1
+    assert single.info["estimate"] == "one posterior sample"
+    eps = inpainter._eps
+    assert eps is not None
+    chains = diffusion.dps_sample(eps, y, physics, shape=tuple(x.shape), steps=TINY["sampling_steps"], zeta=0.5,
+                                  generator=torch.Generator().manual_seed(5), samples=3)
+    assert chains.samples == 3 and chains.std is not None and chains.std.shape == x.shape
+    assert float(chains.std.min()) >= 0 and float(chains.std.mean()) > 0.01  # independent chains differ
+    mean_of_four = DPS(**{**inpainter.params, "samples": 4})
+    mean_of_four._eps, mean_of_four._channels, mean_of_four._space = eps, inpainter._channels, inpainter._space
+    seen: list[torch.Tensor] = []
+    result = mean_of_four.reconstruct(y, physics, seed=5, callback=lambda step, x_k: seen.append(x_k) is None)
+    assert result.x.shape == x.shape and result.uncertainty is not None and result.uncertainty.shape == x.shape
+    assert result.info == {**result.info, "samples": 4, "estimate": "mean of 4 posterior samples"}
+    assert result.iterations == TINY["sampling_steps"] and seen[-1].shape == x.shape
+    torch.testing.assert_close(seen[-1], result.x)  # the last iterate the callback saw is the mean returned
+    with pytest.raises(UserError, match="'samples' must be an integer >= 1"):
+        DPS(samples=0)
 
 
 def test_beats_the_pseudo_inverse_on_random_inpainting(inpainter: DPS) -> None:
@@ -233,3 +260,48 @@ def test_the_sampler_is_deepinvs_dps_on_the_same_denoiser_start_and_noise() -> N
         ours = diffusion.dps_sample(eps, y, physics, shape=shape, steps=steps, zeta=0.0,
                                     generator=torch.Generator().manual_seed(3), step_sizes=sizes)
         assert (ours.x - theirs.float().clamp(-1, 1).add(1).div(2)).abs().max() < 1e-5, weight  # measured: 2.4e-7
+
+
+class _SizeChecked(torch.nn.Module):
+    """A stand-in for DiffUNet: refuses sides that are not multiples of 32, predicts ε = x."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, type_t: str = "") -> torch.Tensor:
+        assert x.shape[-2] % 32 == 0 and x.shape[-1] % 32 == 0 and x.shape[1] == 3, x.shape
+        return torch.cat([x, torch.zeros_like(x)], dim=1)
+
+
+def test_released_weights_sample_images_of_any_size() -> None:
+    """DiffUNet halves its input five times: a 45×70 gray image is padded to 64×96 for it and
+    its prediction cropped back to 45×70 (where it is the image itself)."""
+    eps = diffusion.PretrainedEps(_SizeChecked())
+    x = torch.rand(2, 1, 45, 70, generator=torch.Generator().manual_seed(0))
+    out = eps(x, torch.tensor([10]))
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, x)
+
+
+def test_absent_released_weights_skip_the_cells_with_the_reason(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline and without the file: ``locate`` raises WeightsUnavailable, the run records the
+    DPS cells as skipped (not failed) with the fix, and the other methods run."""
+    from benchmark.core.errors import WeightsUnavailable
+    from benchmark.results.store import ResultsStore
+    from benchmark.run import profiles, runner
+    from methods import _weights, dps
+
+    monkeypatch.setenv("DIPBENCH_WEIGHTS", str(tmp_path / "no-weights"))
+    monkeypatch.setenv("DIPBENCH_CACHE", str(tmp_path / "cache"))
+    unreachable = dataclasses.replace(dps.PRETRAINED["imagenet"], url="http://127.0.0.1:9/diffusion_openai.pt")
+    monkeypatch.setitem(dps.PRETRAINED, "imagenet", unreachable)
+    with pytest.raises(WeightsUnavailable, match=r"\$DIPBENCH_WEIGHTS"):
+        _weights.locate(unreachable)
+    smoke = profiles.load("smoke")
+    profile = dataclasses.replace(smoke, methods=["dps[pretrained=imagenet]", "trivial"], tasks=["inpainting_random50"],
+                                  datasets=[dataclasses.replace(smoke.datasets[0], limit=1)], lpips=False)
+    summary = runner.run_benchmark(profile, results_dir=tmp_path / "r", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+                                   progress=False)
+    assert not summary.failed and summary.skipped == 1 and "dps" in summary.no_weights
+    frame = ResultsStore(tmp_path / "r" / "results.sqlite").frame(summary.keys)
+    skipped = frame[frame.status == "skipped"].iloc[0]
+    assert skipped.label == "dps[pretrained=imagenet]" and "diffunet/diffusion_openai.pt" in skipped.error
+    assert set(frame[frame.status == "ok"].method) == {"trivial"}

@@ -109,7 +109,8 @@ def test_the_loader_never_gets_a_test_image(tmp_path: Path, monkeypatch: pytest.
 def test_a_trained_method_is_tuned_on_images_it_never_trained_on(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """DPS's ζ is chosen on validation images drawn from the training split: its prior then
-    trains on the rest of the split, never on them, and the record says so."""
+    trains on the rest of the split, never on them, resized like the profile's test images
+    (shorter side 64), and the record says so."""
     from methods.dps import DPS
 
     seen: list[tuple[str, list[Any]]] = []
@@ -125,10 +126,12 @@ def test_a_trained_method_is_tuned_on_images_it_never_trained_on(tmp_path: Path,
     (rec,) = tuning.tune(profiles.load(path), log=lambda _: None)
     validation = rec["validation"]["images"]
     assert rec["chosen"]["zeta"] in (0.2, 0.8) and len(rec["scores"]) == 2
-    assert seen and {name for name, _ in seen} == {f"embedded without validation images {','.join(validation)}"}
-    full = {img.id: img.tensor for img in data.load("embedded", split="train")}
+    expected = f"embedded[resize=64] without validation images {','.join(validation)}"
+    assert seen and {name for name, _ in seen} == {expected}
+    full = {img.id: img.tensor for img in data.load("embedded", split="train", resize=64)}
     for _, images in seen:
         assert len(images) == len(full) - len(validation)
+        assert {min(img.shape[-2:]) for img in images} == {64}
         assert not any(torch.equal(img, full[i]) for img in images for i in validation)
     assert "left out of dps's training set" in rec["validation"]["held_out"]
 

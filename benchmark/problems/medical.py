@@ -9,7 +9,9 @@ measurement, drawn from the measurement's seeded generator. Multi-coil: deepinv'
 
 CT: deepinv's parallel-beam ``Tomography`` (angles uniform over 180°), normalised to ‖A‖ = 1 so
 that every gradient step size that assumes it holds, and ``A_dagger`` the filtered back-projection
-(Ram-Lak), the classic sparse-view baseline (deepinv's default A_dagger is a slow CG solve).
+with a Hann-windowed ramp filter, the usual clinical choice and the classic sparse-view baseline
+(Ram-Lak, the bare ramp, is the named option ``fbp_filter="ram-lak"``; deepinv's default
+A_dagger is a slow CG solve). The noise is that of counted photons (:class:`PhotonCounts`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ import copy
 import functools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import deepinv as dinv
 import torch
+from deepinv.physics.functional.radon import RampFilter
+
+from benchmark.problems.imagefiles import CT_WINDOW_HU
 
 PhysicsFactory = Callable[[tuple[int, int, int], torch.device, torch.Generator], Any]
 
@@ -85,8 +91,27 @@ def mri(acceleration: int, center_fraction: float, coils: int = 0) -> PhysicsFac
     return build
 
 
+class HannFilter(RampFilter):
+    """The ramp filter times a Hann window that falls from 1 at zero frequency to 0 at the Nyquist
+    frequency, 0.5 (1 + cos(π f / f_N)) (Kak & Slaney, "Principles of Computerized Tomographic
+    Imaging", 1988, ch. 3; scikit-image's ``iradon(filter_name="hann")``): it keeps the ramp's low
+    frequencies and damps the high ones, where sinogram noise and sparse-view streaks live."""
+
+    def create_filter(self, f: torch.Tensor) -> torch.Tensor:
+        bins = torch.arange(f.shape[-1], dtype=torch.float64, device=f.device)
+        window = 0.5 * (1 + torch.cos(math.pi * bins / (f.shape[-1] - 1)))  # rfft bins: 0 … Nyquist
+        return f * window.to(f.real.dtype)
+
+
+#: the FBP filters a CT task may name (``tasks.Task.params["fbp_filter"]``)
+FBP_FILTERS: dict[str, type[RampFilter]] = {"hann": HannFilter, "ram-lak": RampFilter}
+
+
 class SparseViewCT(dinv.physics.Tomography):
     """Parallel-beam tomography with ‖A‖ = 1 and the filtered back-projection as A_dagger."""
+
+    #: the FBP's filter, a key of :data:`FBP_FILTERS` (set by :func:`sparse_view_ct`)
+    fbp_filter = "hann"
 
     def A_dagger(self, y: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         return self.fbp(y)
@@ -98,7 +123,7 @@ class SparseViewCT(dinv.physics.Tomography):
 
 
 @functools.lru_cache(maxsize=8)
-def _tomography(width: int, views: int, device: str) -> SparseViewCT:
+def _tomography(width: int, views: int, device: str, fbp_filter: str = "hann") -> SparseViewCT:
     """Building the operator takes seconds (and its norm, a power iteration, more): once per size."""
     angles = torch.linspace(0, 180, views + 1)[:-1]
     physics = SparseViewCT(angles=angles, img_width=width, normalize=False, device=device)
@@ -107,14 +132,72 @@ def _tomography(width: int, views: int, device: str) -> SparseViewCT:
     physics._auto_grad_adjoint_fn = None  # deepinv caches the adjoint of A; A now divides by the norm
     physics.register_buffer("operator_norm", torch.as_tensor(float(norm) * 1.0001, device=device))
     physics.normalize = True
+    physics.iradon.filter = FBP_FILTERS[fbp_filter]()  # deepinv's fbp filters with iradon's filter
+    physics.fbp_filter = fbp_filter
     return physics
 
 
-def sparse_view_ct(views: int) -> PhysicsFactory:
+def sparse_view_ct(views: int, fbp_filter: str = "hann") -> PhysicsFactory:
+    if fbp_filter not in FBP_FILTERS:
+        raise ValueError(f"unknown FBP filter {fbp_filter!r}; valid: {', '.join(FBP_FILTERS)}")
+
     def build(shape: tuple[int, int, int], device: torch.device, g: torch.Generator) -> Any:
         _, h, w = shape
         if h != w:
             raise ValueError(f"the CT tasks need square images, got {h}×{w}")
-        return copy.deepcopy(_tomography(w, views, str(device)))
+        return copy.deepcopy(_tomography(w, views, str(device), fbp_filter))
 
     return build
+
+
+@dataclass(frozen=True)
+class PhotonCounts:
+    """CT noise as counted photons, the model of low-dose CT benchmarks (LoDoPaB-CT, Leuschner et
+    al., Scientific Data 2021: Poisson counts of 4096 photons per detector pixel before the log).
+
+    Attenuation: an image value x (the HU window [-1024, 1024] in [0, 1]) is the attenuation
+    μ = μ_water (HU + 1024) / 1000 = μ_water · 2.048 x, with μ_water = 0.02 mm⁻¹ (water at about
+    70 keV; LoDoPaB-CT's 20 m⁻¹): linear in x, zero at the window's lower end, so air (-1000 HU)
+    gets 2.4% of water's attenuation, a stated simplification that keeps the line integrals
+    linear in the image. The image spans a field of view of ``field_of_view`` mm whatever its
+    pixel count (the test slices' 512 pixels of ~0.78 mm), so a ray's line integral
+    p = Σ μ Δ (Δ = field_of_view / width) does not depend on the resolution.
+
+    Counts: each ray (one detector bin of one view) gets ``photons`` = I0 photons unattenuated,
+    N ~ Poisson(I0 e^{-p}); zero counts are set to ``min_count`` (as LoDoPaB-CT does) and the
+    post-log value p̂ = −log(N / I0) is divided by the scale s = μ_max Δ ‖R‖ that makes it the
+    normalised operator's measurement: y = p̂ / s ≈ A x + noise of variance e^{p} / (I0 s²) (the
+    post-log Gaussian approximation). The dose is I0 per ray: a 30-view scan gets half the
+    photons of a 60-view one (half the dose).
+    """
+
+    photons: float
+    mu_water_per_mm: float = 0.02
+    field_of_view_mm: float = 400.0
+    min_count: float = 0.1
+
+    @property
+    def mu_max_per_mm(self) -> float:
+        """The attenuation of image value 1 (the window's upper end, +1024 HU)."""
+        low, high = CT_WINDOW_HU
+        return self.mu_water_per_mm * (high - low) / 1000.0
+
+    def scale(self, physics: Any, width: int) -> float:
+        """s: the line integral p of a ray per unit of the normalised operator's measurement A x."""
+        return self.mu_max_per_mm * self.field_of_view_mm / width * float(physics.operator_norm)
+
+    def measure(self, clean: torch.Tensor, physics: Any, width: int, generator: torch.Generator) -> torch.Tensor:
+        """The post-log measurement of the clean sinogram ``clean`` = A x, counts drawn from
+        ``generator`` (CPU) from rates in float32 whatever the dtype of x."""
+        s = self.scale(physics, width)
+        rates = self.photons * torch.exp(-(clean.detach().float() * s).clamp_min(0)).cpu()
+        counts = torch.poisson(rates, generator=generator).clamp_min(self.min_count)
+        y = -torch.log(counts / self.photons) / s
+        return y.to(device=clean.device, dtype=clean.dtype)
+
+    def sigma(self, y: torch.Tensor, physics: Any, width: int) -> float:
+        """The post-log noise's root-mean-square standard deviation over the rays, as a scanner
+        knows it from its counts (from y itself: √(e^{s y} / I0) / s per ray), in y's units."""
+        s = self.scale(physics, width)
+        variance = torch.exp(y.detach().double() * s) / self.photons / s**2
+        return float(variance.mean().sqrt())

@@ -3,14 +3,17 @@ the results store, the statistics, the tables, the plots, the export and MLflow 
 
 A metric is a function ``(x_hat, x, ctx) → float``; ``ctx`` carries the task and the data range
 (images in [0, 1] have range 1; a magnitude image is compared with range = the reference's
-maximum). PSNR and SSIM follow scikit-image's definitions (SSIM: Gaussian window σ = 1.5,
-11 taps, population covariance, the default K1/K2; Wang et al., IEEE TIP 2004), so they can be
-checked against it; LPIPS is the original AlexNet v0.1 model of Zhang et al. (CVPR 2018), with
-weights that work offline. Adding a metric is one ``register(Metric(...))``.
+maximum), and the reconstruction's per-pixel uncertainty where the method gives one: a metric that
+needs it (``needs_uncertainty``, the calibration metrics) is computed only there. PSNR and SSIM
+follow scikit-image's definitions (SSIM: Gaussian window σ = 1.5, 11 taps, population covariance,
+the default K1/K2; Wang et al., IEEE TIP 2004), so they can be checked against it; LPIPS is the
+original AlexNet v0.1 model of Zhang et al. (CVPR 2018), with weights that work offline. Adding a
+metric is one ``register(Metric(...))``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -25,10 +28,16 @@ from benchmark.problems import spectral
 
 @dataclass(frozen=True)
 class MetricContext:
-    """What a metric may need besides the two images: the task (a ``tasks.Task``) and the range."""
+    """What a metric may need besides the two images: the task (a ``tasks.Task``), the range, and
+    the reconstruction's per-pixel standard deviation in the compared view (``ImageSpace.view_std``;
+    None when the method gives none)."""
 
     task: Any = None
     data_range: float = 1.0
+    uncertainty: torch.Tensor | None = None
+
+    def with_uncertainty(self, std: torch.Tensor | None) -> MetricContext:
+        return dataclasses.replace(self, uncertainty=std)
 
 
 def _everywhere(task: Any) -> bool:
@@ -49,6 +58,9 @@ class Metric:
     applies: Callable[[Any], bool] = field(default=_everywhere, compare=False)
     decimals: int | None = 3  # table precision; None: three significant digits
     table: bool = True  # a column of the comparison table
+    #: needs the reconstruction's per-pixel uncertainty (``ctx.uncertainty``): computed only for
+    #: methods that return one (``Reconstruction.uncertainty``), absent elsewhere
+    needs_uncertainty: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,9 +123,11 @@ def registered() -> list[Metric]:
     return list(_REGISTRY.values())
 
 
-def applicable(task: Any, skip: Collection[str] = ()) -> list[Metric]:
-    """The metrics the harness computes for a cell of ``task`` (``skip``: switched off)."""
-    return [m for m in _REGISTRY.values() if m.name not in skip and m.applies(task)]
+def applicable(task: Any, skip: Collection[str] = (), *, uncertainty: bool = False) -> list[Metric]:
+    """The metrics the harness computes for a cell of ``task`` (``skip``: switched off); those
+    that need an uncertainty only where the reconstruction has one (``uncertainty``)."""
+    return [m for m in _REGISTRY.values()
+            if m.name not in skip and m.applies(task) and (uncertainty or not m.needs_uncertainty)]
 
 
 def describe(name: str) -> Metric | Cost | None:
@@ -278,3 +292,47 @@ def ssim_y(x_hat: torch.Tensor, x: torch.Tensor, ctx: MetricContext = _UNIT) -> 
 register(Metric("psnr_y", psnr_y, higher_is_better=True, label="PSNR-Y", unit="dB", decimals=2,
                 applies=_is_super_resolution))
 register(Metric("ssim_y", ssim_y, higher_is_better=True, label="SSIM-Y", applies=_is_super_resolution))
+
+
+# Calibration of a per-pixel uncertainty (issue 24 item 5): does the method's standard deviation
+# say where and how much it errs? Computed only where a reconstruction carries one (DPS with K
+# samples, a Bayesian DIP), in the compared view of the task's image space.
+
+
+def _uncertainty_of(x: torch.Tensor, ctx: MetricContext) -> torch.Tensor:
+    if ctx.uncertainty is None:
+        raise ValueError("this metric needs the reconstruction's uncertainty (MetricContext.uncertainty)")
+    std = ctx.uncertainty.double()
+    if std.shape != x.shape:
+        raise ValueError(f"uncertainty has shape {tuple(std.shape)}, the compared images {tuple(x.shape)}")
+    return std
+
+
+@torch.inference_mode()
+def coverage_2sd(x_hat: torch.Tensor, x: torch.Tensor, ctx: MetricContext = _UNIT) -> float:
+    """The share of pixels whose error lies within two standard deviations, |x̂ − x| ≤ 2σ: 0.954
+    for a calibrated Gaussian posterior, below it for an over-confident one, above for a timid one."""
+    std = _uncertainty_of(x, ctx)
+    error = (x_hat.double() - x.double()).abs()
+    return float((error <= 2 * std).double().mean())
+
+
+@torch.inference_mode()
+def sd_error_corr(x_hat: torch.Tensor, x: torch.Tensor, ctx: MetricContext = _UNIT) -> float:
+    """Pearson's correlation over pixels of the standard deviation with the absolute error: does
+    the uncertainty point at the pixels that are wrong (1), or say nothing about them (0)? NaN
+    where either map is constant (no correlation is defined)."""
+    std = _uncertainty_of(x, ctx).flatten()
+    error = (x_hat.double() - x.double()).abs().flatten()
+    if any(float(v.max() - v.min()) <= 1e-9 * float(v.abs().max()) for v in (std, error)):
+        return float("nan")  # a constant map (to rounding): no correlation is defined
+    a, b = std - std.mean(), error - error.mean()
+    return float((a * b).sum()) / float(a.norm() * b.norm())
+
+
+# Neither is a column of the comparison table, which bolds a best per column: a coverage above
+# 0.954 is timid, not better. The report's uncertainty section shows both beside the maps.
+register(Metric("coverage_2sd", coverage_2sd, higher_is_better=True, label="coverage ±2σ", decimals=3,
+                table=False, needs_uncertainty=True))
+register(Metric("sd_error_corr", sd_error_corr, higher_is_better=True, label="corr(σ, |error|)", decimals=3,
+                table=False, needs_uncertainty=True))

@@ -8,7 +8,9 @@ needs. Three spaces:
 - ``unit``: real gray or colour images in [0, 1] (natural images).
 - ``mri``: complex MR images in deepinv's layout, 2×H×W real and imaginary parts, scaled to a
   largest magnitude of 1 when read. Metrics compare magnitudes with the data range = the
-  reference's largest magnitude, as fastMRI does (Zbontar et al. 2018); nothing is clipped (the
+  reference slice's own largest magnitude, slice by slice (fastMRI's ``evaluate.py``, Zbontar et
+  al. 2018, takes the largest magnitude of the whole volume and one PSNR per volume; the suite's
+  test sets are single slices); nothing is clipped (the
   parts are signed); a network ends linearly (no sigmoid); the parts lie in [-1, 1], where a
   diffusion prior works as it is (resized slices reach 1.03 at most).
 - ``ct``: attenuation through the fixed window [-1024, 1024] HU mapped to [0, 1] (see
@@ -80,8 +82,17 @@ class ImageSpace:
             return torch.sqrt(parts.square().sum(dim=2))
         return self.project(x)
 
+    def view_std(self, std: torch.Tensor) -> torch.Tensor:
+        """A per-pixel standard deviation of an image, in the compared view: as it is for real
+        images (no clipping), and for a complex image √(σ_re² + σ_im²) per pixel, the standard
+        deviation of the complex value, which bounds the magnitude's to first order (|Δ|z|| ≤ |Δz|)."""
+        if self.complex:
+            parts = std.reshape(std.shape[0], -1, 2, *std.shape[-2:])
+            return torch.sqrt(parts.square().sum(dim=2))
+        return std
+
     def data_range(self, reference: torch.Tensor) -> float:
-        """The metrics' data range: the reference's largest magnitude (complex), else 1."""
+        """The metrics' data range: the reference's own largest magnitude (complex: per slice), else 1."""
         return float(self.view(reference).max()) if self.complex else 1.0
 
     def display(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -101,7 +112,7 @@ class ImageSpace:
 
 UNIT = ImageSpace("unit", "real gray or colour images in [0, 1]", channels=(1, 3))
 MRI = ImageSpace("mri", "complex MR image, 2 channels (real, imaginary), largest magnitude 1; metrics on the "
-                 "magnitude, data range = the reference's largest magnitude (fastMRI)", channels=(2,),
+                 "magnitude, data range = each reference slice's own largest magnitude", channels=(2,),
                  bounded=False, complex=True, lpips=False, output_layer="linear", value_range=(-1.0, 1.0))
 CT = ImageSpace("ct", "CT attenuation, the window [-1024, 1024] HU mapped linearly to [0, 1]; metrics on the window",
                 channels=(1,), lpips=False)

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import torch
 
-from benchmark.problems import data
 from benchmark.run.harness import CellOutcome, MethodPool, pick_device, run_cells
 from benchmark.run.plan import Cell
-from benchmark.run.profiles import TrainingSpec
+from benchmark.run.profiles import PreparedSet, TrainingSpec
 
 
 @dataclass
@@ -37,15 +36,14 @@ class Work:
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def training_images(self, name: str | None = None) -> list[torch.Tensor]:
-        """The training split of ``name`` (default: the profile's training set), loaded once per
-        worker (checksums are verified on load), prepared as the profile's entry for it says (an
-        image space's own entry, e.g. MRI slices resized like the test slices)."""
+        """The training set ``name`` (a ``PreparedSet`` name, as the plan gives each cell: the
+        split and how it is prepared, e.g. ``embedded[resize=128]``, resized like the test images
+        it serves; default: the profile's training set as it is), loaded once per worker
+        (checksums are verified on load)."""
         name = name or self.training.dataset
-        spec = next((s for s in reversed(self.training.all()) if s.dataset == name), self.training)
         cache: dict[str, list[torch.Tensor]] = self.__dict__.setdefault("_training_cache", {})
         if name not in cache:
-            images = data.load(name, split="train", crop=spec.crop, resize=spec.resize)
-            cache[name] = [img.tensor for img in images]
+            cache[name] = PreparedSet.from_name(name).load()
         return cache[name]
 
     def pool(self) -> MethodPool:

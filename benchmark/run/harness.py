@@ -117,6 +117,29 @@ def to_png(x: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
+def uncertainty_png(std: torch.Tensor, data_range: float) -> tuple[bytes, float]:
+    """A per-pixel standard deviation (1×C×H×W, the compared view) as a gray PNG scaled to its own
+    largest value, and that value as a fraction of the data range: (PNG bytes, peak). Channels are
+    pooled by their root mean square; the peak turns the PNG's [0, 1] back into data-range units."""
+    shown = (std.detach().double() / (data_range or 1.0)).square().mean(dim=1, keepdim=True).sqrt()
+    peak = float(shown.max())
+    return to_png(shown / peak if peak > 0 else shown), peak
+
+
+def reconstruction_uncertainty(result: Any, x: torch.Tensor, space: spaces.ImageSpace) -> torch.Tensor | None:
+    """The reconstruction's per-pixel standard deviation in the compared view (``space.view_std``),
+    checked: the shape of x, finite, never negative; None when the method gives none."""
+    if result.uncertainty is None:
+        return None
+    std = result.uncertainty.detach()
+    std = std.unsqueeze(0) if std.dim() == 3 else std
+    if std.shape != x.shape:
+        raise ValueError(f"uncertainty has shape {tuple(std.shape)}, expected the image's {tuple(x.shape)}")
+    if not bool(torch.isfinite(std).all()) or bool((std < 0).any()):
+        raise FloatingPointError("the uncertainty has NaN, Inf or negative values")
+    return space.view_std(std.to(x.device))
+
+
 @dataclass
 class CellOutcome:
     """A record plus the files to write next to the results (written by the driver only)."""
@@ -494,9 +517,11 @@ def _measure(record: Record, cell: Cell, result: Any, x: torch.Tensor, y: torch.
     space = recorder.space
     x_hat = space.project(x_hat)
     started = time.perf_counter()
-    context = recorder.context
+    std = reconstruction_uncertainty(result, x, space)
+    context = recorder.context.with_uncertainty(std)
     seen, truth = space.view(x_hat), space.view(x)  # what metrics compare (magnitudes for MRI)
-    record.metrics = {m.name: m.fn(seen, truth, context) for m in metrics.applicable(context.task, skip_metrics)}
+    record.metrics = {m.name: m.fn(seen, truth, context)
+                      for m in metrics.applicable(context.task, skip_metrics, uncertainty=std is not None)}
     record.runtime_s = runtime
     record.peak_mem_mb = peak_mb
     record.iterations = result.iterations if result.iterations is not None else (recorder.last_step or None)
@@ -525,6 +550,10 @@ def _measure(record: Record, cell: Cell, result: Any, x: torch.Tensor, y: torch.
         artifacts[record.recon_path] = to_png(space.display(x_hat, x))
         artifacts[f"{stem}_truth.png"] = to_png(space.display(x, x))
         artifacts[f"{stem}_measurement.png"] = to_png(space.display(baseline, x))
+        if std is not None:  # beside the reconstruction, scaled to its own peak (stated in info)
+            path = f"{stem}_{cell.method}_{cell.key[:8]}_std.png"
+            artifacts[path], peak = uncertainty_png(std, context.data_range)
+            record.info.update(uncertainty_path=path, uncertainty_max=peak)
     # the harness's own costs, for the CLI's split of the wall time
     record.info.update(metrics_s=encoded - started, png_s=time.perf_counter() - encoded, trajectory_s=recorder.seconds)
     record.finished_at = time.time()

@@ -20,14 +20,14 @@ from benchmark import registry
 from benchmark.api import TRAIN_IMAGES
 from benchmark.core.errors import DataUnavailable, UserError
 from benchmark.core.keys import canonical_json
-from benchmark.problems import data, tasks
+from benchmark.problems import data, spaces, tasks
 from benchmark.run import grid, tuned_values
-from benchmark.run.profiles import DatasetSpec, Profile
+from benchmark.run.profiles import DatasetSpec, PreparedSet, Profile
 
 #: the version of how the harness measures a cell (measurement noise and masks, seeds, metrics,
 #: costs): bump it when a change alters the numbers of unchanged methods, so old stores recompute.
 #: 2: the DIP family's runtimes from its own cost split (network to its stop + its rule); the
-#: frequency-band trajectories
+#: frequency-band trajectories; CT noise as photon counts and the FBP's Hann filter; uncertainty metrics
 PROTOCOL = 2
 
 
@@ -172,14 +172,41 @@ def training_set_size(name: str) -> int:
     return len(data.load(name, split="train"))
 
 
-def training_set(profile: Profile, channels: int, task: tasks.Task | None = None) -> str:
-    """The training set of trained methods on test images with ``channels`` channels: the set
-    the profile names for the task's image space (``training: {spaces: {mri: …}}``), else its
-    colour set (``training: {rgb: …}``) for colour images where it names one."""
+def serving_entry(profile: Profile, task: tasks.Task) -> DatasetSpec | None:
+    """The first dataset entry of ``profile`` whose images ``task`` runs on: one that lists the
+    task, or lists none and holds images of the task's space (None: no entry does)."""
+    for spec in profile.datasets:
+        if spec.tasks is not None:
+            fits = task.name in spec.tasks
+        elif spec.path is not None:  # a folder of photos: gray or colour images in [0, 1]
+            fits = task.space is spaces.UNIT
+        else:  # as make_plan pairs them: the set's channels fit the task's space
+            fits = spec.name in data.available() and data.channels_of(spec.name, spec.mode) in task.space.channels
+        if fits:
+            return spec
+    return None
+
+
+def training_preparation(profile: Profile, channels: int, task: tasks.Task | None = None,
+                         entry: DatasetSpec | None = None) -> PreparedSet:
+    """The training set of trained methods on test images with ``channels`` channels, prepared:
+    the set the profile names for the task's image space (``training: {spaces: {mri: …}}``),
+    else its colour set (``training: {rgb: …}``) for colour images where it names one; resized
+    like the test images of ``entry`` (default: the first entry the task runs on) unless the
+    profile's ``training: {resize: …}`` says otherwise (issue 22 item 3)."""
     spec = profile.training
+    if entry is None and task is not None:
+        entry = serving_entry(profile, task)
+    test_resize = entry.resize if entry is not None else None
     if task is not None and task.space.name in spec.spaces:
-        return spec.spaces[task.space.name].dataset
-    return spec.rgb if channels == 3 and spec.rgb else spec.dataset
+        return spec.spaces[task.space.name].prepared(test_resize)
+    return spec.prepared(test_resize, spec.rgb if channels == 3 and spec.rgb else None)
+
+
+def training_set(profile: Profile, channels: int, task: tasks.Task | None = None,
+                 entry: DatasetSpec | None = None) -> str:
+    """The name of :func:`training_preparation`'s set (``embedded[resize=128]``): a cell's training identity."""
+    return training_preparation(profile, channels, task, entry).name
 
 
 def check_training_sets(profile: Profile, requested: dict[tuple[str, str], dict[str, Any]]) -> None:
@@ -191,9 +218,10 @@ def check_training_sets(profile: Profile, requested: dict[tuple[str, str], dict[
         if name not in data.available():
             raise UserError(f"unknown training dataset {name!r}; valid choices: {', '.join(sorted(data.available()))}")
     sizes: dict[str, int] = {}
-    for (label, name), params in requested.items():
+    for (label, prepared), params in requested.items():
         if params.get(TRAIN_IMAGES) is None:
             continue
+        name = PreparedSet.from_name(prepared).dataset
         size = sizes[name] if name in sizes else sizes.setdefault(name, training_set_size(name))
         if params[TRAIN_IMAGES] > size:
             raise UserError(f"{label}: train_images = {params[TRAIN_IMAGES]} is more than the {size} images of "
@@ -274,7 +302,7 @@ def make_plan(profile: Profile, unavailable: dict[str, str] | None = None
                                 "(tasks: in its entry)")
             prep = f"resize{spec.resize}-crop{spec.crop}" + (f"-{spec.mode}" if spec.mode else "")
             first = int(images[key][0].tensor.shape[0]) if images[key] else min(channels)
-            train = training_set(profile, first, task) if ids else ""
+            train = training_set(profile, first, task, spec) if ids else ""
             for instance in instances:
                 if chosen is not None and instance.label not in chosen:
                     continue

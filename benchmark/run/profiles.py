@@ -16,6 +16,7 @@ import yaml
 
 from benchmark.api import PAPER_BUDGET
 from benchmark.core.errors import UserError, one_line, unknown
+from benchmark.problems import data
 from benchmark.problems.data import plain_name
 from benchmark.run import grid
 
@@ -36,6 +37,42 @@ class DatasetSpec:
     mode: str | None = None  # "gray" | "rgb": force it (None: the set's own, detected for a folder)
 
 
+#: ``training: {resize: test}`` (the default): training images are resized like the test images
+#: they serve (their dataset entry's ``resize``), so a network learns at the scale it is tested on
+FOLLOW_TEST = "test"
+#: ``training: {resize: native}``: training images are never resized
+NATIVE = "native"
+
+
+@dataclass(frozen=True)
+class PreparedSet:
+    """A training set as trained methods get it: the training split of ``dataset``, its shorter
+    side resized to ``resize`` and centre-cropped to ``crop``² (None: not). Its :attr:`name`
+    (``embedded[resize=128]``) is a cell's training identity (part of the cell's key), the name
+    a trained method caches its weights under, and what a worker reads back to load the set."""
+
+    dataset: str
+    resize: int | None = None
+    crop: int | None = None
+
+    @property
+    def name(self) -> str:
+        given = [f"{key}={value}" for key, value in (("crop", self.crop), ("resize", self.resize)) if value is not None]
+        return f"{self.dataset}[{','.join(given)}]" if given else self.dataset
+
+    @classmethod
+    def from_name(cls, name: str) -> PreparedSet:
+        """The set a :attr:`name` names (a bare dataset name: the split as it is)."""
+        found = re.fullmatch(r"([^\[\]]+)(?:\[((?:crop|resize)=\d+(?:,(?:crop|resize)=\d+)?)\])?", name)
+        if found is None:
+            raise UserError(f"not a training set name: {name!r} (expected dataset or dataset[crop=N,resize=N])")
+        given = dict(item.split("=") for item in found.group(2).split(",")) if found.group(2) else {}
+        return cls(found.group(1), *(int(given[k]) if k in given else None for k in ("resize", "crop")))
+
+    def load(self) -> list[torch.Tensor]:
+        return [img.tensor for img in data.load(self.dataset, split="train", resize=self.resize, crop=self.crop)]
+
+
 @dataclass(frozen=True)
 class TrainingSpec:
     dataset: str = "embedded"
@@ -43,7 +80,9 @@ class TrainingSpec:
     #: A method trained on gray images never restores colour ones channel by channel.
     rgb: str | None = None
     crop: int | None = None
-    resize: int | None = None
+    #: the shorter side of the training images: :data:`FOLLOW_TEST` (the default) that of the test
+    #: images they serve, :data:`NATIVE` as they are, or a number of pixels
+    resize: int | str = FOLLOW_TEST
     #: another training set per image space (``benchmark.problems.spaces``): the tasks of that space learn
     #: from it, e.g. ``spaces: {mri: {dataset: mri_brain_train}}``
     spaces: dict[str, TrainingSpec] = field(default_factory=dict)
@@ -54,6 +93,12 @@ class TrainingSpec:
 
     def all(self) -> list[TrainingSpec]:
         return [self, *self.spaces.values()]
+
+    def prepared(self, test_resize: int | None, dataset: str | None = None) -> PreparedSet:
+        """This set (or ``dataset``, e.g. the colour set) prepared for test images resized to
+        ``test_resize``: resized like them unless the spec says otherwise, cropped as it says."""
+        resize = test_resize if self.resize == FOLLOW_TEST else (None if self.resize == NATIVE else self.resize)
+        return PreparedSet(dataset or self.dataset, resize if isinstance(resize, int) else None, self.crop)
 
 
 @dataclass(frozen=True)
@@ -208,11 +253,21 @@ def training_entry(where: str, entry: dict[str, Any], nested: bool = False) -> T
         dataset=_text(f"{where}: dataset", entry.get("dataset", "embedded"), plain=True),
         rgb=None if entry.get("rgb") is None else _text(f"{where}: rgb", entry.get("rgb"), plain=True),
         crop=_optional_positive(f"{where}: crop", entry.get("crop")),
-        resize=_optional_positive(f"{where}: resize", entry.get("resize")),
+        resize=_training_resize(f"{where}: resize", entry.get("resize", FOLLOW_TEST)),
         spaces={space: training_entry(f"{where}: spaces: {space}", _mapping(f"{where}: spaces: {space}", sub),
                                       nested=True)
                 for space, sub in by_space.items()},
     )
+
+
+def _training_resize(where: str, value: Any) -> int | str:
+    """``test`` (like the test images served), ``native`` (never resized), or a side in pixels."""
+    if value in (FOLLOW_TEST, NATIVE):
+        return str(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{where}: expected {FOLLOW_TEST} (like the test images), {NATIVE} (never resized) or an "
+                        f"integer >= 1, got {value!r}")
+    return value
 
 
 def dataset_entry(where: str, entry: Any) -> DatasetSpec:

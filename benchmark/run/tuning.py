@@ -44,16 +44,19 @@ from benchmark.run.plan import (
     method_instances,
     resolved_params,
     selected_methods,
+    serving_entry,
+    training_preparation,
     version_of,
 )
-from benchmark.run.profiles import Profile
+from benchmark.run.profiles import PreparedSet, Profile
 from benchmark.run.tuned_values import load
 
 METRIC = "psnr"
 @dataclass(frozen=True)
 class HeldOut:
     """The training set of a trained method while it is tuned: the training split of ``dataset``
-    (prepared as the benchmark trains on it) without the validation images ``excluded``."""
+    (prepared as the benchmark trains on it: resized like the test images it serves) without the
+    validation images ``excluded``."""
 
     dataset: str
     excluded: tuple[str, ...]
@@ -63,7 +66,8 @@ class HeldOut:
     @property
     def name(self) -> str:
         """The set's name in cells and reports (and, with its images, in the cache key)."""
-        return f"{self.dataset} without validation images {','.join(self.excluded)}"
+        prepared = PreparedSet(self.dataset, self.resize, self.crop).name
+        return f"{prepared} without validation images {','.join(self.excluded)}"
 
     def load(self) -> list[torch.Tensor]:
         images = data.load(self.dataset, split="train", resize=self.resize, crop=self.crop)
@@ -107,7 +111,8 @@ def validation_images(profile: Profile, multiple: int = 1, space: str = "unit",
         name = profile.training.rgb if colour and profile.training.rgb else training.dataset
         pool = data.load(name, split="train", resize=spec.resize, crop=spec.crop, multiple=multiple)
     else:
-        pool = data.load(training.dataset, split="train", resize=training.resize, crop=training.crop,
+        prepared = _space_preparation(profile, space)
+        pool = data.load(training.dataset, split="train", resize=prepared.resize, crop=prepared.crop,
                          multiple=multiple)
     if len(pool) < spec.images:
         raise UserError(f"tune: {spec.images} validation images asked for; the training split of "
@@ -153,12 +158,21 @@ def requests(profile: Profile, methods: Sequence[str] | None = None) -> dict[str
     return out
 
 
+def _space_preparation(profile: Profile, space: str) -> PreparedSet:
+    """How the benchmark prepares the training set of image space ``space`` (its own entry's): for
+    the test images of the first of the profile's tasks of that space it serves."""
+    task = next((t for t in map(tasks.get, profile.tasks) if t.space.name == space), None)
+    entry = serving_entry(profile, task) if task is not None else None
+    return profile.training.for_space(space).prepared(entry.resize if entry is not None else None)
+
+
 def held_out_set(profile: Profile, task: tasks.Task, images: Sequence[data.Image], colour: bool) -> HeldOut:
     """What a trained method learns from while it is tuned on ``images``: the training set the
-    validation images were drawn from, prepared as the benchmark trains on it, without them."""
-    spec = profile.training.for_space(task.space.name)
-    dataset = str(profile.training.rgb) if colour and spec is profile.training else spec.dataset
-    return HeldOut(dataset, tuple(img.id for img in images), spec.resize, spec.crop)
+    validation images were drawn from, prepared as the benchmark trains on it (resized like the
+    test images of ``task``, unless the profile's ``training: {resize: …}`` says otherwise),
+    without them."""
+    prepared = training_preparation(profile, 3 if colour else 1, task)
+    return HeldOut(prepared.dataset, tuple(img.id for img in images), prepared.resize, prepared.crop)
 
 
 def targets(method: str, task_list: Sequence[tasks.Task]) -> list[tuple[str, str, list[tasks.Task]]]:
@@ -278,8 +292,9 @@ def tune(profile: Profile, *, methods: Sequence[str] | None = None, task_names: 
             training = profile.training.for_space(group[0].space.name)
             if colour and training is profile.training:
                 training = dataclasses.replace(training, dataset=str(profile.training.rgb))
+            space_prep = _space_preparation(profile, group[0].space.name)
             prepared = ((profile.tune.resize, profile.tune.crop) if training is profile.training
-                        else (training.resize, training.crop))
+                        else (space_prep.resize, space_prep.crop))
             records.append({
                 "method": method, "scope": scope, "applies_to": applies_to, "tasks": [t.name for t in group],
                 "chosen": chosen, "metric": f"mean {METRIC} over the validation images (and tasks)",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from benchmark.core.errors import UserError
@@ -114,7 +115,13 @@ class PretrainedEps(nn.Module):
 
     Gray images are repeated to RGB and the predicted noise averaged back; only the ε half of
     the output is used (the sampler uses the fixed posterior variance, as for the small prior).
+    DiffUNet halves its input five times, so an image whose sides are not multiples of 32 (most
+    test images: BSD68's 481×321, Set14's) is reflect-padded to the next multiples and the
+    prediction cropped back (the authors sample 256² crops; the padded border is a departure).
     """
+
+    #: DiffUNet's six resolution levels (``channel_mult``): sides must be multiples of 2⁵
+    MULTIPLE = 32
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -125,7 +132,12 @@ class PretrainedEps(nn.Module):
         if channels not in (1, 3):
             raise UserError(f"dps: pretrained DiffUNet weights need 1- or 3-channel images, got {channels}")
         rgb = x.expand(-1, 3, -1, -1) if channels == 1 else x
-        eps = self.model(rgb, t.expand(x.shape[0]), type_t="timestep")[:, :3]
+        height, width = x.shape[-2:]
+        pad_h, pad_w = -height % self.MULTIPLE, -width % self.MULTIPLE
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            rgb = F.pad(rgb, (0, pad_w, 0, pad_h), mode=mode)
+        eps = self.model(rgb, t.expand(x.shape[0]), type_t="timestep")[:, :3, :height, :width]
         return eps.mean(dim=1, keepdim=True) if channels == 1 else eps
 
 
@@ -167,10 +179,18 @@ def _few(keys: list[str]) -> str:
 
 @dataclass
 class SampleResult:
-    x: torch.Tensor  # in the physics' image space (its value range)
+    x: torch.Tensor  # in the physics' image space (its value range): the mean of the samples
     steps_run: int
     budget: int
-    final_residual: float
+    final_residual: float  # ‖y − A x̂0‖ at the last step, in the model's units (mean over the samples)
+    #: per-pixel standard deviation across the samples (unbiased, K − 1); None for one sample
+    std: torch.Tensor | None = None
+    samples: int = 1
+
+
+def _residual_norms(residual: torch.Tensor) -> torch.Tensor:
+    """‖y − A x̂0‖ of each sample (the batch's first dimension)."""
+    return torch.linalg.vector_norm(residual.reshape(residual.shape[0], -1), dim=1)
 
 
 def dps_sample(
@@ -184,6 +204,7 @@ def dps_sample(
     generator: torch.Generator,
     callback: Callable[[int, torch.Tensor], bool] | None = None,
     step_sizes: Sequence[float] | None = None,
+    samples: int = 1,
 ) -> SampleResult:
     """Diffusion posterior sampling (Chung et al., ICLR 2023, Algorithm 1, Gaussian noise).
 
@@ -197,14 +218,22 @@ def dps_sample(
     and the guidance summed over the chain stays the same. ``callback(step, x̂0)`` (x̂0 in the
     image space, clipped to its value range) may stop the chain.
 
+    ``samples`` = K > 1 runs K independent chains as one batch (each its own x_T and noise, drawn
+    from ``generator``; each guided by its own residual): the result is their mean, an estimate of
+    the posterior mean, with the per-pixel standard deviation across them; the callback gets the
+    mean of the K x̂0. K = 1 draws exactly what a single chain draws.
+
     ``step_sizes`` (first step first) replaces that constant: deepinv's ``DPS`` discretises a
     reverse SDE whose guidance step is the score step s_t s_t' (σ_t² − σ_t'²) times its
     ``weight``; given those sizes this sampler computes deepinv's chain (``tests/test_dps.py``).
     """
+    if samples < 1:
+        raise UserError(f"dps: samples must be >= 1, got {samples}")
     schedule = Schedule.respaced(steps)
     space = spaces.of(physics)
     device = y.device
-    x_t = torch.randn(shape, generator=generator).to(device)
+    batch = (samples, *shape[1:])
+    x_t = torch.randn(batch, generator=generator).to(device)
     total = len(schedule.timesteps)
     sizes = list(step_sizes) if step_sizes is not None else [zeta * TRAIN_STEPS / total] * total
     if len(sizes) != total:
@@ -218,16 +247,23 @@ def dps_sample(
         with torch.enable_grad():
             eps = eps_model(x_t, t)
             x0 = ((x_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5).clamp(-1, 1)
-            norm = torch.linalg.vector_norm(space.signed_scale * (y - physics.A(space.from_signed(x0))))
-            (grad,) = torch.autograd.grad(norm, x_t)
+            norms = _residual_norms(space.signed_scale * (y - physics.A(space.from_signed(x0))))
+            (grad,) = torch.autograd.grad(norms.sum(), x_t)  # each sample's gradient of its own norm
         coef_x0, coef_xt, variance = schedule.posterior(i)
         x_prev = coef_x0 * x0.detach() + coef_xt * x_t.detach()
         if i > 0:
-            x_prev = x_prev + variance**0.5 * torch.randn(shape, generator=generator).to(device)
+            x_prev = x_prev + variance**0.5 * torch.randn(batch, generator=generator).to(device)
         x_t = x_prev - sizes[step - 1] * grad
-        residual = float(norm.detach())
-        # The iterate returned if stopped now: x̂0 of this step, or the final sample at the end.
+        residual = float(norms.detach().mean())
+        # The iterates returned if stopped now: x̂0 of this step, or the final samples at the end.
         x0_image = space.from_signed((x_t if i == 0 else x0).detach().clamp(-1, 1))
-        if callback is not None and not callback(step, x0_image):
-            return SampleResult(x0_image, step, total, residual)
-    return SampleResult(x0_image, total, total, residual)
+        if callback is not None and not callback(step, x0_image.mean(dim=0, keepdim=True)):
+            return _result(x0_image, step, total, residual)
+    return _result(x0_image, total, total, residual)
+
+
+def _result(samples: torch.Tensor, steps_run: int, budget: int, residual: float) -> SampleResult:
+    """The samples' mean and, for more than one, their per-pixel standard deviation."""
+    count = samples.shape[0]
+    std = samples.std(dim=0, keepdim=True, correction=1) if count > 1 else None
+    return SampleResult(samples.mean(dim=0, keepdim=True), steps_run, budget, residual, std, count)
