@@ -36,8 +36,11 @@ window, linear for MR images), and A†y is projected into that space (the CT FB
 window). Inpainting's A†y is zero in the holes (the authors fill them with 0.4). The input is
 padded to the network's size by repeating its border, at the start and at every update. The quick
 budget (CPU, 64² natural images, 128² MRI) keeps N per task, takes N·K = the DIP family's cap of
-800 steps of the 32-channel network, and an lr chosen by ``benchmark tune`` on training images:
-the authors' lr 1e-4-3e-4 goes with 4000-60000 steps of networks of millions of weights.
+800 steps of the 32-channel network, and an lr per task family chosen by ``benchmark tune`` on
+training images (``tunable``; the authors' lr 1e-4-3e-4 goes with 4000-60000 steps of networks of
+millions of weights); until a family has a record, the skip family's quick lr (0.01; MRI 0.003,
+chosen for DIP on training slices with the same network: tuning aSeqDIP's at 128² costs hours of
+a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -104,8 +107,8 @@ class AutoencodingSequentialDIP(common.DipMethod):
     }
     task_defaults = TASK_DEFAULTS
     test_params = common.SKIP_TEST_PARAMS
-    #: N·K = the DIP family's quick cap; N per task; the lr (every task: DIP's quick lr, MRI's
-    #: 0.003) until ``benchmark tune`` chooses it per task family on training images
+    #: N·K = the DIP family's quick cap; N per task; the skip family's quick lr (MRI: DIP's 0.003)
+    #: where ``benchmark tune`` has not chosen one for the task family on training images
     quick_params = common.SKIP_QUICK_PARAMS
     budget_task_params = common.SKIP_BUDGET_TASK_PARAMS
     #: lr per task family on training images; the budget is read off the same runs (the iterate
