@@ -101,7 +101,7 @@ class AutoencodingSequentialDIP(common.DipMethod):
     name = "aseqdip"
     summary = "aSeqDIP (Alkhouri, Liang et al. 2024): input updated as z ← f(z) from A†y, autoencoding term."
     citation = (
-        'Alkhouri, Liang, Huang, Ravishankar et al., "Image Reconstruction via Autoencoding Sequential Deep '
+        'Alkhouri, Liang et al., "Image Reconstruction via Autoencoding Sequential Deep '
         'Image Prior", NeurIPS 2024'
     )
     defaults = {
