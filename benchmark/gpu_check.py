@@ -34,7 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmark.problems import metrics
+
 ROOT = Path(__file__).resolve().parents[1]
+#: the metric the check reports (its results file's keys): the registered PSNR
+PSNR = metrics.PSNR.name
 SIGMA_TASK = "denoising_s25"
 
 
@@ -190,12 +194,12 @@ def fit_dip(params: dict[str, Any], images: list[Any], dataset: str, batch: int,
     # each batch's own time, measured by the harness (a lone cell's runtime is its batch's)
     wall = sum(float(b[0].info.get("batch_runtime_s", b[0].runtime_s)) for b in batches)
     records = [r for b in batches for r in b]
-    psnrs = [float(r.metrics["psnr"]) for r in records]
+    psnrs = [float(r.metrics[PSNR]) for r in records]
     iterations = int(params["iterations"])
     return {"batch_size": batch, "precision": precision, "images": len(records), "iterations": iterations,
             "wall_s": round(wall, 3), "s_per_iteration_per_image": wall / (iterations * len(records)),
             "images_per_s": len(records) / wall, "solo_runtime_s": [r.runtime_s for r in records],
-            "psnr": psnrs, "psnr_mean": float(np.mean(psnrs))}
+            PSNR: psnrs, f"{PSNR}_mean": float(np.mean(psnrs))}
 
 
 def _fitting(check: Check, images: list[Any], rate: float | None, iterations: int, reserve: float) -> int:
@@ -269,8 +273,8 @@ def _precision_summary(runs: dict[str, dict[str, Any]], mixed: str) -> dict[str,
         if not name.endswith("_fp32") or f"{name[:-5]}_{mixed}" not in runs:
             continue
         other = runs[f"{name[:-5]}_{mixed}"]
-        n = min(len(fp32["psnr"]), len(other["psnr"]))
-        out[name[:-5]] = {"psnr_diff_db": float(np.mean(np.subtract(other["psnr"][:n], fp32["psnr"][:n]))),
+        n = min(len(fp32[PSNR]), len(other[PSNR]))
+        out[name[:-5]] = {f"{PSNR}_diff_db": float(np.mean(np.subtract(other[PSNR][:n], fp32[PSNR][:n]))),
                           "speedup": fp32["s_per_iteration_per_image"] / other["s_per_iteration_per_image"]}
     return out
 
@@ -312,11 +316,11 @@ def data_driven(name: str, args: argparse.Namespace, check: Check, train: list[t
         (batch,) = _solve([cell], [image], pool, 1)
         records += batch
         wall += float(batch[0].runtime_s)
-    psnrs = [float(r.metrics["psnr"]) for r in records]
+    psnrs = [float(r.metrics[PSNR]) for r in records]
     return {"train_steps": args.train_steps, "train_images": len(train), "train_s": round(train_s, 3),
             "cached": bool(report.cached) if report is not None else False, "images": len(records),
             "wall_s": round(wall, 3), "images_per_s": len(records) / wall if wall else None,
-            "psnr": psnrs, "psnr_mean": float(np.mean(psnrs)) if psnrs else None}
+            PSNR: psnrs, f"{PSNR}_mean": float(np.mean(psnrs)) if psnrs else None}
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -333,12 +337,12 @@ def markdown(doc: dict[str, Any]) -> str:
 
         note = part.get("reason") or part.get("error") or (f"train {part['train_s']} s" if "train_s" in part else "")
         lines.append(f"| {name} | {part['status']} | {fmt('batch_size', 'd')} | {fmt('images', 'd')} | "
-                     f"{fmt('s_per_iteration_per_image')} | {fmt('images_per_s')} | {fmt('psnr_mean', '.2f')} | "
+                     f"{fmt('s_per_iteration_per_image')} | {fmt('images_per_s')} | {fmt(f'{PSNR}_mean', '.2f')} | "
                      f"{str(note)[:120]} |")
     mixed = doc.get("mixed_precision", {})
     for key, value in mixed.items():
         if isinstance(value, dict):
-            lines.append(f"\nMixed precision ({mixed['mixed']}) at {key}: PSNR {value['psnr_diff_db']:+.3f} dB "
+            lines.append(f"\nMixed precision ({mixed['mixed']}) at {key}: PSNR {value[f'{PSNR}_diff_db']:+.3f} dB "
                          f"against float32, {value['speedup']:.2f}× the speed.")
     return "\n".join(lines) + "\n"
 

@@ -97,7 +97,8 @@ def _joined(values: pd.Series) -> str:
     return " / ".join(dict.fromkeys(t for v in values for t in str(v).split(" / ") if t))
 
 
-def _curves(df: pd.DataFrame, metric: str) -> Curves:
+def _curves(df: pd.DataFrame, metric: str | None) -> Curves:
+    metric = metric or registry.primary().name
     ok = df[(df["status"] == "ok") & df[metric].notna()].copy()
     ok = ok[np.isfinite(ok[metric].to_numpy(dtype=float))]
     ok["n_train"] = train_images(ok)
@@ -136,7 +137,7 @@ def crossing(points: pd.DataFrame, level: float) -> tuple[float | None, str]:
     return None, f"> {n[-1]:g}"
 
 
-def crossings(df: pd.DataFrame, metric: str = "psnr") -> list[Crossing]:
+def crossings(df: pd.DataFrame, metric: str | None = None) -> list[Crossing]:
     """Every trained method's crossing of the best untrained method, per (task, dataset); released
     weights are listed too, at the one size their authors state."""
     curves = _curves(stats.normalize(df), metric)
@@ -172,9 +173,10 @@ def _bands(ax: Axes, frame: pd.DataFrame, palette: Palette, style: str) -> list[
     return drawn
 
 
-def figure(df: pd.DataFrame, palette: Palette, metric: str = "psnr") -> Figure | None:
+def figure(df: pd.DataFrame, palette: Palette, metric: str | None = None) -> Figure | None:
     """Quality against training images, per (task, dataset); None without a trained line or a
     released method with a stated training set."""
+    metric = metric or registry.primary().name
     curves = _curves(df, metric)
     sized = pd.concat([curves.trained, curves.released]) if len(curves.released) else curves.trained
     if sized.empty:
@@ -232,9 +234,10 @@ def figure(df: pd.DataFrame, palette: Palette, metric: str = "psnr") -> Figure |
     return fig
 
 
-def crossing_table(df: pd.DataFrame, metric: str = "psnr") -> Table:
+def crossing_table(df: pd.DataFrame, metric: str | None = None) -> Table:
     """The crossing points as a table: per (task, dataset) and trained method, with what the
     method was trained with and the budget of the run."""
+    metric = metric or registry.primary().name
     rows = [
         (f"{c.task} · {c.dataset}", [Entry(c.method), Entry(c.trained_with or "not recorded"),
                                      Entry(c.budget or "not recorded"),

@@ -25,13 +25,14 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from benchmark.problems import metrics  # noqa: E402
 from benchmark.problems.spectral import BANDS, share  # noqa: E402
 from benchmark.results import statistics as stats  # noqa: E402
 
 Palette = dict[str, tuple[float, float, float]]
 #: low to high: cool to warm (the noise's band in red)
 BAND_COLOURS = ("#2166ac", "#1b9e77", "#d6301d")
-ALL = "psnr"  # the PSNR over every frequency, drawn for reference
+ALL = metrics.PSNR.name  # the PSNR over every frequency, drawn for reference
 NCOLS = 4
 
 CAPTION = (
@@ -64,14 +65,14 @@ def band_long(df: pd.DataFrame) -> pd.DataFrame:
                 if value is not None and math.isfinite(float(value)):
                     rows.append((r.method, r.task, r.dataset, r.image_id, r.seed, float(point["step"]), name,
                                  float(value)))
-    return pd.DataFrame(rows, columns=["method", "task", "dataset", "image_id", "seed", "step", "metric", "psnr"])
+    return pd.DataFrame(rows, columns=["method", "task", "dataset", "image_id", "seed", "step", "metric", "db"])
 
 
 def _mean_curve(rows: pd.DataFrame) -> pd.DataFrame:
     """Mean PSNR per step while at least half of the runs are still going (past that, the mean
     would describe a few stragglers)."""
     runs = rows[["image_id", "seed"]].drop_duplicates().shape[0]
-    agg = rows.groupby("step")["psnr"].agg(["mean", "count"]).reset_index()
+    agg = rows.groupby("step")["db"].agg(["mean", "count"]).reset_index()
     return agg[agg["count"] >= max(1, math.ceil(runs / 2))]
 
 

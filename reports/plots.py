@@ -64,22 +64,25 @@ def _method_legend(fig: Figure, palette: Palette, methods: list[str], extra: lis
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="method")
 
 
-def trajectory_long(df: pd.DataFrame) -> pd.DataFrame:
-    """The PSNR trajectories as rows (method, task, dataset, image_id, seed, step, psnr)."""
+def trajectory_long(df: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
+    """The trajectories of ``metric`` (the primary one by default) as rows (method, task, dataset,
+    image_id, seed, step, value)."""
+    metric = metric or registry.primary().name
     rows = []
     ok = df[(df["status"] == "ok") & df["trajectory"].map(lambda t: isinstance(t, list) and len(t) > 0)]
     for r in ok.itertuples(index=False):
         for point in r.trajectory:
-            if "psnr" in point:
+            if metric in point:
                 rows.append((r.method, r.task, r.dataset, r.image_id, r.seed, float(point["step"]),
-                             float(point["psnr"])))
-    return pd.DataFrame(rows, columns=["method", "task", "dataset", "image_id", "seed", "step", "psnr"])
+                             float(point[metric])))
+    return pd.DataFrame(rows, columns=["method", "task", "dataset", "image_id", "seed", "step", "value"])
 
 
 def trajectories(df: pd.DataFrame, palette: Palette) -> Figure | None:
-    """PSNR against iteration per iterative method: mean over images × seeds with ±1 s.d., each
-    run's stopping point (its output) and its oracle peak."""
-    long = trajectory_long(df)
+    """The primary metric against iteration per iterative method: mean over images × seeds with
+    ±1 s.d., each run's stopping point (its output) and its oracle peak."""
+    primary = registry.primary()
+    long = trajectory_long(df, primary.name)
     if long.empty:
         return None
     blocks = _blocks(long)
@@ -93,7 +96,7 @@ def trajectories(df: pd.DataFrame, palette: Palette) -> Figure | None:
             if g.empty:
                 continue
             c = palette[method]
-            agg = g.groupby("step")["psnr"].agg(["mean", "std", "count"]).reset_index()
+            agg = g.groupby("step")["value"].agg(["mean", "std", "count"]).reset_index()
             # past the point where most runs have stopped, the mean would describe a few stragglers
             agg = agg[agg["count"] >= max(1, math.ceil(agg["count"].max() / 2))]
             ax.plot(agg["step"], agg["mean"], color=c, lw=1.8)
@@ -101,12 +104,12 @@ def trajectories(df: pd.DataFrame, palette: Palette) -> Figure | None:
             ax.fill_between(agg["step"], agg["mean"] - sd, agg["mean"] + sd, color=c, alpha=0.15, lw=0)
             mine = runs[(runs["method"] == method) & (runs["task"] == task) & (runs["dataset"] == dataset)]
             stop_x = mine["selected_iteration"].fillna(mine["iterations"])
-            ax.scatter(stop_x, mine["psnr"], color=c, marker="o", s=28, edgecolor="black", lw=0.6, zorder=3)
-            ax.scatter(mine["oracle_iteration"], mine["oracle_psnr"], color=c, marker="*", s=90,
+            ax.scatter(stop_x, mine[primary.name], color=c, marker="o", s=28, edgecolor="black", lw=0.6, zorder=3)
+            ax.scatter(mine["oracle_iteration"], mine["oracle_value"], color=c, marker="*", s=90,
                        edgecolor="black", lw=0.5, zorder=4)
         ax.set_title(f"{task} · {dataset}")
         ax.set_xlabel("iteration")
-        ax.set_ylabel("PSNR [dB]")
+        ax.set_ylabel(registry.header(primary.name))
         ax.grid(alpha=0.3)
     extra = [
         Line2D([], [], color="grey", marker="o", mec="black", ls="", label="stopping rule's output"),
@@ -129,9 +132,11 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return pd.DataFrame(front)
 
 
-def quality_runtime(df: pd.DataFrame, palette: Palette, metric: str = "psnr") -> Figure | None:
-    """Mean quality against mean runtime per image, one point per method and (task, dataset), with
-    the Pareto front; trained methods also appear at their one-off training time."""
+def quality_runtime(df: pd.DataFrame, palette: Palette, metric: str | None = None) -> Figure | None:
+    """Mean quality (the primary metric by default) against mean runtime per image, one point per
+    method and (task, dataset), with the Pareto front; trained methods also appear at their
+    one-off training time."""
+    metric = metric or registry.primary().name
     ok = df[(df["status"] == "ok") & df[metric].notna() & df["runtime_s"].notna()]
     ok = ok[np.isfinite(ok[metric])]
     if ok.empty:
@@ -229,7 +234,11 @@ def _show(ax: plt.Axes, path: Path | None, title: str, colour: object = "black")
 
 
 def examples(df: pd.DataFrame, palette: Palette, recon_root: Path, n_images: int = 3) -> list[tuple[str, Figure]]:
-    """Per (task, dataset): rows = a few images, columns = truth, measurement (A⁺y), each method."""
+    """Per (task, dataset): rows = a few images, columns = truth, measurement (A⁺y), each method,
+    titled with the primary metric."""
+    primary = registry.primary()
+    digits = primary.decimals if primary.decimals is not None else 3
+    unit = f" {primary.unit}" if primary.unit else ""
     figures = []
     ok = df[(df["status"] == "ok") & (df["recon_path"] != "")]
     for task, dataset in _blocks(ok):
@@ -243,8 +252,8 @@ def examples(df: pd.DataFrame, palette: Palette, recon_root: Path, n_images: int
         for i, (image_id, seed) in enumerate(picks.items()):
             stem = recon_root / dataset / task / f"{image_id}_seed{int(seed)}"
             mrow = part[(part["image_id"] == image_id) & (part["seed"] == seed)]
-            mpsnr = mrow["measurement_psnr"].dropna()
-            mtitle = "measurement (A⁺y)" + (f"\n{mpsnr.iloc[0]:.2f} dB" if len(mpsnr) else "\n")
+            mvalue = mrow["measurement_value"].dropna()
+            mtitle = "measurement (A⁺y)" + (f"\n{mvalue.iloc[0]:.{digits}f}{unit}" if len(mvalue) else "\n")
             _show(axes[i][0], Path(f"{stem}_truth.png"), f"truth: {image_id}\nseed {int(seed)}")
             _show(axes[i][1], Path(f"{stem}_measurement.png"), mtitle)
             for j, method in enumerate(methods, start=2):
@@ -261,8 +270,9 @@ def examples(df: pd.DataFrame, palette: Palette, recon_root: Path, n_images: int
                     continue
                 r = row.iloc[0]
                 path = recon_root / r["recon_path"] if r["recon_path"] else None
-                q = f"{r['psnr']:.2f} dB / {r['ssim']:.3f}" if pd.notna(r["psnr"]) and pd.notna(r["ssim"]) else ""
+                q = f"{r[primary.name]:.{digits}f}{unit}" if pd.notna(r[primary.name]) else ""
                 _show(ax, path, f"{method}\n{q}", palette[method])
-        fig.suptitle(f"Example reconstructions: {task} · {dataset} (titles: PSNR / SSIM)", fontsize=10)
+        fig.suptitle(f"Example reconstructions: {task} · {dataset} (titles: {primary.label or primary.name})",
+                     fontsize=10)
         figures.append((f"{task} · {dataset}", fig))
     return figures

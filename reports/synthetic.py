@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmark.problems import metrics
 from benchmark.results.store import Record, records_frame
 
 TASKS = ("denoising_s25", "inpainting_random50")
@@ -29,6 +30,8 @@ METHODS = {
 }
 BUDGET = 200
 EVERY = 10
+#: the demo frame's metrics: the primary one (PSNR) and SSIM, by their registered names
+PSNR, SSIM = metrics.PSNR.name, metrics.SSIM.name
 
 
 #: per frequency band (``benchmark.problems.spectral``): (its level against the peak PSNR, how far
@@ -44,7 +47,7 @@ def _trajectory(peak_psnr: float, peak_step: int, last: int) -> list[dict[str, f
     for step in range(EVERY, last + 1, EVERY):
         rise = peak_psnr - 10.0 * np.exp(-step / (peak_step / 3.0))
         fall = 0.00012 * max(0, step - peak_step) ** 2
-        point = {"step": float(step), "psnr": float(rise - fall), "ssim": float(min(0.99, 0.5 + rise / 80.0))}
+        point = {"step": float(step), PSNR: float(rise - fall), SSIM: float(min(0.99, 0.5 + rise / 80.0))}
         for name, (level, depth, scale, falls) in BAND_CURVES.items():
             band = peak_psnr + level - depth * np.exp(-step / (scale * peak_step))
             point[name] = float(band - falls * max(0, step - peak_step) ** 2)
@@ -81,10 +84,10 @@ def demo_frame(recon_root: Path | None = None, seed: int = 0) -> pd.DataFrame:
                         rec.status, rec.error = "failed", "Traceback ...\nRuntimeError: singular matrix"
                     else:
                         psnr = base + offset + float(rng.normal(0, 0.4))
-                        rec.metrics = {"psnr": psnr, "ssim": float(min(0.99, 0.3 + psnr / 50.0)),
-                                       "lpips": float(max(0.01, 0.6 - psnr / 60.0))}
+                        rec.metrics = {PSNR: psnr, SSIM: float(min(0.99, 0.3 + psnr / 50.0)),
+                                       metrics.LPIPS.name: float(max(0.01, 0.6 - psnr / 60.0))}
                         rec.runtime_s = runtime * float(rng.uniform(0.9, 1.1))
-                        rec.measurement_psnr = base
+                        rec.measurement_value = base
                         rec.train_s = 120.0 if family == "data-driven" else None
                         if family == "dip":
                             _dip_fields(rec, rng, early=method == "dip_es")
@@ -98,19 +101,19 @@ def demo_frame(recon_root: Path | None = None, seed: int = 0) -> pd.DataFrame:
 
 def _dip_fields(rec: Record, rng: np.random.Generator, *, early: bool) -> None:
     peak_step = int(rng.integers(6, 12)) * EVERY
-    peak = rec.metrics["psnr"] + 1.2
+    peak = rec.metrics[PSNR] + 1.2
     last = min(BUDGET, peak_step + 5 * EVERY) if early else BUDGET
     traj = _trajectory(peak, peak_step, last)
-    best = max(traj, key=lambda p: p["psnr"])
+    best = max(traj, key=lambda p: p[PSNR])
     selected = min(last, peak_step + EVERY) if early else BUDGET
     own = next(p for p in traj if p["step"] == selected)
     rec.trajectory = traj
     rec.stopping_rule = "moving variance" if early else "fixed budget"
     rec.iterations, rec.budget, rec.selected_iteration = last, BUDGET, selected
     rec.iterations_saved = BUDGET - last
-    rec.metrics.update({name: own[name] for name in ("psnr", *BAND_CURVES)})
-    rec.oracle_psnr, rec.oracle_iteration = best["psnr"], int(best["step"])
-    rec.es_gap_db = best["psnr"] - own["psnr"]
+    rec.metrics.update({name: own[name] for name in (PSNR, *BAND_CURVES)})
+    rec.oracle_value, rec.oracle_iteration = best[PSNR], int(best["step"])
+    rec.es_gap = best[PSNR] - own[PSNR]
     rec.info["oracle_stream"] = "raw outputs" if early else "EMA 0.99 of outputs"
 
 

@@ -188,11 +188,15 @@ def _cell(r: Any, metric: str, reasons: dict[str, str]) -> Entry:
 def es_gap(frame: pd.DataFrame) -> Table:
     """The early-stopping table: one row per method with a stopping rule, and task."""
     s = stats.es_gap_summary(frame)
-    columns = ["stopping rule", "task", "dataset", "images", "PSNR [dB]", "oracle PSNR [dB]", "ES gap [dB]",
-               "oracle over", "stopped at", "oracle at", "iterations run", "iteration cap", "iterations saved"]
+    primary = registry.primary()
+    label, unit = primary.label or primary.name, f" [{primary.unit}]" if primary.unit else ""
+    columns = ["stopping rule", "task", "dataset", "images", f"{label}{unit}", f"oracle {label}{unit}",
+               f"ES gap{unit}", "oracle over", "stopped at", "oracle at", "iterations run", "iteration cap",
+               "iterations saved"]
+    digits = primary.decimals if primary.decimals is not None else 3
     caption = (
         f"{stats.budget_text(frame).capitalize()}. Early stopping of the methods that declare a stopping rule: the "
-        "PSNR given away against the oracle (the best of every iterate in hindsight, which needs the ground truth; "
+        f"{label} given away against the oracle (the best of every iterate in hindsight, which needs the ground truth; "
         "'oracle over' names the stream of iterates, averaged or raw outputs), as mean ± half-width of the 95% "
         "cluster-bootstrap interval over images, and the iterations saved against the iteration cap (means of "
         "per-image means, an image's seeds averaged first)."
@@ -203,12 +207,12 @@ def es_gap(frame: pd.DataFrame) -> Table:
         return Entry("n/a" if pd.isna(v) else f"{v:.{d}f}")
 
     for r in s.itertuples(index=False):
-        gap = "n/a" if pd.isna(r.es_gap_db) else f"{r.es_gap_db:.2f}"
+        gap = "n/a" if pd.isna(r.es_gap) else f"{r.es_gap:.{digits}f}"
         if not pd.isna(r.es_gap_half):
-            gap += f" ± {r.es_gap_half:.2f}"
+            gap += f" ± {r.es_gap_half:.{digits}f}"
         table.rows.append((r.method, [
             Entry(r.stopping_rule), Entry(r.task), Entry(r.dataset), Entry(str(r.n), tooltip=f"{r.runs} runs"),
-            num(r.psnr, 2), num(r.oracle_psnr, 2), Entry(gap), Entry(r.oracle_stream),
+            num(r.value, digits), num(r.oracle_value, digits), Entry(gap), Entry(r.oracle_stream),
             num(r.selected_iteration), num(r.oracle_iteration), num(r.iterations), num(r.budget),
             num(r.iterations_saved),
         ]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmark.problems import metrics as registry
 from reports.tables import Entry, Table
 
 CAPTION = ("Hyperparameters chosen by `benchmark tune` on validation images drawn from the training split "
@@ -21,24 +22,25 @@ def _point(params: dict[str, Any], names: bool = True) -> str:
 def table(rows: list[dict[str, Any]]) -> Table:
     """``rows``: ``benchmark.run.tuning.report_rows`` (tune records, then untuned tunables)."""
     out = Table("tuning", CAPTION, "method",
-                ["applies to", "parameter", "value", "validation PSNR [dB]", "grid (best … worst)",
-                 "validation images", "record"], [], text_columns={0, 1, 2, 4, 5, 6})
+                ["applies to", "parameter", "value", f"validation {registry.header(registry.primary().name)}",
+                 "grid (best … worst)", "validation images", "record"], [], text_columns={0, 1, 2, 4, 5, 6})
     for rec in rows:
         if "untuned" in rec:
             out.rows.append((rec["method"], [Entry(str(rec["applies_to"])), Entry(str(rec["untuned"])),
                                              Entry(str(rec["value"])), Entry(""), Entry(""), Entry(""),
                                              Entry(f"untuned ({rec['where']})")]))
             continue
-        ranked = sorted(rec["scores"], key=lambda point: -float(point["psnr"]))
-        grid = " · ".join(f"{_point(p['params'])}: {float(p['psnr']):.2f}" for p in ranked[:3])
+        sign = -1.0 if registry.higher_is_better(str(rec["metric"])) else 1.0  # best first
+        ranked = sorted(rec["scores"], key=lambda point: sign * float(point["value"]))
+        grid = " · ".join(f"{_point(p['params'])}: {float(p['value']):.2f}" for p in ranked[:3])
         if len(ranked) > 3:
-            grid += f" … {_point(ranked[-1]['params'])}: {float(ranked[-1]['psnr']):.2f} ({len(ranked)} points)"
+            grid += f" … {_point(ranked[-1]['params'])}: {float(ranked[-1]['value']):.2f} ({len(ranked)} points)"
         val = rec["validation"]
         stale = f"; stale: {', '.join(rec['stale'])} changed" if rec.get("stale") else ""
         applies = rec["applies_to"] if rec["scope"] == "task" else f"{rec['applies_to']} ({', '.join(rec['tasks'])})"
         out.rows.append((rec["method"], [
             Entry(str(applies)), Entry(", ".join(rec["chosen"])), Entry(_point(rec["chosen"], names=False)),
-            Entry(f"{float(ranked[0]['psnr']):.2f}"), Entry(grid),
+            Entry(f"{float(ranked[0]['value']):.2f}"), Entry(grid),
             Entry(f"{len(val['images'])} of {val['dataset']}/{val['split']}", tooltip=", ".join(val["images"])),
             Entry(f"{rec.get('date', '')} @ {str(rec.get('commit', ''))[:12]}{stale}"),
         ]))

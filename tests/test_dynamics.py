@@ -57,7 +57,7 @@ def test_band_rows_are_every_point_of_every_run(frame: pd.DataFrame) -> None:
     runs = frame[frame.trajectory.map(len) > 0]
     assert set(long.method) == {"dip", "dip_es"}
     assert long.groupby("metric").size().to_dict() == {n: sum(runs.trajectory.map(len)) for n in [*NAMES, "psnr"]}
-    mean = long.groupby(["method", "metric", "step"])["psnr"].mean()
+    mean = long.groupby(["method", "metric", "step"])["db"].mean()
     high, low = mean[("dip", "psnr_high")], mean[("dip", "psnr_low")]
     assert high.iloc[-1] < high.max() - 1 and low.iloc[-1] == pytest.approx(low.max(), abs=0.05)
 
@@ -79,4 +79,4 @@ def test_infinite_band_values_are_left_out_of_the_means(frame: pd.DataFrame) -> 
     edited["trajectory"] = [[{**p, "psnr_high": float("inf")} if p["step"] == 10 else p for p in t]
                             for t in edited["trajectory"]]
     long = dynamics.band_long(edited)
-    assert np.isfinite(long.psnr).all() and 10.0 not in set(long[long.metric == "psnr_high"].step)
+    assert np.isfinite(long.db).all() and 10.0 not in set(long[long.metric == "psnr_high"].step)

@@ -44,7 +44,7 @@ def test_every_cell_is_in_the_per_image_table(smoke_run) -> None:  # type: ignor
     skipped = frame[frame.status == "skipped"]
     assert (skipped.error.str.len() > 0).all(), "a skipped cell must carry its reason"
     # The measurement is the same for every method on a (task, image, seed).
-    assert ok.groupby(["task", "image_id", "seed"]).measurement_psnr.nunique().max() == 1
+    assert ok.groupby(["task", "image_id", "seed"]).measurement_value.nunique().max() == 1
     for rel in ok.recon_path:
         assert (tmp / "results" / "recons" / rel).is_file()
 
@@ -58,9 +58,9 @@ def test_iterative_methods_have_trajectories_and_oracle(smoke_run) -> None:  # t
         steps = [p["step"] for p in row.trajectory]
         assert steps == sorted(steps) and len(steps) >= 2
         # The oracle is over every iterate, so at least the best sampled one and the returned one.
-        assert row.oracle_psnr >= max([p["psnr"] for p in row.trajectory] + [row.psnr]) - 1e-9
+        assert row.oracle_value >= max([p["psnr"] for p in row.trajectory] + [row.psnr]) - 1e-9
         assert row["info"]["oracle_stream"] in ("raw outputs", "EMA 0.99 of outputs")
-        assert row.es_gap_db == pytest.approx(row.oracle_psnr - row.psnr) and row.es_gap_db >= 0
+        assert row.es_gap == pytest.approx(row.oracle_value - row.psnr) and row.es_gap >= 0
         # DIP fits the smoke profile's images of one task together: a cell's share of the batch's
         # time, scaled to what one image alone costs by the calibrated solo/batch ratio
         # (`auto` batches only where the calibration on this machine says it pays)

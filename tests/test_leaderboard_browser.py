@@ -110,14 +110,14 @@ def populate(uri: str, artifacts: Path, monkeypatch: pytest.MonkeyPatch) -> tupl
 def read_board(page: Any, leader: str) -> tuple[list[str], list[float], list[str]]:
     """The run names, the PSNR column and the column headers of the runs table, top to bottom."""
     page.get_by_text(leader).first.wait_for(timeout=90_000)
-    page.locator(f"[col-id='{leaderboard.SORT_KEY}']").first.wait_for(timeout=30_000)
+    page.locator(f"[col-id='{leaderboard.sort_key()}']").first.wait_for(timeout=30_000)
     time.sleep(2)  # let the grid settle after the first paint
     by_index: dict[int, tuple[str, str]] = {}
     for index in sorted({int(i) for i in page.locator("[row-index]").evaluate_all(
             "rows => rows.map(r => r.getAttribute('row-index'))") if i is not None and i.lstrip("-").isdigit()}):
         row = page.locator(f"[row-index='{index}']")
         name = row.locator("a").first.inner_text().strip()
-        psnr = row.locator(f"[col-id='{leaderboard.SORT_KEY}']").first.inner_text().strip()
+        psnr = row.locator(f"[col-id='{leaderboard.sort_key()}']").first.inner_text().strip()
         by_index[index] = (name, psnr)
     headers = [h.strip() for h in page.get_by_role("columnheader").all_inner_texts()]
     ordered = [by_index[i] for i in sorted(by_index) if i >= 0]

@@ -200,7 +200,7 @@ def test_harness_records_magnitude_metrics_and_png_for_mri(tmp_path) -> None:  #
     expected = metrics.psnr(spaces.MRI.view(zero_filled), magnitude[None, None],
                             metrics.MetricContext(tasks.get("mri_x4"), float(magnitude.max())))
     assert record.metrics["psnr"] == pytest.approx(expected, abs=1e-6)
-    assert record.measurement_psnr == pytest.approx(expected, abs=1e-6)
+    assert record.measurement_value == pytest.approx(expected, abs=1e-6)
     assert len(outcome.artifacts) == 3
 
 

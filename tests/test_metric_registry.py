@@ -116,7 +116,7 @@ def test_export_writes_the_long_tables_with_their_row_counts(tmp_path: Path,
         counts = results.groupby("metric").size().to_dict()
         # every cell has the three metrics and two costs; tv (4 cells) the early-stopping figures
         assert counts == {"psnr": 8, "ssim": 8, "lpips": 8, "runtime_s": 8, "peak_mem_mb": 8,
-                          "oracle_psnr": 4, "es_gap_db": 4, "iterations": 4, "iterations_saved": 4}
+                          "oracle_value": 4, "es_gap": 4, "iterations": 4, "iterations_saved": 4}
         assert len(curves) == 2 * tv_points and set(curves.metric) == {"psnr", "ssim"}
         assert list(results.columns) == ["cell_key", "method", "label", "params", "family", "task", "dataset",
                                          "image_id", "seed", "run_budget", "metric", "value"]

@@ -56,7 +56,7 @@ def test_recorder_finds_a_peak_between_two_samples() -> None:
     recorder.flush()
     assert [p["step"] for p in recorder.points] == [5, 10]  # the peak is not among the samples
     assert recorder.oracle_step == PEAK
-    assert recorder.oracle_psnr == math.inf  # iterate PEAK is the truth itself
+    assert recorder.oracle_value == math.inf  # iterate PEAK is the truth itself
     assert max(p["psnr"] for p in recorder.points) == pytest.approx(20 * math.log10(1 / 0.02))  # step 5, 0.02 off
 
 
@@ -67,7 +67,7 @@ def test_recorder_reads_back_only_at_the_interval() -> None:
         recorder(step, torch.full_like(truth, 0.1 * step))
     assert recorder.oracle_step is None and recorder.points == []  # queued on the device, not read
     recorder(4, torch.full_like(truth, 0.4))
-    assert recorder.oracle_step == 1 and recorder.oracle_psnr == pytest.approx(20.0)
+    assert recorder.oracle_step == 1 and recorder.oracle_value == pytest.approx(20.0)
     assert recorder._queued == []
 
 
@@ -83,11 +83,11 @@ def test_the_record_has_the_oracle_over_every_iterate(peak_method: None, tmp_pat
     assert [p["step"] for p in record.trajectory] == [5, 10]
     assert record.oracle_iteration == PEAK
     psnr = record.metrics["psnr"]
-    assert record.oracle_psnr is not None and record.measurement_psnr is not None
+    assert record.oracle_value is not None and record.measurement_value is not None
     # Iterate PEAK is y itself: its PSNR is the measurement's (A† y = y for inpainting); the
     # per-step error runs in the iterate's float32, the measurement's PSNR in float64.
-    assert record.oracle_psnr == pytest.approx(record.measurement_psnr, abs=1e-5)
-    assert record.oracle_psnr > max(p["psnr"] for p in record.trajectory) + 0.01
-    assert record.es_gap_db is not None and record.es_gap_db > 0
-    assert record.es_gap_db == pytest.approx(record.oracle_psnr - psnr)
+    assert record.oracle_value == pytest.approx(record.measurement_value, abs=1e-5)
+    assert record.oracle_value > max(p["psnr"] for p in record.trajectory) + 0.01
+    assert record.es_gap is not None and record.es_gap > 0
+    assert record.es_gap == pytest.approx(record.oracle_value - psnr)
     assert record.info[ORACLE_STREAM] == "raw outputs"

@@ -42,7 +42,7 @@ def test_ray_executor_matches_local_executor(tmp_path: Path) -> None:
     a = ResultsStore(tmp_path / "local" / "results.sqlite").frame().set_index("cell_key").sort_index()
     b = ResultsStore(tmp_path / "ray" / "results.sqlite").frame().set_index("cell_key").sort_index()
     assert list(a.index) == list(b.index)
-    for column in ("psnr", "ssim", "iterations", "oracle_psnr", "measurement_psnr"):
+    for column in ("psnr", "ssim", "iterations", "oracle_value", "measurement_value"):
         assert a[column].tolist() == pytest.approx(b[column].tolist(), rel=1e-6, nan_ok=True), column
     assert a.trajectory.tolist() == b.trajectory.tolist()
     # Only the driver writes the reconstructions, next to its own results.

@@ -216,13 +216,13 @@ def test_es_gap_table_matches_the_rows(frame: pd.DataFrame) -> None:
     assert set(g.stopping_rule) == {"fixed budget", "moving variance"}
     for r in g.itertuples():
         rows = frame[(frame.method == r.method) & (frame.task == r.task)]
-        assert r.es_gap_db == pytest.approx(rows.es_gap_db.mean())
+        assert r.es_gap == pytest.approx(rows.es_gap.mean())
         assert r.iterations_saved == pytest.approx(rows.iterations_saved.mean())
     early = g[(g.method == "dip_es") & (g.task == DEN)].iloc[0]
     fixed = g[(g.method == "dip") & (g.task == DEN)].iloc[0]
     assert fixed.iterations_saved == 0 and early.iterations_saved > 0
     md = tables.to_markdown(tables.es_gap(frame))
-    assert f"{early.es_gap_db:.2f} ± {early.es_gap_half:.2f}" in md
+    assert f"{early.es_gap:.2f} ± {early.es_gap_half:.2f}" in md
     # Each method says which stream of iterates its oracle is over.
     assert early.oracle_stream == "raw outputs" and fixed.oracle_stream == "EMA 0.99 of outputs"
     assert "oracle over" in md and "raw outputs" in md

@@ -199,8 +199,8 @@ def test_the_harness_reads_one_fit_for_the_rules_of_a_measurement() -> None:
         shared = outcome.record
         assert shared.status == alone.record.status == "ok", (shared.error, alone.record.error)
         assert shared.metrics == alone.record.metrics
-        assert (shared.iterations, shared.selected_iteration, shared.oracle_psnr) == (
-            alone.record.iterations, alone.record.selected_iteration, alone.record.oracle_psnr)
+        assert (shared.iterations, shared.selected_iteration, shared.oracle_value) == (
+            alone.record.iterations, alone.record.selected_iteration, alone.record.oracle_value)
         assert shared.info["shared_fit"] == len(cells) and alone.record.info["shared_fit"] == 1
         assert shared.runtime_s is not None and shared.runtime_s > 0
 

@@ -58,8 +58,8 @@ def test_the_best_grid_point_is_chosen_and_budgets_come_from_one_trajectory() ->
     assert chosen == {"tv_weight": 0.01, "iterations": 300}
     assert len(scored) == 9 and len(calls) == 3  # one run per λ, at the largest budget
     assert all(c["iterations"] == 500 and c["every"] == 100 and c["lr"] == 0.01 for c in calls)
-    best = max(scored, key=lambda p: p["psnr"])
-    assert best["params"] == chosen and best["psnr"] == pytest.approx(21.5)
+    best = max(scored, key=lambda p: p["value"])
+    assert best["params"] == chosen and best["value"] == pytest.approx(21.5)
     assert best["per_image"] == {task.name: [21.0, 22.0]}
 
 
@@ -186,7 +186,7 @@ def test_tune_then_run_uses_and_records_the_tuned_value(tmp_path: Path, capsys: 
     for rec in doc["records"]:
         assert rec["validation"]["split"] == "train" and len(rec["validation"]["images"]) == 2
         assert [p["params"]["weight"] for p in rec["scores"]] == [0.005, 0.05, 0.5]
-        assert rec["chosen"] == max(rec["scores"], key=lambda p: p["psnr"])["params"]
+        assert rec["chosen"] == max(rec["scores"], key=lambda p: p["value"])["params"]
         assert rec["command"].startswith("python -m benchmark tune") and rec["date"] and rec["commit"]
         chosen[rec["applies_to"]] = rec["chosen"]["weight"]
     assert set(chosen) == {"denoising_s25", "inpainting_random50"}
@@ -292,7 +292,7 @@ def test_shipped_tuned_values_trace_to_training_images(name: str, left_for_a_gpu
         assert val["split"] == "train" and val["dataset"] == expected
         assert set(val["images"]) <= _train_ids(val["dataset"])
         assert not {(val["dataset"], i) for i in val["images"]} & _test_ids(profile)
-        assert rec["chosen"] == max(rec["scores"], key=lambda p: p["psnr"])["params"]
+        assert rec["chosen"] == max(rec["scores"], key=lambda p: p["value"])["params"]
         assert rec["date"] and rec["commit"] and rec["command"].startswith("python -m benchmark tune")
         assert not set(rec["chosen"]) & set(profile.method_params.get(rec["method"], {}))
         if registry.get(rec["method"]).needs_training:  # tuned on images its training never saw

@@ -61,6 +61,12 @@ class Metric:
     #: needs the reconstruction's per-pixel uncertainty (``ctx.uncertainty``): computed only for
     #: methods that return one (``Reconstruction.uncertainty``), absent elsewhere
     needs_uncertainty: bool = False
+    #: the suite's one primary metric: the oracle of early stopping, the ES gap, tuning, the
+    #: leaderboard's order and the data-efficiency figure read it (``primary()``)
+    primary: bool = False
+    #: the metric as a function of (mean squared error, data range), where it is one: the harness
+    #: then reads the primary metric off every iterate's queued error, not only the sampled ones
+    from_mse: Callable[[float, float], float] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,7 @@ COSTS: dict[str, Cost] = {
 }
 
 #: Record fields summarised (MLflow) and exported beside the metrics and the costs.
-SUMMARIES = ("oracle_psnr", "es_gap_db", "iterations", "iterations_saved")
+SUMMARIES = ("oracle_value", "es_gap", "iterations", "iterations_saved")
 
 _REGISTRY: dict[str, Metric] = {}
 
@@ -107,15 +113,27 @@ def reserve(names: Iterable[str]) -> None:
 
 
 def register(metric: Metric) -> Metric:
-    """Declare a metric; its name must not collide with a record field or a cost."""
+    """Declare a metric; its name must not collide with a record field or a cost, and there is
+    one primary metric."""
     if metric.name in _RESERVED or not metric.name.isidentifier():
         raise ValueError(f"metric name {metric.name!r} is taken or not an identifier")
+    first = next((m for m in _REGISTRY.values() if m.primary and m.name != metric.name), None)
+    if metric.primary and first is not None:
+        raise ValueError(f"metric {metric.name!r} cannot be primary: {first.name!r} is")
     _REGISTRY[metric.name] = metric
     return metric
 
 
 def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
+
+
+def primary() -> Metric:
+    """The primary metric (PSNR), declared once with ``primary=True``."""
+    found = [m for m in _REGISTRY.values() if m.primary]
+    if len(found) != 1:
+        raise RuntimeError(f"exactly one metric must be primary, found {[m.name for m in found]}")
+    return found[0]
 
 
 def registered() -> list[Metric]:
@@ -220,15 +238,21 @@ def lpips_distance(x_hat: torch.Tensor, x: torch.Tensor, ctx: MetricContext = _U
     return float(model(a * 2 - 1, b * 2 - 1).mean().item())
 
 
-register(Metric("psnr", psnr, higher_is_better=True, label="PSNR", unit="dB", trajectory=True, decimals=2))
-register(Metric("ssim", ssim, higher_is_better=True, label="SSIM", trajectory=True))
+def psnr_from_mse(mse: float, data_range: float) -> float:
+    """PSNR in dB of a mean squared error over ``data_range`` (∞ for an exact image)."""
+    return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
+
+
+PSNR = register(Metric("psnr", psnr, higher_is_better=True, label="PSNR", unit="dB", trajectory=True, decimals=2,
+                       primary=True, from_mse=psnr_from_mse))
+SSIM = register(Metric("ssim", ssim, higher_is_better=True, label="SSIM", trajectory=True))
 def _lpips_meaningful(task: Any) -> bool:
     """LPIPS only where the task's image space says it means something (not on MRI or CT)."""
     space = getattr(task, "space", None)
     return bool(getattr(space, "lpips", True))
 
 
-register(Metric("lpips", lpips_distance, higher_is_better=False, label="LPIPS", applies=_lpips_meaningful))
+LPIPS = register(Metric("lpips", lpips_distance, higher_is_better=False, label="LPIPS", applies=_lpips_meaningful))
 
 
 def _band_psnr(x_hat: torch.Tensor, x: torch.Tensor, ctx: MetricContext = _UNIT, *, band: spectral.Band) -> float:

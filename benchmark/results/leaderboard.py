@@ -21,16 +21,25 @@ from dataclasses import dataclass
 from mlflow.tracking import MlflowClient
 
 from benchmark.core.errors import UserError
+from benchmark.problems import metrics as registry
 
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 #: the experiment kind MLflow 3 shows with the classic runs table (not the GenAI views)
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-SORT_KEY = "metrics.`psnr`"
-#: the leaderboard's columns, in MLflow's column-key syntax (``<type>.`<name>` ``)
-COLUMNS = (
-    "tags.`method`", "tags.`parameters`", "tags.`budget`", "metrics.`train_images`", "metrics.`psnr`", "metrics.`ssim`",
-    "metrics.`lpips`", "metrics.`runtime_s`", "metrics.`train_s`",
-)
+
+
+def sort_key() -> str:
+    """The leaderboard's order: the primary metric (``metrics.primary()``), in MLflow's syntax."""
+    return f"metrics.`{registry.primary().name}`"
+
+
+def columns() -> tuple[str, ...]:
+    """The leaderboard's columns, in MLflow's column-key syntax (``<type>.`<name>` ``): the method,
+    its parameters and budget, its training images, every metric of the comparison table, runtime
+    and training time."""
+    shown = [f"metrics.`{m.name}`" for m in registry.registered() if m.table]
+    return ("tags.`method`", "tags.`parameters`", "tags.`budget`", "metrics.`train_images`", *shown,
+            "metrics.`runtime_s`", "metrics.`train_s`")
 
 
 @dataclass(frozen=True)
@@ -59,10 +68,10 @@ def _view(name: str, search_filter: str) -> str:
     """A saved-view envelope as MLflow's UI writes it: {name, createdAt, updatedAt, state}."""
     state = {
         "searchFilter": search_filter,
-        "orderByKey": SORT_KEY,
+        "orderByKey": sort_key(),
         "orderByAsc": False,
-        "selectedColumns": list(COLUMNS),
-        "columnOrder": list(COLUMNS),
+        "selectedColumns": list(columns()),
+        "columnOrder": list(columns()),
         "runListHidden": False,
         "viewMaximized": False,
     }

@@ -39,12 +39,15 @@ class Record:
     budget: int | None = None
     selected_iteration: int | None = None
     iterations_saved: int | None = None
-    oracle_psnr: float | None = None
+    #: the primary metric (``metrics.primary()``) of the best iterate in hindsight, and its step
+    oracle_value: float | None = None
     oracle_iteration: int | None = None
-    es_gap_db: float | None = None
-    #: the iterates' metrics every ``trajectory_every`` steps: [{"step": k, "psnr": …, …}, …]
+    #: what the method's own choice gave away against that oracle, in the primary metric's unit
+    es_gap: float | None = None
+    #: the iterates' metrics every ``trajectory_every`` steps: [{"step": k, <metric>: …, …}, …]
     trajectory: list[dict[str, float]] = field(default_factory=list)
-    measurement_psnr: float | None = None
+    #: the primary metric of the measurement's pseudo-inverse A⁺y (what the method starts from)
+    measurement_value: float | None = None
     device: str = ""
     finished_at: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)

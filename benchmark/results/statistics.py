@@ -37,8 +37,8 @@ __all__ = [
 
 #: Numeric record fields besides the registry's metrics and costs.
 NUMERIC_FIELDS = (
-    "iterations", "budget", "selected_iteration", "iterations_saved", "oracle_psnr", "oracle_iteration",
-    "es_gap_db", "measurement_psnr", "seed",
+    "iterations", "budget", "selected_iteration", "iterations_saved", "oracle_value", "oracle_iteration",
+    "es_gap", "measurement_value", "seed",
 )
 FAMILY_ORDER = {"baseline": 0, "dip": 1, "data-driven": 2}
 #: the budget of the papers' settings; every other one is a CPU-sized budget on small images
@@ -231,11 +231,13 @@ def _oracle_streams(infos: pd.Series) -> str:
     return ", ".join(names) or "not stated"
 
 
-def seed_spread(frame: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame:
+def seed_spread(frame: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """How much a method's result moves from one run seed to another on the same image (DIP's
     run-to-run variance): per (method, task, dataset), over the images run with at least two
-    seeds, the mean and the largest across-seed standard deviation of ``metric``. This is about
-    seeds on purpose; the comparison's intervals are over images (``inference``)."""
+    seeds, the mean and the largest across-seed standard deviation of ``metric`` (the primary
+    one by default). This is about seeds on purpose; the comparison's intervals are over images
+    (``inference``)."""
+    metric = metric or registry.primary().name
     columns = ["method", "task", "dataset", "images", "seeds", "mean_sd", "max_sd"]
     df = normalize(frame)
     ok = df[(df["status"] == "ok")].dropna(subset=[metric]) if len(df) else df
@@ -251,23 +253,25 @@ def seed_spread(frame: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame:
 
 def es_gap_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Early-stopping cost and benefit per method with a stopping rule (its declaration) and
-    (task, dataset): the PSNR the rule gave away against the oracle iterate (with its interval
-    over images), and the iterations it saved; every figure a mean of per-image means."""
+    (task, dataset): what the rule gave away against the oracle iterate in the primary metric
+    (with its interval over images), and the iterations it saved; every figure a mean of
+    per-image means. The primary metric's own column is named ``value``."""
     df = normalize(frame)
-    ruled = df[(df["stopping_rule"] != "") & (df["status"] == "ok")]
-    columns = ["psnr", "oracle_psnr", "selected_iteration", "oracle_iteration", "iterations", "budget",
+    ruled = df[(df["stopping_rule"] != "") & (df["status"] == "ok")].copy()
+    ruled["value"] = ruled[registry.primary().name]
+    columns = ["value", "oracle_value", "selected_iteration", "oracle_iteration", "iterations", "budget",
                "iterations_saved"]
     rows = []
     for (method, task, dataset), g in ruled.groupby(["method", "task", "dataset"], sort=True):
         g = g.sort_values(["image_id", "seed"])
-        gap = g.dropna(subset=["es_gap_db"])
-        mean, low, high = cluster_bootstrap_ci(gap["es_gap_db"].to_numpy(), gap["image_id"])
+        gap = g.dropna(subset=["es_gap"])
+        mean, low, high = cluster_bootstrap_ci(gap["es_gap"].to_numpy(), gap["image_id"])
         per_image = g.groupby("image_id", sort=True)[columns].mean().mean()
         rows.append(
             {
                 "method": method, "task": task, "dataset": dataset, "n": int(gap["image_id"].nunique()),
                 "runs": int(len(gap)), "stopping_rule": str(g["stopping_rule"].iloc[0]),
-                "es_gap_db": mean, "es_gap_half": (high - low) / 2.0,
+                "es_gap": mean, "es_gap_half": (high - low) / 2.0,
                 **{c: float(per_image[c]) for c in columns},
                 "oracle_stream": _oracle_streams(g["info"]),
             }

@@ -29,11 +29,13 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from benchmark.core.errors import UserError
+from benchmark.problems import metrics
 from benchmark.results.record import Record
 
 #: 1: one ``records`` table with psnr/ssim/lpips columns and [step, psnr, ssim] trajectories
-#: (no user_version); 2: a ``metrics`` table, trajectories as {"step", <metric>...} points.
-SCHEMA_VERSION = 2
+#: (no user_version); 2: a ``metrics`` table, trajectories as {"step", <metric>...} points;
+#: 3: the oracle, ES-gap and measurement columns named for the primary metric, not for PSNR.
+SCHEMA_VERSION = 3
 
 #: How long a step waits for another process's lock before it is reported (SQLite's busy timeout too).
 BUSY_WAIT_S = 120.0
@@ -50,7 +52,11 @@ _JSON_FIELDS = {"params", "trajectory", "info"}
 _COLUMNS = [f.name for f in fields(Record) if f.name != "metrics"]
 _DEFAULTS = {f.name: f.default_factory if f.default_factory is not MISSING else (lambda v=f.default: v)
              for f in fields(Record) if f.default is not MISSING or f.default_factory is not MISSING}
-_V1_METRICS = ("psnr", "ssim", "lpips")
+#: the metric columns of a version-1 store, and its trajectory rows' layout
+_V1_METRICS = (metrics.PSNR.name, metrics.SSIM.name, metrics.LPIPS.name)
+_V1_POINT = ("step", metrics.PSNR.name, metrics.SSIM.name)
+#: columns renamed by version 3 (old → new)
+_RENAMED_V3 = {"oracle_psnr": "oracle_value", "es_gap_db": "es_gap", "measurement_psnr": "measurement_value"}
 
 
 def _sql_type(name: str) -> str:
@@ -208,6 +214,11 @@ class ResultsStore:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if "records" in tables and version < 2:
                 _migrate_v1(conn)
+            elif "records" in tables and version < 3:
+                present = {r[1] for r in conn.execute("PRAGMA table_info(records)")}
+                for old, new in _RENAMED_V3.items():
+                    if old in present:
+                        conn.execute(f"ALTER TABLE records RENAME COLUMN {old} TO {new}")
             conn.execute(_records_ddl("records"))
             conn.execute(_METRICS_DDL)
             present = {r[1] for r in conn.execute("PRAGMA table_info(records)")}
@@ -273,8 +284,6 @@ class ResultsStore:
 def records_frame(records: Iterable[Record]) -> pd.DataFrame:
     """Records as the wide per-image table: the record's fields plus one column per metric
     (every registered metric, and any other one the records hold)."""
-    from benchmark.problems import metrics
-
     recs = list(records)
     names = [m.name for m in metrics.registered()]
     names += sorted({k for r in recs for k in r.metrics} - set(names))
@@ -302,11 +311,13 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
             conn.execute(f"INSERT OR REPLACE INTO metrics (cell_key, metric, value) "
                          f"SELECT cell_key, '{name}', {name} FROM records WHERE {name} IS NOT NULL")
     conn.execute(_records_ddl("records_v2"))
-    kept = [c for c in _COLUMNS if c in old]
-    conn.execute(f"INSERT INTO records_v2 ({', '.join(kept)}) SELECT {', '.join(kept)} FROM records ORDER BY rowid")
+    renamed = {new: old_name for old_name, new in _RENAMED_V3.items() if old_name in old}
+    kept = [c for c in _COLUMNS if c in old or c in renamed]
+    source = [renamed.get(c, c) for c in kept]
+    conn.execute(f"INSERT INTO records_v2 ({', '.join(kept)}) SELECT {', '.join(source)} FROM records ORDER BY rowid")
     for key, text in conn.execute("SELECT cell_key, trajectory FROM records_v2").fetchall():
         points = json.loads(text) if text else []
-        named = [dict(zip(("step", "psnr", "ssim"), map(float, p), strict=False)) for p in points]
+        named = [dict(zip(_V1_POINT, map(float, p), strict=False)) for p in points]
         conn.execute("UPDATE records_v2 SET trajectory = ? WHERE cell_key = ?", (json.dumps(named), key))
     conn.execute("DROP TABLE records")
     conn.execute("ALTER TABLE records_v2 RENAME TO records")

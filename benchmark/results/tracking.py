@@ -285,8 +285,10 @@ class Tracker:
             rid = run.info.run_id
             params = [mlflow.entities.Param(f"chosen.{k}", json.dumps(v)) for k, v in rec["chosen"].items()]
             params.append(mlflow.entities.Param("grid", json.dumps(rec["grid"])[:6000]))
-            metrics = [Metric("validation_psnr", float(p["psnr"]), 0, i) for i, p in enumerate(rec["scores"])]
-            metrics.append(Metric("chosen_validation_psnr", max(float(p["psnr"]) for p in rec["scores"]), 0, 0))
+            name, sign = str(rec["metric"]), 1.0 if registry.higher_is_better(str(rec["metric"])) else -1.0
+            metrics = [Metric(f"validation_{name}", float(p["value"]), 0, i) for i, p in enumerate(rec["scores"])]
+            best = max(rec["scores"], key=lambda p: sign * float(p["value"]))
+            metrics.append(Metric(f"chosen_validation_{name}", float(best["value"]), 0, 0))
             for start in range(0, len(metrics), 900):
                 self.client.log_batch(rid, params=params if start == 0 else [], metrics=metrics[start:start + 900])
             self.client.log_dict(rid, rec, "tune_record.json")
@@ -362,7 +364,8 @@ class Tracker:
     @staticmethod
     def _trajectory_metrics(ok: pd.DataFrame) -> list[Metric]:
         """The mean of every trajectory metric along the iterations (``trajectory_<metric>``), plus
-        each image's PSNR curve, as stepped metrics."""
+        each image's curve of the primary metric, as stepped metrics."""
+        primary = registry.primary().name
         out: list[Metric] = []
         by_step: dict[tuple[str, int], list[float]] = {}
         for _, row in ok.iterrows():
@@ -371,8 +374,9 @@ class Tracker:
                 for name, value in point.items():
                     if name != "step" and value is not None:
                         by_step.setdefault((name, step), []).append(float(value))
-                if "psnr" in point:
-                    out.append(Metric(f"trajectory_psnr.{row.image_id}.seed{row.seed}", float(point["psnr"]), 0, step))
+                if primary in point:
+                    out.append(Metric(f"trajectory_{primary}.{row.image_id}.seed{row.seed}", float(point[primary]), 0,
+                                      step))
         for (name, step), values in sorted(by_step.items()):
             out.append(Metric(f"trajectory_{name}", float(np.mean(values)), 0, step))
         return out

@@ -47,11 +47,13 @@ def pick_device(name: str = "auto") -> torch.device:
 
 @dataclass
 class TrajectoryRecorder:
-    """The harness's callback. Every step it queues the squared error of x_k on the device (no
-    host sync); every ``every`` steps it reads the queue back, with the clock paused, to keep the
-    oracle (the best PSNR over every iterate, not only the sampled ones) and measures x_k with the
-    registry's trajectory metrics. The per-step error, a few element-wise kernels on one image,
-    runs with the clock on: pausing it would sync the device every step."""
+    """The harness's callback. Every ``every`` steps it measures x_k with the registry's trajectory
+    metrics, the clock paused, and keeps the oracle: the best iterate in hindsight by the primary
+    metric (``metrics.primary()``). Where the primary metric is a function of the mean squared
+    error (PSNR), the oracle is over every iterate, not only the sampled ones: every step queues
+    x_k's squared error on the device (no host sync) and the queue is read back at the sampled
+    steps. That per-step error, a few element-wise kernels on one image, runs with the clock on:
+    pausing it would sync the device every step."""
 
     truth: torch.Tensor
     clock: Stopwatch
@@ -63,20 +65,34 @@ class TrajectoryRecorder:
     points: list[dict[str, float]] = field(default_factory=list)
     last_step: int = 0
     seconds: float = 0.0  # spent measuring (the clock paused), for the harness's own share
-    oracle_psnr: float = -math.inf
+    #: the oracle: the primary metric of the best iterate so far, and its step
+    oracle_value: float | None = None
     oracle_step: int | None = None
+    primary: metrics.Metric = field(default_factory=metrics.primary)
     _queued: list[tuple[int, torch.Tensor]] = field(default_factory=list, repr=False)
     _truth_cast: torch.Tensor | None = field(default=None, repr=False)
 
+    def better(self, value: float, than: float | None) -> bool:
+        """Whether ``value`` of the primary metric is at least as good as ``than`` (ties go to the
+        later iterate)."""
+        if than is None:
+            return not math.isnan(value)
+        return value >= than if self.primary.higher_is_better else value <= than
+
+    def _consider(self, step: int, value: float) -> None:
+        if self.better(value, self.oracle_value):
+            self.oracle_value, self.oracle_step = value, step
+
     def __call__(self, step: int, x_k: torch.Tensor) -> bool:
         self.last_step = step
-        with torch.no_grad():
-            # in x_k's own dtype (float32: PSNR within ~1e-5 dB of float64, 5× cheaper; this runs
-            # with the clock on, every step: ~30 µs at 96², next to TV's ~0.5 ms step); in the
-            # task's image space (the magnitude of an MR image)
-            if self._truth_cast is None or self._truth_cast.dtype != x_k.dtype:
-                self._truth_cast = self.space.view(self.truth.detach()).to(x_k.dtype)
-            self._queued.append((step, (self.space.view(x_k.detach()) - self._truth_cast).square_().mean()))
+        if self.primary.from_mse is not None:
+            with torch.no_grad():
+                # in x_k's own dtype (float32: PSNR within ~1e-5 dB of float64, 5× cheaper; this runs
+                # with the clock on, every step: ~30 µs at 96², next to TV's ~0.5 ms step); in the
+                # task's image space (the magnitude of an MR image)
+                if self._truth_cast is None or self._truth_cast.dtype != x_k.dtype:
+                    self._truth_cast = self.space.view(self.truth.detach()).to(x_k.dtype)
+                self._queued.append((step, (self.space.view(x_k.detach()) - self._truth_cast).square_().mean()))
         if step % self.every == 0:
             started = time.perf_counter()
             with self.clock.paused(), torch.inference_mode():
@@ -86,24 +102,23 @@ class TrajectoryRecorder:
                     point: dict[str, float] = {"step": step}
                     point.update({m.name: m.fn(x, truth, self.context) for m in self.measured})
                     self.points.append(point)
-                    # the sampled point's float64 PSNR counts too: the oracle is never below it
-                    if point.get("psnr", -math.inf) >= self.oracle_psnr:
-                        self.oracle_psnr, self.oracle_step = point["psnr"], step
+                    # the sampled point's float64 value counts too: the oracle is never below it
+                    if self.primary.name in point:
+                        self._consider(step, point[self.primary.name])
             self.seconds += time.perf_counter() - started
         return True
 
     def flush(self) -> list[float]:
-        """Read the queued errors back (one transfer), update the oracle; their PSNRs in order."""
-        if not self._queued:
+        """Read the queued errors back (one transfer), update the oracle; the primary metric of
+        each queued iterate, in order."""
+        if not self._queued or self.primary.from_mse is None:
             return []
         steps = [step for step, _ in self._queued]
         errors = torch.stack([error for _, error in self._queued]).double().cpu().tolist()
         self._queued.clear()
-        peak = self.context.data_range**2
-        values = [math.inf if mse == 0 else 10.0 * math.log10(peak / mse) for mse in errors]
+        values = [self.primary.from_mse(mse, self.context.data_range) for mse in errors]
         for step, value in zip(steps, values, strict=True):
-            if value >= self.oracle_psnr:  # ties go to the later iterate, as the sampled oracle did
-                self.oracle_psnr, self.oracle_step = value, step
+            self._consider(step, value)
         return values
 
 
@@ -531,16 +546,18 @@ def _measure(record: Record, cell: Cell, result: Any, x: torch.Tensor, y: torch.
         record.iterations_saved = max(result.budget - record.iterations, 0)
     record.trajectory = recorder.points
     recorder.flush()
-    if recorder.oracle_step is not None and "psnr" in record.metrics:
+    primary = recorder.primary
+    if recorder.oracle_step is not None and recorder.oracle_value is not None and primary.name in record.metrics:
         # The oracle: the best of every iterate the callback got, the returned one included (gap >= 0).
-        psnr = record.metrics["psnr"]
-        candidates = [(recorder.oracle_psnr, recorder.oracle_step)]
+        value = record.metrics[primary.name]
         if result.selected_iteration is not None:
-            candidates.append((psnr, int(result.selected_iteration)))
-        record.oracle_psnr, record.oracle_iteration = max(candidates)
-        record.es_gap_db = record.oracle_psnr - psnr
+            recorder._consider(int(result.selected_iteration), value)
+        record.oracle_value, record.oracle_iteration = recorder.oracle_value, recorder.oracle_step
+        sign = 1.0 if primary.higher_is_better else -1.0
+        record.es_gap = sign * (recorder.oracle_value - value)
     baseline = space.project(physics.A_dagger(y))
-    record.measurement_psnr = metrics.psnr(space.view(baseline), truth, context)
+    if primary.name in record.metrics:
+        record.measurement_value = primary.fn(space.view(baseline), truth, context)
     record.info.update({k: v for k, v in result.info.items() if isinstance(v, (int, float, str, bool))})
     encoded = time.perf_counter()
     artifacts: dict[str, bytes] = {}

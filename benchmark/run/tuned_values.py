@@ -18,12 +18,12 @@ import yaml
 
 from benchmark import registry
 from benchmark.core.errors import UserError, one_line
-from benchmark.problems import data, tasks
+from benchmark.problems import data, metrics, tasks
 from benchmark.run.profiles import PROFILE_DIR, Profile
 
 #: what a method instance's label shows for a parameter the tuned file chooses: ``tv[weight=tuned]``
 TUNED = "tuned"
-REQUIRED = ("method", "scope", "applies_to", "tasks", "chosen", "grid", "scores", "fixed", "validation")
+REQUIRED = ("method", "scope", "applies_to", "tasks", "chosen", "metric", "grid", "scores", "fixed", "validation")
 
 
 def tuned_path(profile: Profile) -> Path | None:
@@ -79,6 +79,9 @@ def _check_record(where: str, rec: Any) -> None:
     cls.check_names(rec["chosen"])
     if rec["validation"].get("split") != "train":
         raise UserError(f"{where}: validation images must come from the training split")
+    if metrics.describe(str(rec["metric"])) is None or any("value" not in p for p in rec["scores"]):
+        raise UserError(f"{where}: scores must give each grid point's value of a registered metric "
+                        f"(metric: {rec['metric']!r}); rerun `benchmark tune`")
 
 
 @lru_cache(maxsize=16)

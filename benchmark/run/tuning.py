@@ -4,7 +4,8 @@
 A method declares what may be tuned (``Method.tunable``: parameter → grid; ``tune_by``: one
 choice per task, e.g. per noise level, or per task family; ``budget_parameter``: an iteration
 budget, read off one run's PSNR trajectory instead of one run per value). ``benchmark tune``
-scores every grid point by the mean PSNR over validation images drawn (seeded) from the training
+scores every grid point by the mean primary metric (``metrics.primary()``, PSNR) over validation
+images drawn (seeded) from the training
 split of the profile's training dataset, through the same harness as the benchmark, and writes
 each choice with its record (grid, every score, images, the other parameters, cost, date,
 commit, command) to the tuned-values file the profile names (``tuned:``). The plan applies the
@@ -51,7 +52,7 @@ from benchmark.run.plan import (
 from benchmark.run.profiles import PreparedSet, Profile
 from benchmark.run.tuned_values import load
 
-METRIC = "psnr"
+
 @dataclass(frozen=True)
 class HeldOut:
     """The training set of a trained method while it is tuned: the training split of ``dataset``
@@ -188,10 +189,10 @@ def _points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     return list(MethodSpec("", {k: list(v) for k, v in grid.items()}).combinations())
 
 
-def _at_step(trajectory: Sequence[Mapping[str, float]], step: int) -> float:
+def _at_step(trajectory: Sequence[Mapping[str, float]], step: int, metric: str) -> float:
     for point in trajectory:
         if int(point["step"]) == step:
-            return float(point[METRIC])
+            return float(point[metric])
     raise RuntimeError(f"no trajectory point at step {step} (the run stopped earlier?)")
 
 
@@ -199,12 +200,14 @@ def score_grid(method: str, grid: Mapping[str, Sequence[Any]], fixed: Mapping[st
                task_list: Sequence[tasks.Task], images: Mapping[str, Sequence[data.Image]],
                run: Runner, held_out: Mapping[str, HeldOut] | None = None,
                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Score every point of ``grid`` (mean PSNR over ``task_list`` × their validation images);
+    """Score every point of ``grid`` (the mean primary metric over ``task_list`` × their validation
+    images: each entry's ``value``);
     return (the best point, every point with its scores). A budget parameter's values are read
     off one run at the largest budget; ties go to the earlier grid point. ``held_out``: per task,
     the training set of a trained method (its validation images left out)."""
     from math import gcd
 
+    primary = metrics.primary()
     budget = registry.get(method).budget_parameter
     budget = budget if budget in grid else None
     budgets = sorted(int(b) for b in grid[budget]) if budget else []
@@ -221,13 +224,14 @@ def score_grid(method: str, grid: Mapping[str, Sequence[Any]], fixed: Mapping[st
             per_task[task.name] = records
         steps: list[int | None] = list(budgets) if budgets else [None]
         for b in steps:
-            values = {t: [_at_step(r.trajectory, b) if b is not None else float(r.metrics[METRIC]) for r in recs]
-                      for t, recs in per_task.items()}
+            values = {t: [_at_step(r.trajectory, b, primary.name) if b is not None else float(r.metrics[primary.name])
+                          for r in recs] for t, recs in per_task.items()}
             entry = {**point, **({budget: b} if budget else {})}
             flat = [v for vs in values.values() for v in vs]
-            scored.append({"params": entry, METRIC: round(float(np.mean(flat)), 4),
+            scored.append({"params": entry, "value": round(float(np.mean(flat)), 4),
                            "per_image": {t: [round(v, 3) for v in vs] for t, vs in values.items()}})
-    best = max(scored, key=lambda s: s[METRIC])
+    sign = 1.0 if primary.higher_is_better else -1.0
+    best = max(scored, key=lambda s: sign * s["value"])
     return dict(best["params"]), scored
 
 
@@ -236,7 +240,7 @@ def harness_runner(profile: Profile, device: torch.device) -> Runner:
     sets: dict[str, HeldOut] = {}
     pool = MethodPool(list, profile.training.dataset, harness.checkpoint_dir(), device, progress=False,
                       load_training=lambda name: sets[name].load())
-    skip = {m.name for m in metrics.registered()} - {METRIC}
+    skip = {m.name for m in metrics.registered()} - {metrics.primary().name}
     prep = f"tune-resize{profile.tune.resize}-crop{profile.tune.crop}"
 
     def run(method: str, params: dict[str, Any], task: tasks.Task, images: Sequence[data.Image],
@@ -297,7 +301,8 @@ def tune(profile: Profile, *, methods: Sequence[str] | None = None, task_names: 
                         else (space_prep.resize, space_prep.crop))
             records.append({
                 "method": method, "scope": scope, "applies_to": applies_to, "tasks": [t.name for t in group],
-                "chosen": chosen, "metric": f"mean {METRIC} over the validation images (and tasks)",
+                "chosen": chosen, "metric": metrics.primary().name,
+                "scored_by": "the mean over the validation images (and tasks)",
                 "grid": {k: list(v) for k, v in grid.items()}, "scores": scored, "fixed": held,
                 "validation": {"dataset": training.dataset, "split": "train",
                                "images": [img.id for img in by_task[group[0].name]],
