@@ -120,8 +120,8 @@ def tasks_page() -> str:
     lines += ["## Image spaces", ""]
     from benchmark.problems import spaces
 
-    lines += _table(["space", "what the numbers mean", "channels", "LPIPS"],
-                    ([f"`{s.name}`", s.description, "/".join(map(str, s.channels)), "yes" if s.lpips else "no"]
+    lines += _table(["space", "what the numbers mean", "channels", "photographs (LPIPS applies)"],
+                    ([f"`{s.name}`", s.description, "/".join(map(str, s.channels)), "yes" if s.photographic else "no"]
                      for s in spaces.SPACES.values()))
     return "\n".join(lines)
 

@@ -177,7 +177,7 @@ def _solve(cells: list[Any], images: list[Any], pool: Any, batch: int) -> list[l
     batches = []
     for start in range(0, len(cells), batch):
         outcomes = run_cells(cells[start:start + batch], [img.tensor for img in images[start:start + batch]], pool,
-                             profile="gpu-check", with_lpips=False, save_reconstruction=False)
+                             profile="gpu-check", skip_metrics=(metrics.LPIPS.name,), save_reconstruction=False)
         for outcome in outcomes:
             if outcome.record.status != "ok":
                 raise RuntimeError(f"{outcome.record.method} on {outcome.record.image_id}: {outcome.record.status} "

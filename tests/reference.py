@@ -19,7 +19,7 @@ def harness_psnr(method: str, params: dict[str, Any], task: str, dataset: str, i
     psnrs = []
     for image in images:
         cell = Cell(method, canonical_json(params), task, dataset, image.id, "full", 0)
-        (outcome,) = harness.run_cells([cell], [image.tensor], pool, with_lpips=False, save_reconstruction=False)
+        (outcome,) = harness.run_cells([cell], [image.tensor], pool, skip_metrics=("lpips",), save_reconstruction=False)
         assert outcome.record.status == "ok", outcome.record.error
         assert outcome.record.metrics.get("psnr") is not None
         psnrs.append(float(outcome.record.metrics["psnr"]))
@@ -34,7 +34,7 @@ def harness_psnr_trained(method: str, params: dict[str, Any], task: str, dataset
     psnrs = []
     for image in images:
         cell = Cell(method, canonical_json(params), task, dataset, image.id, "full", 0, method, training_name)
-        (outcome,) = harness.run_cells([cell], [image.tensor], pool, with_lpips=False, save_reconstruction=False)
+        (outcome,) = harness.run_cells([cell], [image.tensor], pool, skip_metrics=("lpips",), save_reconstruction=False)
         assert outcome.record.status == "ok", outcome.record.error
         psnrs.append(float(outcome.record.metrics["psnr"]))
     return psnrs

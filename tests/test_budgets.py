@@ -46,7 +46,7 @@ def test_a_store_written_before_the_budget_was_recorded_reads_it_as_empty(tmp_pa
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, runner.Summary]:
     """The smoke profile (test budget) with the trivial baseline: 4 cells."""
     root = tmp_path_factory.mktemp("budget")
-    profile = dataclasses.replace(profiles.load("smoke"), methods=["trivial"], lpips=False,
+    profile = dataclasses.replace(profiles.load("smoke"), methods=["trivial"], metrics_off=["lpips"],
                                   save_reconstructions=False)
     uri = f"sqlite:///{root / 'ml.db'}"
     summary = runner.run_benchmark(profile, results_dir=root / "r", tracking_uri=uri, progress=False)

@@ -77,7 +77,7 @@ def test_a_batched_cell_reports_solo_runtime_and_undivided_memory(workspace_meth
     cells = _cells(4)
     images = [torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(4)]
     pool = MethodPool(lambda: [], "embedded", tmp_path, torch.device("cpu"), progress=False)
-    outcomes = run_cells(cells, images, pool, with_lpips=False, save_reconstruction=False)
+    outcomes = run_cells(cells, images, pool, skip_metrics=("lpips",), save_reconstruction=False)
     for outcome in outcomes:
         record = outcome.record
         assert record.status == "ok", record.error
@@ -109,7 +109,7 @@ def test_calibration_is_measured_once_and_cached_on_disk(workspace_method, tmp_p
 
 
 def test_auto_records_its_choice_and_a_fixed_size_still_works(tmp_path: Path, monkeypatch, one_thread) -> None:  # type: ignore[no-untyped-def]
-    doc = {"name": "auto", "methods": ["dip"], "tasks": ["denoising_s25"], "lpips": False,
+    doc = {"name": "auto", "methods": ["dip"], "tasks": ["denoising_s25"], "metrics_off": ["lpips"],
            "datasets": [{"name": "embedded", "resize": 64, "crop": 32, "limit": 2}],
            "method_params": {"dip": {"iterations": 12, "channels": 8, "scales": 3}}, "trajectory_every": 4}
     monkeypatch.setenv("DIPBENCH_CACHE", str(tmp_path / "cache"))

@@ -213,7 +213,7 @@ def test_missing_ffdnet_weights_skip_the_cell_with_the_fix(no_weights: Path) -> 
     params = DeepRED.resolve_params(tasks.get("denoising_s25"), SMALL, budget="test")
     pool = harness.MethodPool(lambda: [], "none", no_weights / "cache", torch.device("cpu"), progress=False)
     cell = Cell("deepred", canonical_json(params), "denoising_s25", "synthetic", "blob", "full", 0)
-    (outcome,) = harness.run_cells([cell], [x[0]], pool, with_lpips=False, save_reconstruction=False)
+    (outcome,) = harness.run_cells([cell], [x[0]], pool, skip_metrics=("lpips",), save_reconstruction=False)
     assert outcome.record.status == "skipped"
     assert "DIPBENCH_WEIGHTS" in outcome.record.error and outcome.record.info["weights_unavailable"]
     with pytest.raises(WeightsUnavailable):

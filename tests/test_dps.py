@@ -297,7 +297,7 @@ def test_absent_released_weights_skip_the_cells_with_the_reason(tmp_path: Path,
         _weights.locate(unreachable)
     smoke = profiles.load("smoke")
     profile = dataclasses.replace(smoke, methods=["dps[pretrained=imagenet]", "trivial"], tasks=["inpainting_random50"],
-                                  datasets=[dataclasses.replace(smoke.datasets[0], limit=1)], lpips=False)
+                                  datasets=[dataclasses.replace(smoke.datasets[0], limit=1)], metrics_off=["lpips"])
     summary = runner.run_benchmark(profile, results_dir=tmp_path / "r", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
                                    progress=False)
     assert not summary.failed and summary.skipped == 1 and "dps" in summary.no_weights

@@ -31,7 +31,7 @@ def test_the_mean_of_four_samples_beats_one_sample_on_the_quick_tasks(
     embedded = next(spec for spec in quick.datasets if spec.name == "embedded")
     profile = dataclasses.replace(quick, methods=["dps", "dps[samples=4]"],
                                   tasks=["denoising_s25", "inpainting_random50"],
-                                  datasets=[dataclasses.replace(embedded, limit=2)], seeds=[0], lpips=False,
+                                  datasets=[dataclasses.replace(embedded, limit=2)], seeds=[0], metrics_off=["lpips"],
                                   save_reconstructions=False)
     summary = runner.run_benchmark(profile, results_dir=tmp_path / "r", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
                                    progress=False)

@@ -73,7 +73,9 @@ GOOD_PROFILE = st.fixed_dictionaries(
          ["denoising_s25", "inpainting_random50", "sr_x4", "nope"]), max_size=3))),
      "datasets": usual([{"name": "embedded", "crop": 32, "limit": 1}], maybe(st.lists(DATASET_ENTRY, max_size=2)))},
     optional={"seeds": usual([0], maybe(st.lists(NUMBERS, max_size=3))), "trajectory_every": usual(10, NUMBERS),
-              "batch_size": usual(2, NUMBERS), "lpips": usual(False, JUNK), "save_reconstructions": usual(True, JUNK),
+              "batch_size": usual(2, NUMBERS), "save_reconstructions": usual(True, JUNK),
+              "metrics_off": usual(["lpips"], st.one_of(JUNK, st.lists(
+                  st.sampled_from(["lpips", "ssim", "psnr", "nope"]), max_size=3))),
               "device": usual("cpu", st.sampled_from(["auto", "cuda:99", "gpu", "", "cpu:0"])),
               "training": usual({"dataset": "embedded"}, maybe(st.fixed_dictionaries(
                   {}, optional={"dataset": NAMES, "crop": NUMBERS, "resize": NUMBERS}))),

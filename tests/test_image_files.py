@@ -126,7 +126,7 @@ def test_a_1x1_image_loads_and_is_refused_before_any_work(tmp_path: Path) -> Non
     x = imagefiles.read_image(tmp_path / "dot.png", "gray")
     assert x.shape == (1, 1, 1) and abs(float(x) - 77 / 255) < 1e-7
     profile = profiles.parse({"name": "p", "methods": ["trivial"], "tasks": ["denoising_s25"],
-                              "datasets": [{"path": str(tmp_path)}], "lpips": False})
+                              "datasets": [{"path": str(tmp_path)}], "metrics_off": ["lpips"]})
     with pytest.raises(UserError, match=r"image 'dot' .* a 1×1 image is too small to measure ssim"):
         runner.run_benchmark(profile, results_dir=tmp_path / "res", tracking_uri=f"sqlite:///{tmp_path / 'ml.db'}",
                              progress=False)
@@ -162,7 +162,7 @@ def test_an_image_too_large_for_memory_is_refused_at_plan_time(tmp_path: Path, m
     assert needed is not None and needed > 2 * dip.memory_estimate((1, 512, 768))  # grows with the pixels
     monkeypatch.setattr(resources, "available_bytes", lambda device="cpu": needed // 2)
     profile = profiles.parse({"name": "p", "methods": ["dip"], "tasks": ["denoising_s25"],
-                              "datasets": [{"path": str(folder)}], "lpips": False})
+                              "datasets": [{"path": str(folder)}], "metrics_off": ["lpips"]})
     with pytest.raises(UserError, match=r"image 'big' .* method dip on a 1×1024×1536 image needs at least "
                                         r"[0-9.]+ GiB .* crop or resize"):
         runner.run_benchmark(profile, results_dir=tmp_path / "res", tracking_uri=f"sqlite:///{tmp_path / 'ml.db'}",
@@ -171,7 +171,7 @@ def test_an_image_too_large_for_memory_is_refused_at_plan_time(tmp_path: Path, m
     # One fits, eight at once do not: the message says which batch size would.
     monkeypatch.setattr(resources, "available_bytes", lambda device="cpu": needed * 3)
     profile = profiles.parse({"name": "p", "methods": ["dip"], "tasks": ["denoising_s25"], "seeds": [0, 1, 2, 3],
-                              "datasets": [{"path": str(folder)}], "lpips": False, "batch_size": 4})
+                              "datasets": [{"path": str(folder)}], "metrics_off": ["lpips"], "batch_size": 4})
     with pytest.raises(UserError, match=r"on 4 1×1024×1536 images at once .* use --batch-size 3"):
         runner.run_benchmark(profile, results_dir=tmp_path / "res", tracking_uri=f"sqlite:///{tmp_path / 'ml.db'}",
                              progress=False)

@@ -180,7 +180,7 @@ def benchmark_through_the_server(url: str, tmp_path: Path, monkeypatch: pytest.M
 
     monkeypatch.setattr(tracking_utils, "_tracking_uri", getattr(tracking_utils, "_tracking_uri", None), raising=False)
     profile = dataclasses.replace(profiles.load("smoke"), methods=["trivial", "tv"], tasks=["denoising_s25"],
-                                  lpips=False)
+                                  metrics_off=["lpips"])
     summary = runner.run_benchmark(profile, results_dir=tmp_path / "served", tracking_uri=url, progress=False)
     assert summary.ran == summary.planned == 4 and not summary.failed
     experiment = api(url, "experiments/get-by-name?experiment_name=dipbench")["experiment"]["experiment_id"]

@@ -191,7 +191,7 @@ def test_harness_records_magnitude_metrics_and_png_for_mri(tmp_path) -> None:  #
     image = torch.stack([magnitude * torch.cos(xx), -magnitude * torch.sin(xx)])  # signed parts
     pool = harness.MethodPool(list, "none", tmp_path, torch.device("cpu"), progress=False)
     cell = Cell("trivial", "{}", "mri_x4", "synthetic", "blob", "full", 0)
-    (outcome,) = harness.run_cells([cell], [image], pool, with_lpips=True)
+    (outcome,) = harness.run_cells([cell], [image], pool, skip_metrics=())
     record = outcome.record
     assert record.status == "ok", record.error
     assert "lpips" not in record.metrics

@@ -47,7 +47,7 @@ def test_each_image_and_each_seed_gets_its_own_initialisation(probe: None, tmp_p
     def initialisation(image: data.Image, seed: int) -> tuple[float, float]:
         cell = Cell(_InitialisationProbe.name, canonical_json({}), "denoising_s25", "embedded", image.id,
                     "resize64-crop32", seed)
-        (outcome,) = run_cells([cell], [image.tensor], pool, with_lpips=False, save_reconstruction=False)
+        (outcome,) = run_cells([cell], [image.tensor], pool, skip_metrics=("lpips",), save_reconstruction=False)
         assert outcome.record.status == "ok", outcome.record.error
         return outcome.record.info["weights"], outcome.record.info["input"]
 

@@ -51,7 +51,7 @@ def test_a_metric_name_must_not_shadow_a_record_field() -> None:
 @pytest.mark.slow
 def test_a_registered_metric_reaches_store_export_tables_plots_and_mlflow(
         toy_metric: metrics.Metric, tmp_path: Path) -> None:
-    profile = dataclasses.replace(profiles.load("smoke"), methods=["trivial", "tv"], lpips=False,
+    profile = dataclasses.replace(profiles.load("smoke"), methods=["trivial", "tv"], metrics_off=["lpips"],
                                   save_reconstructions=False)
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     summary = runner.run_benchmark(profile, results_dir=tmp_path / "r", tracking_uri=uri, progress=False)
@@ -131,3 +131,30 @@ def test_export_writes_the_long_tables_with_their_row_counts(tmp_path: Path,
     assert exit_.value.code == 2 and "invalid choice: 'xlsx'" in capsys.readouterr().err
     assert cli.main(["export", "--results", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     assert "no results store at" in capsys.readouterr().err
+
+
+def test_a_profile_leaves_out_any_registered_metric_by_name(toy_metric: metrics.Metric) -> None:
+    """``metrics_off`` names registered metrics (a new one included); an unknown name or the
+    primary metric (it ranks methods) is refused with the profile."""
+    from benchmark.core.errors import UserError
+    from benchmark.run import harness
+    from benchmark.run.plan import Cell
+
+    doc = {"name": "p", "methods": ["trivial"], "tasks": ["denoising_s25"],
+           "datasets": [{"name": "embedded", "crop": 32, "limit": 1}], "metrics_off": ["toy_mae", "lpips"]}
+    profile = profiles.parse(doc)
+    assert profile.metrics_off == ["toy_mae", "lpips"]
+    image = torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(0))
+    cell = Cell("trivial", "{}", "denoising_s25", "embedded", "img", "crop32", 0)
+    pool = harness.MethodPool(lambda: [], "embedded", Path("unused"), torch.device("cpu"))
+    (outcome,) = harness.run_cells([cell], [image], pool, skip_metrics=profile.metrics_off,
+                                   save_reconstruction=False)
+    assert outcome.record.status == "ok"
+    assert "toy_mae" not in outcome.record.metrics and "lpips" not in outcome.record.metrics
+    assert "ssim" in outcome.record.metrics
+    with pytest.raises(UserError, match="unknown metric"):
+        profiles.parse({**doc, "metrics_off": ["nope"]})
+    with pytest.raises(UserError, match="primary metric"):
+        profiles.parse({**doc, "metrics_off": ["psnr"]})
+    with pytest.raises(UserError, match="unknown key|lpips"):
+        profiles.parse({**doc, "lpips": False})

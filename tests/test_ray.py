@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_ray_executor_matches_local_executor(tmp_path: Path) -> None:
-    profile = dataclasses.replace(profiles.load("smoke"), methods=["trivial", "tv", "dip"], lpips=False,
+    profile = dataclasses.replace(profiles.load("smoke"), methods=["trivial", "tv", "dip"], metrics_off=["lpips"],
                                   save_reconstructions=True, device="cpu")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     local = runner.run_benchmark(profile, results_dir=tmp_path / "local", tracking_uri=uri, progress=False)

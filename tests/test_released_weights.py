@@ -68,7 +68,7 @@ def test_dps_with_released_diffunet_weights_reports_their_training_set(monkeypat
 def test_the_comparison_table_shows_what_ffdnet_learnt_from(tmp_path: Path) -> None:
     """Through the driver: the record carries the count and the description, the table shows them."""
     profile = dataclasses.replace(profiles.load("smoke"), methods=["ffdnet", "trivial"], tasks=["denoising_s25"],
-                                  lpips=False, save_reconstructions=False)
+                                  metrics_off=["lpips"], save_reconstructions=False)
     summary = runner.run_benchmark(profile, results_dir=tmp_path / "r", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
                                    progress=False)
     assert summary.planned == 4 and not summary.failed

@@ -75,7 +75,7 @@ def _profile(methods: list[str], **changes):  # type: ignore[no-untyped-def]
 
 def test_failing_and_diverging_cells_are_recorded_and_the_benchmark_goes_on(broken_methods: None,
                                                                             tmp_path: Path) -> None:
-    profile = _profile(["test_raises", "test_diverges", "trivial"], lpips=False)
+    profile = _profile(["test_raises", "test_diverges", "trivial"], metrics_off=["lpips"])
     summary = runner.run_benchmark(profile, results_dir=tmp_path / "r", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
                                    progress=False)
     frame = ResultsStore(tmp_path / "r" / "results.sqlite").frame()
@@ -98,7 +98,7 @@ def test_a_method_whose_code_changed_is_recomputed_and_the_others_are_reused(tmp
     reused for that method: its cells run again and the report reads only the new ones."""
     from benchmark.run import plan
 
-    profile = _profile(["trivial", "tv"], lpips=False, method_params={"tv": {"iterations": 5}})
+    profile = _profile(["trivial", "tv"], metrics_off=["lpips"], method_params={"tv": {"iterations": 5}})
     where = {"results_dir": tmp_path / "r", "tracking_uri": f"sqlite:///{tmp_path / 'm.db'}", "progress": False,
              "report": None}
     first = runner.run_benchmark(profile, **where)
@@ -113,7 +113,7 @@ def test_a_method_whose_code_changed_is_recomputed_and_the_others_are_reused(tmp
 
 
 def test_a_failing_problem_does_not_take_its_batch_down(broken_methods: None, tmp_path: Path) -> None:
-    profile = _profile(["test_odd_seeds_fail"], seeds=[0, 1], lpips=False, batch_size=8)
+    profile = _profile(["test_odd_seeds_fail"], seeds=[0, 1], metrics_off=["lpips"], batch_size=8)
     summary = runner.run_benchmark(profile, results_dir=tmp_path / "r", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
                                    progress=False)
     frame = ResultsStore(tmp_path / "r" / "results.sqlite").frame()
@@ -128,7 +128,7 @@ def test_a_failing_problem_does_not_take_its_batch_down(broken_methods: None, tm
 
 def test_strict_makes_failures_fail_the_command(broken_methods: None, tmp_path: Path) -> None:
     with pytest.raises(runner.BenchmarkFailed, match="4 cell"):
-        runner.run_benchmark(_profile(["test_raises", "trivial"], lpips=False), results_dir=tmp_path / "r",
+        runner.run_benchmark(_profile(["test_raises", "trivial"], metrics_off=["lpips"]), results_dir=tmp_path / "r",
                              tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", progress=False, strict=True)
 
 
@@ -136,7 +136,7 @@ def _slow_profile(tmp_path: Path, methods: str = "[trivial, tv]") -> Path:
     path = tmp_path / "slow.yaml"
     path.write_text(
         f"name: slowsmoke\nmethods: {methods}\ntasks: [denoising_s25, inpainting_random50]\n"
-        "datasets: [{name: embedded, crop: 48, limit: 4}]\nlpips: false\n"
+        "datasets: [{name: embedded, crop: 48, limit: 4}]\nmetrics_off: [lpips]\n"
         "method_params: {tv: {iterations: 2500}}\n")
     return path
 

@@ -192,10 +192,10 @@ def test_the_harness_reads_one_fit_for_the_rules_of_a_measurement() -> None:
     cells = [plan.Cell(m.name, canonical_json(m.params), task.name, "embedded", image.id, "c", 0, m.name)
              for m in _methods(task)]
     pool = harness.MethodPool(list, "none", data.cache_root() / "shared-fit", torch.device("cpu"), progress=False)
-    together = harness.run_cells(cells, [image.tensor] * len(cells), pool, with_lpips=False,
+    together = harness.run_cells(cells, [image.tensor] * len(cells), pool, skip_metrics=("lpips",),
                                  save_reconstruction=False)
     for cell, outcome in zip(cells, together, strict=True):
-        (alone,) = harness.run_cells([cell], [image.tensor], pool, with_lpips=False, save_reconstruction=False)
+        (alone,) = harness.run_cells([cell], [image.tensor], pool, skip_metrics=("lpips",), save_reconstruction=False)
         shared = outcome.record
         assert shared.status == alone.record.status == "ok", (shared.error, alone.record.error)
         assert shared.metrics == alone.record.metrics

@@ -46,7 +46,7 @@ def test_a_benchmark_killed_five_times_loses_and_duplicates_nothing(tmp_path: Pa
         # see the count rise cell by cell, or a fast machine finishes before the kill
         f"name: soak\nmethods: [tv]\ntasks: [denoising_s25]\n"
         f"datasets: [{{name: embedded, crop: 32, limit: {IMAGES}}}]\nseeds: {list(range(SEEDS))}\n"
-        "lpips: false\nsave_reconstructions: false\n")
+        "metrics_off: [lpips]\nsave_reconstructions: false\n")
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     command = [sys.executable, "-m", "benchmark", "run", "--profile", str(profile), "--no-progress", "--no-report",
                "--results", str(tmp_path / "r"), "--tracking-uri", uri]

@@ -129,7 +129,7 @@ def test_a_dip_run_has_per_band_rows_in_the_exported_curves(tmp_path: Path, one_
               "lr": 0.01, "reg_noise_std": 0.0}
     cell = Cell("dip", canonical_json(params), "denoising_s25", "embedded", image.id, "resize64-crop32", 0)
     pool = MethodPool(lambda: [], "embedded", tmp_path, torch.device("cpu"), progress=False)
-    (outcome,) = run_cells([cell], [image.tensor], pool, trajectory_every=10, with_lpips=False,
+    (outcome,) = run_cells([cell], [image.tensor], pool, trajectory_every=10, skip_metrics=("lpips",),
                            save_reconstruction=False)
     record = outcome.record
     assert record.status == "ok", record.error
@@ -153,7 +153,7 @@ def test_dip_fits_the_low_band_before_the_high_band(tmp_path: Path, one_thread: 
               "lr": 0.01, "reg_noise_std": 1 / 30, "ema": 0.0}
     cell = Cell("dip", canonical_json(params), "denoising_s25", "embedded", image.id, "resize128-crop64", 0)
     pool = MethodPool(lambda: [], "embedded", tmp_path, torch.device("cpu"), progress=False)
-    (outcome,) = run_cells([cell], [image.tensor], pool, trajectory_every=20, with_lpips=False,
+    (outcome,) = run_cells([cell], [image.tensor], pool, trajectory_every=20, skip_metrics=("lpips",),
                            save_reconstruction=False)
     points = outcome.record.trajectory
     assert outcome.record.status == "ok" and len(points) == 20

@@ -65,7 +65,7 @@ def test_a_first_release_store_is_recomputed_under_todays_protocol_and_keeps_its
     same profile today recomputes them instead of reusing them; the old rows stay in the store
     (their numbers still make tables) and today's tables read only today's cells."""
     _copy_fixture(tmp_path / "r")
-    profile = dataclasses.replace(profiles.load("smoke"), methods=["trivial", "tv"], lpips=False)
+    profile = dataclasses.replace(profiles.load("smoke"), methods=["trivial", "tv"], metrics_off=["lpips"])
     summary = runner.run_benchmark(profile, results_dir=tmp_path / "r", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
                                    progress=False)
     assert (summary.planned, summary.already_done, summary.ran) == (8, 0, 8)
@@ -171,7 +171,7 @@ def test_a_full_disk_stops_the_run_and_keeps_every_committed_cell(tmp_path: Path
     profile = tmp_path / "many.yaml"
     profile.write_text("name: many\nmethods: [trivial]\ntasks: [denoising_s25]\n"
                        "datasets: [{name: embedded, crop: 16, limit: 4}]\nseeds: [" +
-                       ", ".join(str(s) for s in range(25)) + "]\nlpips: false\nsave_reconstructions: false\n")
+                       ", ".join(str(s) for s in range(25)) + "]\nmetrics_off: [lpips]\nsave_reconstructions: false\n")
     args = ["run", "--profile", str(profile), "--no-progress", "--no-report", "--results", str(tmp_path / "r"),
             "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
     planned = 4 * 25

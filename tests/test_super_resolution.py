@@ -91,7 +91,7 @@ def test_bicubic_reproduces_the_literatures_floor(dataset: str, tmp_path: Path) 
     images = data.load(dataset, multiple=SR.size_multiple)
     cells = [Cell("bicubic", "{}", SR.name, dataset, img.id, "full", 0) for img in images]
     pool = MethodPool(list, "none", tmp_path, torch.device("cpu"), progress=False)
-    records = [run_cells([cell], [img.tensor], pool, with_lpips=False, save_reconstruction=False)[0].record
+    records = [run_cells([cell], [img.tensor], pool, skip_metrics=("lpips",), save_reconstruction=False)[0].record
                for cell, img in zip(cells, images, strict=True)]
     assert all(r.status == "ok" for r in records), [r.error for r in records]
     mean_psnr_y = float(np.mean([r.metrics["psnr_y"] for r in records]))

@@ -69,7 +69,7 @@ def test_dps_with_two_samples_carries_the_metrics_the_map_and_the_report_figure(
     tiny = "prior_steps=20,sampling_steps=5"  # the test budget's 8-channel prior, trained briefly
     profile = dataclasses.replace(
         smoke, methods=[f"dps[samples=2,{tiny}]", f"dps[{tiny}]", "trivial"], tasks=["inpainting_random50"],
-        datasets=[dataclasses.replace(smoke.datasets[0], limit=1)], lpips=False)
+        datasets=[dataclasses.replace(smoke.datasets[0], limit=1)], metrics_off=["lpips"])
     results = tmp_path / "r"
     summary = runner.run_benchmark(profile, results_dir=results, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
                                    progress=False)

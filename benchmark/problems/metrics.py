@@ -246,13 +246,13 @@ def psnr_from_mse(mse: float, data_range: float) -> float:
 PSNR = register(Metric("psnr", psnr, higher_is_better=True, label="PSNR", unit="dB", trajectory=True, decimals=2,
                        primary=True, from_mse=psnr_from_mse))
 SSIM = register(Metric("ssim", ssim, higher_is_better=True, label="SSIM", trajectory=True))
-def _lpips_meaningful(task: Any) -> bool:
-    """LPIPS only where the task's image space says it means something (not on MRI or CT)."""
+def _photographic(task: Any) -> bool:
+    """A metric learnt on photographs only where the task's images are photographs (not MRI, CT)."""
     space = getattr(task, "space", None)
-    return bool(getattr(space, "lpips", True))
+    return bool(getattr(space, "photographic", True))
 
 
-LPIPS = register(Metric("lpips", lpips_distance, higher_is_better=False, label="LPIPS", applies=_lpips_meaningful))
+LPIPS = register(Metric("lpips", lpips_distance, higher_is_better=False, label="LPIPS", applies=_photographic))
 
 
 def _band_psnr(x_hat: torch.Tensor, x: torch.Tensor, ctx: MetricContext = _UNIT, *, band: spectral.Band) -> float:

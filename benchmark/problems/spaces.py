@@ -38,8 +38,8 @@ class ImageSpace:
     bounded: bool = True
     #: metrics compare the magnitude of (real, imaginary) channel pairs
     complex: bool = False
-    #: LPIPS (learnt on natural photographs) is meaningful on this space's images
-    lpips: bool = True
+    #: its images are photographs: a metric learnt on photographs (LPIPS) means something on them
+    photographic: bool = True
     #: what a network's last layer must be to produce images of this space
     output_layer: str = "sigmoid"  # "sigmoid" | "linear"
     #: the interval every value of an image lies in: [0, 1], or [-1, 1] for the real and
@@ -113,9 +113,9 @@ class ImageSpace:
 UNIT = ImageSpace("unit", "real gray or colour images in [0, 1]", channels=(1, 3))
 MRI = ImageSpace("mri", "complex MR image, 2 channels (real, imaginary), largest magnitude 1; metrics on the "
                  "magnitude, data range = each reference slice's own largest magnitude", channels=(2,),
-                 bounded=False, complex=True, lpips=False, output_layer="linear", value_range=(-1.0, 1.0))
+                 bounded=False, complex=True, photographic=False, output_layer="linear", value_range=(-1.0, 1.0))
 CT = ImageSpace("ct", "CT attenuation, the window [-1024, 1024] HU mapped linearly to [0, 1]; metrics on the window",
-                channels=(1,), lpips=False)
+                channels=(1,), photographic=False)
 
 SPACES: dict[str, ImageSpace] = {s.name: s for s in (UNIT, MRI, CT)}
 

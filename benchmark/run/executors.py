@@ -24,7 +24,7 @@ class Work:
     profile_name: str
     device: str
     trajectory_every: int
-    lpips: bool
+    metrics_off: list[str]
     save_reconstructions: bool
     training: TrainingSpec  # the training set, and another per image space where the profile says so
     cache_dir: str
@@ -56,7 +56,7 @@ class Work:
     def run(self, batch: list[Cell], pool: MethodPool) -> list[CellOutcome]:
         """Run one batch of cells (see ``plan.batches``) and measure each."""
         return run_cells(batch, [self.image(cell) for cell in batch], pool, profile=self.profile_name,
-                         trajectory_every=self.trajectory_every, with_lpips=self.lpips,
+                         trajectory_every=self.trajectory_every, skip_metrics=self.metrics_off,
                          save_reconstruction=self.save_reconstructions)
 
 

@@ -313,7 +313,6 @@ def run_cells(
     *,
     profile: str = "",
     trajectory_every: int = 10,
-    with_lpips: bool = True,
     save_reconstruction: bool = True,
     skip_metrics: Collection[str] = (),
 ) -> list[CellOutcome]:
@@ -364,7 +363,7 @@ def run_cells(
     if len(groups) > 1:
         raise ValueError("a batch must hold cells of one method, parameters, task and image size, or of methods "
                          "that share one fit")
-    skip = frozenset(skip_metrics) | (frozenset() if with_lpips else {"lpips"})
+    skip = frozenset(skip_metrics)
     def attempt(items: list[_Prepared]) -> dict[int, CellOutcome]:
         return _reconstruct(items, pool, profile=profile, trajectory_every=trajectory_every, skip_metrics=skip,
                             save_reconstruction=save_reconstruction)

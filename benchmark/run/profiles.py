@@ -16,7 +16,7 @@ import yaml
 
 from benchmark.api import PAPER_BUDGET
 from benchmark.core.errors import UserError, one_line, unknown
-from benchmark.problems import data
+from benchmark.problems import data, metrics
 from benchmark.problems.data import plain_name
 from benchmark.run import grid
 
@@ -131,7 +131,9 @@ class Profile:
     training: TrainingSpec = field(default_factory=TrainingSpec)
     device: str = "auto"
     trajectory_every: int = 10
-    lpips: bool = True
+    #: metrics this profile does not measure (registered names, e.g. ``[lpips]``: it needs
+    #: images of at least 32×32 and costs a network pass per iterate)
+    metrics_off: list[str] = field(default_factory=list)
     save_reconstructions: bool = True
     #: cells of one method, task and image size handed to a method at once (DIP fits them in
     #: one step); "auto": the fastest measured per image (``benchmark.run.calibration``). An
@@ -204,6 +206,21 @@ def _names(where: str, value: Any) -> list[str]:
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise UserError(f"{where}: {repeated[0]!r} is listed twice")
+    return names
+
+
+def _metric_names(where: str, value: Any) -> list[str]:
+    """Registered metric names, none twice; the primary metric cannot be left out (it ranks)."""
+    names = _as_list(where, value, str)
+    known = {m.name for m in metrics.registered()}
+    for name in names:
+        if name not in known:
+            raise unknown("metric", name, sorted(known))
+        if name == metrics.primary().name:
+            raise UserError(f"{where}: {name} is the primary metric (it ranks methods and picks the oracle); "
+                            "it cannot be left out")
+    if len(set(names)) != len(names):
+        raise UserError(f"{where}: a metric is listed twice")
     return names
 
 
@@ -370,7 +387,7 @@ def parse(doc: Any, source: str = "<profile>") -> Profile:
         training=training_entry(f"{where}: training", training),
         device=_device(f"{where}: device", doc.get("device", "auto")),
         trajectory_every=positive(f"{where}: trajectory_every", doc.get("trajectory_every", 10)),
-        lpips=_flag(f"{where}: lpips", doc.get("lpips", True)),
+        metrics_off=_metric_names(f"{where}: metrics_off", doc.get("metrics_off", [])),
         save_reconstructions=_flag(f"{where}: save_reconstructions", doc.get("save_reconstructions", True)),
         batch_size=batch_size(f"{where}: batch_size", doc.get("batch_size", "auto")),
         budget=budget,

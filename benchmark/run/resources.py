@@ -35,7 +35,7 @@ def check_measurable(shapes: Mapping[str, tuple[int, int, int]], metrics: Sequen
             problem = _measure_problem(metric, (c, min(h, 64), min(w, 64)), str(device))
             if problem:
                 raise UserError(f"{where}: a {h}×{w} image is too small to measure {metric.name} ({problem}); "
-                                "use images of at least 32×32 pixels, or lpips: false for at least 11×11")
+                                f"use larger images, or leave the metric out (metrics_off: [{metric.name}])")
 
 
 _MEASURABLE: dict[tuple[str, tuple[int, int, int], str], str] = {}
@@ -82,7 +82,8 @@ def check_memory(
                             f"use --batch-size {max(1, free // one)} or smaller images")
 
 
-def check_plan(cells: Sequence[Any], image_of: Any, lpips: bool, batch_size: int, device: torch.device) -> None:
+def check_plan(cells: Sequence[Any], image_of: Any, metrics_off: Sequence[str], batch_size: int,
+               device: torch.device) -> None:
     """Run before any work: every image measurable by every metric, every batch within memory.
     ``image_of(cell)`` is the cell's C×H×W image."""
     import json
@@ -105,7 +106,7 @@ def check_plan(cells: Sequence[Any], image_of: Any, lpips: bool, batch_size: int
         where.setdefault(shape, label)
         problems[(cell.method, cell.params_json, shape)] += 1
     check_device(device)
-    skip = () if lpips else ("lpips",)
+    skip = tuple(metrics_off)
     for task, task_shapes in shapes.items():  # each task's own metrics (no LPIPS on MRI or CT)
         check_measurable(task_shapes, metrics.applicable(tasks.get(task), skip), device)
     check_memory(problems, lambda name, params: registry.get(name)(**json.loads(params)), batch_size, device, where)

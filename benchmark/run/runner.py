@@ -104,7 +104,7 @@ def checked_plan(profile: Profile, unavailable: dict[str, str] | None = None
                 by_id.update({(dataset, task_name, img.id): img.tensor for img in imgs})
     # auto: one problem must fit; the calibration tries only the batch sizes that fit (``_batch_sizes``)
     resources.check_plan([c for c in cells if c.dataset not in (unavailable or {})],
-                         lambda c: by_id[(c.dataset, c.task, c.image_id)], profile.lpips,
+                         lambda c: by_id[(c.dataset, c.task, c.image_id)], profile.metrics_off,
                          profile.batch_size if isinstance(profile.batch_size, int) else 1, device)
     return cells, images, by_id, device
 
@@ -157,7 +157,7 @@ class _Run:
         done = self.store.done_keys()
         self.todo = [c for c in self.cells if c.key not in done and c.dataset not in self.unavailable]
         self.absent = [c for c in self.cells if c.key not in done and c.dataset in self.unavailable]
-        self.work = Work(profile.name, str(self.device), profile.trajectory_every, profile.lpips,
+        self.work = Work(profile.name, str(self.device), profile.trajectory_every, profile.metrics_off,
                          profile.save_reconstructions, profile.training, str(harness.checkpoint_dir()), by_id,
                          progress)
         self.pool = self.work.pool()

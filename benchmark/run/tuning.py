@@ -254,8 +254,7 @@ def harness_runner(profile: Profile, device: torch.device) -> Runner:
         out = {}
         for batch in batches(cells, lambda c: tuple(by_id[c.image_id].shape), len(cells)):
             for o in run_cells(batch, [by_id[c.image_id] for c in batch], pool, profile="tune",
-                               trajectory_every=every, with_lpips=False, save_reconstruction=False,
-                               skip_metrics=skip):
+                               trajectory_every=every, save_reconstruction=False, skip_metrics=skip):
                 out[o.record.image_id] = o.record
         return [out[img.id] for img in images]
 

@@ -60,8 +60,8 @@ def test_a_batched_dip_cell_reports_about_its_solo_runtime(tmp_path: Path, capsy
     cells = [Cell("dip", params, "denoising_s25", "embedded", img.id, "perf", 0) for img in images]
     tensors = [img.tensor for img in images]
     pool = MethodPool(lambda: [], "embedded", tmp_path, torch.device("cpu"), progress=False)
-    batched = run_cells(cells, tensors, pool, with_lpips=False, save_reconstruction=False)
-    alone = [run_cells([c], [t], pool, with_lpips=False, save_reconstruction=False)[0]
+    batched = run_cells(cells, tensors, pool, skip_metrics=("lpips",), save_reconstruction=False)
+    alone = [run_cells([c], [t], pool, skip_metrics=("lpips",), save_reconstruction=False)[0]
              for c, t in zip(cells, tensors, strict=True)]
     ratios = [b.record.runtime_s / a.record.runtime_s for b, a in zip(batched, alone, strict=True)]
     with capsys.disabled():

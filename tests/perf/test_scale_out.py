@@ -32,7 +32,7 @@ UNTRAINED = ["trivial", "tv", "dip", "dip_tv", "deep_decoder", "dip_sv", "dip_ho
 @pytest.mark.parametrize("threads", [1, 2])
 def test_ray_versus_local_on_smoke(tmp_path: Path, threads: int, capsys) -> None:  # type: ignore[no-untyped-def]
     """Each Ray task uses the driver's thread count: with 1, two tasks run at once on 2 cores."""
-    profile = dataclasses.replace(profiles.load("smoke"), methods=UNTRAINED, lpips=False)
+    profile = dataclasses.replace(profiles.load("smoke"), methods=UNTRAINED, metrics_off=["lpips"])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -79,7 +79,7 @@ def _done(db: Path) -> int:
 def test_time_lost_to_a_kill_and_resume(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     profile = tmp_path / "resume.yaml"
     profile.write_text("name: resume\nmethods: [trivial, tv]\ntasks: [denoising_s25, inpainting_random50]\n"
-                       "datasets: [{name: embedded, crop: 48, limit: 4}]\nlpips: false\n"
+                       "datasets: [{name: embedded, crop: 48, limit: 4}]\nmetrics_off: [lpips]\n"
                        "method_params: {tv: {iterations: 2500}}\n")
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     start = time.perf_counter()
