@@ -8,6 +8,9 @@ luminance of the opponent colour space), at the noise level of the physics
 regularised-inverse + regularised-Wiener BM3D (``bm3d_deblurring``), which models a circular
 convolution: it applies to deepinv's ``BlurFFT``, whose point-spread function is read off the
 operator itself (its impulse response), so any kernel the task declares is the one inverted.
+BM3D deblurring (Dabov et al., SPIE 2008) is a gray-image method, and the package's multichannel
+path fails in its Wiener stage (bm4d 4.x refuses the first stage's estimate as ``stage_arg``):
+colour images are deblurred channel by channel, as the method defines it for one channel.
 """
 
 from __future__ import annotations
@@ -118,8 +121,10 @@ class BM3D(Method):
         elif isinstance(physics, dinv.physics.BlurFFT):
             psf = point_spread_function(physics, (channels, z.shape[0], z.shape[1]))
             with _numpy_trapz():
-                out = np.atleast_3d(bm3d_package.bm3d_deblurring(z, sigma, psf, profile=profile))
-            kind = "bm3d-deblurring"
+                out = np.concatenate([np.atleast_3d(bm3d_package.bm3d_deblurring(z[..., c : c + 1], sigma, psf,
+                                                                                  profile=profile))
+                                      for c in range(channels)], -1)
+            kind = "bm3d-deblurring" if channels == 1 else "bm3d-deblurring per channel"
         else:
             raise UserError(f"bm3d denoises (Denoising) and deblurs (BlurFFT); got {type(physics).__name__} physics")
         x = torch.from_numpy(np.ascontiguousarray(np.atleast_3d(out).transpose(2, 0, 1)))[None]

@@ -33,9 +33,13 @@ def test_inpainting_and_super_resolution_follow_their_notebooks() -> None:
     random = _dip("inpainting_random50")  # restoration.ipynb, 50% of the pixels missing
     assert (random["lr"], random["iterations"], random["reg_noise_std"], random["ema"]) == (0.001, 11000, 0.03, 0.0)
     assert (random["skip_channels"], random["upsample"]) == (4, "bilinear")
-    box = _dip("inpainting_box")  # inpainting.ipynb's text-inpainting net
-    assert (box["lr"], box["iterations"], box["skip_channels"], box["upsample"], box["ema"]) == (0.01, 6000, 128,
-                                                                                                   "nearest", 0.0)
+    text = _dip("inpainting_text")  # inpainting.ipynb's kate (text) net, 32 noise channels as input
+    assert (text["lr"], text["iterations"], text["skip_channels"], text["upsample"], text["ema"]) == (
+        0.01, 6000, 128, "nearest", 0.0)
+    assert (text["channels"], text["scales"], text["input_channels"], text["input"]) == (128, 5, 32, "noise")
+    assert text["reg_noise_std"] == pytest.approx(0.03)
+    assert _dip("inpainting_box") == text  # the box takes the text masks' settings
+    assert DipESWMV.resolve_params(tasks.get("inpainting_text"), {})["iterations"] >= 6000
     sr = _dip("sr_x4")
     assert (sr["iterations"], sr["reg_noise_std"], sr["ema"]) == (2000, 0.03, 0.0)  # no averaging for SR
 

@@ -139,3 +139,61 @@ def test_a_task_of_an_undeclared_family_or_a_taken_name_is_refused() -> None:
         task_registry.register(dataclasses.replace(base, noise_sigma=0.5))
     with pytest.raises(ValueError, match="is a family's"):
         task_registry.register(dataclasses.replace(base, name="mri"))
+
+
+def _text_mask(image_id: str = "img", seed: int = 0, side: int = 128, dataset: str = "dip9") -> torch.Tensor:
+    _, physics, _ = _measure("inpainting_text", image_id, seed, shape=(3, side, side), dataset=dataset)
+    return physics.mask.reshape(3, side, side)
+
+
+@pytest.mark.parametrize("side", [96, 128, 512])
+def test_text_inpainting_hides_about_a_fifth_of_the_pixels_the_same_in_every_channel(side: int) -> None:
+    """Lines of text hide 18-27% of the pixels (the task says about 22%), in every channel alike,
+    and y keeps the other pixels exactly."""
+    for image_id in ("baboon", "house", "peppers"):
+        x, physics, y = _measure("inpainting_text", image_id, shape=(3, side, side), dataset="dip9")
+        mask = physics.mask.reshape(3, side, side)
+        assert set(mask.unique().tolist()) == {0.0, 1.0}
+        assert 0.18 <= float(1 - mask.mean()) <= 0.27
+        assert torch.equal(mask[0], mask[1]) and torch.equal(mask[1], mask[2])
+        assert torch.equal(y, x * mask)
+
+
+@pytest.mark.parametrize(("side", "stroke"), [(128, 2), (512, 4)])
+def test_text_strokes_are_a_few_pixels_wide_and_grow_with_the_image(side: int, stroke: int) -> None:
+    """Every run of hidden pixels along a row or a column is a whole number of font pixels, each
+    ``stroke`` image pixels wide: the bitmap font enlarged with the image."""
+    assert tasks.text_scale(side, side) == stroke
+    hidden = (_text_mask(side=side)[0] == 0).int()
+    for lines in (hidden, hidden.T):
+        padded = torch.nn.functional.pad(lines, (1, 1))
+        edges = padded[:, 1:] - padded[:, :-1]
+        starts, ends = (edges == 1).nonzero()[:, 1], (edges == -1).nonzero()[:, 1]
+        runs = ends - starts
+        # a run cut by the image's edge may be shorter; the others are multiples of the stroke
+        inner = (starts > 0) & (ends < side)
+        assert len(runs) > 50 and bool((runs[inner] % stroke == 0).all())
+
+
+def test_text_mask_is_drawn_per_image_and_seed_and_again_the_same() -> None:
+    first = _text_mask("house", 0)
+    assert torch.equal(first, _text_mask("house", 0))
+    for other in (_text_mask("house", 1), _text_mask("lena", 0), _text_mask("house", 0, dataset="set14")):
+        assert not torch.equal(first, other)
+
+
+def test_every_method_of_a_cell_sees_the_same_text_mask_and_y() -> None:
+    """The harness measures a cell from (dataset, task, image, seed) only: two methods' cells of one
+    image and seed get equal y and equal masks."""
+    from benchmark.run import harness
+    from benchmark.run.plan import Cell
+
+    image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    measured = []
+    for method in ("tv", "dip"):
+        cell = Cell(method, "{}", "inpainting_text", "dip9", "kodim01", "crop64", 0, label=method)
+        _, y, physics = harness.measurement(cell, image, torch.device("cpu"))
+        measured.append((y, physics.mask))
+    (y_tv, mask_tv), (y_dip, mask_dip) = measured
+    assert torch.equal(y_tv, y_dip) and torch.equal(mask_tv, mask_dip)
+    assert 0 < float(mask_tv.mean()) < 1

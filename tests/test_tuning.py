@@ -274,6 +274,7 @@ def _train_ids(name: str) -> set[str]:
 #: the medical profile's TV on CT runs at 512², 300 steps of a ~4 s projection pair per slice on
 #: the 2-core CPU: its weight is left for a GPU (the profile says so); every other task has it
 @pytest.mark.parametrize(("name", "left_for_a_gpu"), [("quick", ()), ("paper", ()), ("ct_cpu", ()), ("dps_cpu", ()),
+                                                      ("restoration_cpu", ()),
                                                       ("medical", ("ct_views60", "ct_views30"))])
 def test_shipped_tuned_values_trace_to_training_images(name: str, left_for_a_gpu: tuple[str, ...]) -> None:
     """Issue 12's bar: every tuned value of the shipped profiles has a tune record on training
@@ -291,6 +292,8 @@ def test_shipped_tuned_values_trace_to_training_images(name: str, left_for_a_gpu
             expected = str(profile.training.rgb)
         assert val["split"] == "train" and val["dataset"] == expected
         assert set(val["images"]) <= _train_ids(val["dataset"])
+        if profile.training.for_space(group[0].space.name) is profile.training:  # prepared as ``tune`` says
+            assert (val["resize"], val["crop"]) == (profile.tune.resize, profile.tune.crop), rec["applies_to"]
         assert not {(val["dataset"], i) for i in val["images"]} & _test_ids(profile)
         assert rec["chosen"] == max(rec["scores"], key=lambda p: p["value"])["params"]
         assert rec["date"] and rec["commit"] and rec["command"].startswith("python -m benchmark tune")
@@ -305,7 +308,7 @@ def test_shipped_tuned_values_trace_to_training_images(name: str, left_for_a_gpu
     assert not re.search(r"(picked|chosen|tuned|selected) on (the )?(\w+ )?test", text, re.IGNORECASE)
 
 
-@pytest.mark.parametrize("name", ["quick", "paper", "ct_cpu", "dps_cpu", "medical"])
+@pytest.mark.parametrize("name", ["quick", "paper", "ct_cpu", "dps_cpu", "restoration_cpu", "medical"])
 def test_the_report_lists_every_tunable_used_untuned(name: str) -> None:
     profile = profiles.load(name)
     values = tuned_values.load(profile)

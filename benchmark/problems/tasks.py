@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import deepinv as dinv
+import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
 from benchmark.core import seeding
 from benchmark.core.errors import unknown
@@ -115,6 +117,45 @@ def _box_inpainting(fraction: float) -> PhysicsFactory:
     return build
 
 
+#: the phrase of text inpainting, repeated along every line (a pangram: every letter's strokes)
+TEXT_PHRASE = "The quick brown fox jumps over the lazy dog. "
+#: line pitch of the text in font pixels (PIL's bitmap font: 11-pixel glyph cells, 6 wide)
+TEXT_LINE_PITCH = 12
+
+
+def text_scale(height: int, width: int) -> int:
+    """How many image pixels one font pixel covers: the font grows with the image (4 at 512², the
+    DIP notebook's size), and strokes stay at least 2 pixels wide on small images."""
+    return max(2, round(min(height, width) / 128))
+
+
+def text_mask(height: int, width: int, g: torch.Generator) -> torch.Tensor:
+    """A height × width mask (1 kept, 0 hidden) of text written over the image, as in the DIP
+    inpainting notebook's kate example (Ulyanov et al. 2018, Fig. 7 top): ``TEXT_PHRASE`` in PIL's
+    bitmap default font (the same glyphs on every platform, unlike its FreeType default), drawn
+    line under line and enlarged by ``text_scale``; each line starts at another character of the
+    phrase and the lines at another height, drawn from ``g`` (so per image and seed)."""
+    scale = text_scale(height, width)
+    rows, cols = -(-height // scale), -(-width // scale)
+    canvas = Image.new("1", (cols, rows))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default_imagefont()
+    first = int(torch.randint(TEXT_LINE_PITCH, (1,), generator=g))
+    characters = cols // 6 + 2
+    for top in range(first - TEXT_LINE_PITCH, rows, TEXT_LINE_PITCH):
+        start = int(torch.randint(len(TEXT_PHRASE), (1,), generator=g))
+        line = (TEXT_PHRASE * (characters // len(TEXT_PHRASE) + 2))[start:start + characters]
+        draw.text((0, top), line, font=font, fill=1)
+    ink = np.asarray(canvas, dtype=bool).repeat(scale, axis=0).repeat(scale, axis=1)[:height, :width]
+    return torch.from_numpy(~ink).float()
+
+
+def _text_inpainting(shape: tuple[int, int, int], device: torch.device, g: torch.Generator) -> Any:
+    c, h, w = shape
+    mask = text_mask(h, w, g).expand(c, h, w).clone()
+    return dinv.physics.Inpainting(img_size=shape, mask=mask, device=device)
+
+
 def _super_resolution(factor: int) -> PhysicsFactory:
     def build(shape: tuple[int, int, int], device: torch.device, g: torch.Generator) -> Any:
         return dinv.physics.Downsampling(img_size=shape, factor=factor, filter="bicubic", padding="reflect",
@@ -184,6 +225,10 @@ def _built_in() -> list[Task]:
         Task("inpainting_box", "inpainting",
              "Inpainting of a centred box covering half of each side (25% of the area)", 0.0,
              _box_inpainting(0.5), {"box_fraction": 0.5}),
+        Task("inpainting_text", "inpainting",
+             "Inpainting of text written over the image (the DIP notebook's kate example): lines of a phrase in "
+             "PIL's bitmap font, strokes 2+ px, about 22% of the pixels, placed per image and seed", 0.0,
+             _text_inpainting, {"phrase": TEXT_PHRASE}),
         Task("sr_x4", "super-resolution", "4× super-resolution, bicubic down-sampling", 0.0,
              _super_resolution(4), {"factor": 4}, size_multiple=4),
         Task("sr_x4_bicubic", "super-resolution",

@@ -293,10 +293,11 @@ def tune(profile: Profile, *, methods: Sequence[str] | None = None, task_names: 
                 + (f"; at the grid's edge: {', '.join(edge)}" if edge else ""))
             held = {k: v for k, v in fixed[group[0].name].items() if k not in grid}
             training = profile.training.for_space(group[0].space.name)
-            if colour and training is profile.training:
+            own_space = training is profile.training  # validation images prepared as ``tune`` says
+            if colour and own_space:
                 training = dataclasses.replace(training, dataset=str(profile.training.rgb))
             space_prep = _space_preparation(profile, group[0].space.name)
-            prepared = ((profile.tune.resize, profile.tune.crop) if training is profile.training
+            prepared = ((profile.tune.resize, profile.tune.crop) if own_space
                         else (space_prep.resize, space_prep.crop))
             records.append({
                 "method": method, "scope": scope, "applies_to": applies_to, "tasks": [t.name for t in group],

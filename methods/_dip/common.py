@@ -13,8 +13,9 @@ overrides them for CPU time):
   paper's Fig. 7 bottom): the same skip net, lr 0.001, perturbation 0.03, 11000 iterations, the
   last raw output. (Its "kate" example keeps 2% of the pixels with a small 16-128/no-skip net,
   lr 0.01, no perturbation and 1000 iterations; ``inpainting.ipynb``'s kate is text inpainting.)
-* box (region) inpainting (``inpainting.ipynb``, kate/peppers text masks): skip net 128/128/128
-  with nearest up-sampling, lr 0.01, perturbation 0.03, 6000 iterations, raw output.
+* text inpainting (``inpainting.ipynb``, kate/peppers text masks, the paper's Fig. 7 top) and box
+  (region) inpainting, which takes the same settings: skip net 128/128/128 with nearest
+  up-sampling, lr 0.01, perturbation 0.03, 6000 iterations, raw output.
 * 4× super-resolution (``super-resolution.ipynb``): the denoising net, lr 0.01, perturbation
   0.03, 2000 iterations, raw output (no averaging).
 * deblurring has no notebook: the denoising settings with 3000 iterations are our choice.
@@ -86,13 +87,16 @@ SKIP_DEFAULTS: dict[str, Any] = {
 #: those slices (19.99 dB at 3000 iterations), so the perturbation and EMA stay. It was chosen with
 #: the quick network, so it also holds under the quick budget (``SKIP_BUDGET_TASK_PARAMS``).
 MRI_DEFAULTS: dict[str, Any] = {"lr": 0.003}
+#: ``inpainting.ipynb``'s kate/peppers settings (text masks), also those of box inpainting
+TEXT_INPAINTING_DEFAULTS: dict[str, Any] = {"iterations": 6000, "lr": 0.01, "reg_noise_std": 0.03, "ema": 0.0,
+                                            "skip_channels": 128, "upsample": "nearest"}
 #: Per task family, then per task name (which wins), from the notebooks (see the module docstring).
 PAPER_TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "denoising": {"iterations": 3000, "reg_noise_std": 1.0 / 30.0},
     "denoising_s50": {"reg_noise_std": 1.0 / 20.0},
     "inpainting": {"iterations": 11000, "lr": 0.001, "reg_noise_std": 0.03, "ema": 0.0},
-    "inpainting_box": {"iterations": 6000, "lr": 0.01, "reg_noise_std": 0.03, "ema": 0.0,
-                       "skip_channels": 128, "upsample": "nearest"},
+    "inpainting_box": TEXT_INPAINTING_DEFAULTS,
+    "inpainting_text": TEXT_INPAINTING_DEFAULTS,
     "super-resolution": {"iterations": 2000, "reg_noise_std": 0.03, "ema": 0.0},
     "deblurring": {"iterations": 3000, "reg_noise_std": 1.0 / 30.0},
     "ct": {"input": "fbp", "reg_noise_std": 0.0, "ema": 0.0},
