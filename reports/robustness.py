@@ -35,11 +35,14 @@ CAPTION = (
     "columns. Mean over images (an image's seeds averaged first) ± half-width of the 95% cluster-bootstrap "
     "interval over images; drop: in distribution − shifted (positive: the shift costs that much), mean of the "
     "per-image differences of image means (paired by image) with its 95% bootstrap interval ({n} resamples, "
-    "seed {seed}). Rank: among the methods of the panel, 1 = best, before → after the shift."
+    "seed {seed}); —: a shifted instance whose twin is not in these results (its shifted result only). Rank: "
+    "among the methods of the panel, 1 = best, before → after the shift."
 )
 
 
 def _interval(mean: float, low: float, high: float, metric: str) -> str:
+    if math.isnan(mean):
+        return "—"
     d = registry.decimals(metric, mean)
     if math.isnan(low) or math.isnan(high):
         return f"{mean:.{d}f}"
@@ -47,14 +50,20 @@ def _interval(mean: float, low: float, high: float, metric: str) -> str:
 
 
 def _drop(r: pd.Series, metric: str) -> Entry:
-    if not r["paired"]:
+    if not r["shifted"]:
         return Entry("0 (not shifted)", tooltip="in distribution here: learns nothing, learnt this condition or is "
                      "told it (FFDNet's σ)")
+    if not r["paired"]:
+        return Entry("—", tooltip="no instance of this method trained on the test condition in these results")
     d = registry.decimals(metric, r["drop_mean"])
     if math.isnan(r["drop_low"]):
         return Entry(f"{r['drop_mean']:.{d}f}", tooltip="one image gives no interval over images")
     return Entry(f"{r['drop_mean']:.{d}f} [{r['drop_low']:.{d}f}, {r['drop_high']:.{d}f}]",
                  bold=bool(r["drop_low"] > 0), tooltip="bold: the whole interval is a loss")
+
+
+def _rank(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:.0f}"
 
 
 def table(frame: pd.DataFrame, metric: str = "psnr") -> Table:
@@ -64,12 +73,13 @@ def table(frame: pd.DataFrame, metric: str = "psnr") -> Table:
                              n=stats.N_RESAMPLES, seed=stats.BOOTSTRAP_SEED)
     rows = []
     for _, r in found.iterrows():
-        kept = "" if r["rank_in"] == r["rank_shifted"] else " (moves)"
+        moves = not math.isnan(r["rank_in"]) and r["rank_in"] != r["rank_shifted"]
         rows.append((f"{r['shift']} · {r['task']} · {r['dataset']}", [
-            Entry(str(r["method"])), Entry(str(r["twin"]) if r["paired"] else "—"), Entry(str(r["images"])),
+            Entry(str(r["method"])), Entry(str(r["twin"]) or "—"), Entry(str(r["images"])),
             Entry(_interval(r["in_mean"], r["in_low"], r["in_high"], metric)),
             Entry(_interval(r["shifted_mean"], r["shifted_low"], r["shifted_high"], metric)),
-            _drop(r, metric), Entry(f"{r['rank_in']} → {r['rank_shifted']}{kept}"),
+            _drop(r, metric),
+            Entry(f"{_rank(r['rank_in'])} → {_rank(r['rank_shifted'])}" + (" (moves)" if moves else "")),
         ]))
     return Table("tab-robustness", caption, "shift · test task · dataset",
                  ["method", "in-distribution twin", "images", "in distribution", "shifted", "drop [95% CI]", "rank"],
@@ -78,8 +88,9 @@ def table(frame: pd.DataFrame, metric: str = "psnr") -> Table:
 
 def figure(frame: pd.DataFrame, palette: Palette, metric: str = "psnr") -> Figure | None:
     """A slope chart per (shift, test block): each method's mean from the in-distribution condition
-    (left) to the shifted one (right), shifted instances solid (from their twin), the methods in
-    distribution there dashed (flat), the rank at each end; None without a shift panel."""
+    (left) to the shifted one (right), shifted instances solid (from their twin; a diamond on the
+    right alone without one), the methods in distribution there dashed (flat), the rank at each end;
+    None without a shift panel."""
     found = robustness.shift_table(frame, metric)
     if found.empty:
         return None
@@ -89,11 +100,14 @@ def figure(frame: pd.DataFrame, palette: Palette, metric: str = "psnr") -> Figur
     for ax, ((shift, task, dataset), part) in zip(axes, panels, strict=True):
         for r in part.itertuples(index=False):
             colour = palette.get(str(r.method), (0.4, 0.4, 0.4))
-            ax.plot([0, 1], [r.in_mean, r.shifted_mean], color=colour, lw=2.2 if r.paired else 1.4,
-                    ls="-" if r.paired else "--", marker="o", ms=6)
-            ax.annotate(f"{r.rank_in}", (0, r.in_mean), textcoords="offset points", xytext=(-12, -3), fontsize=8,
-                        color=colour)
-            ax.annotate(f"{r.rank_shifted}", (1, r.shifted_mean), textcoords="offset points", xytext=(6, -3),
+            if r.shifted and not r.paired:  # no twin: its shifted result alone
+                ax.plot([1], [r.shifted_mean], color=colour, marker="D", ms=7, ls="")
+            else:
+                ax.plot([0, 1], [r.in_mean, r.shifted_mean], color=colour, lw=2.2 if r.shifted else 1.4,
+                        ls="-" if r.shifted else "--", marker="o", ms=6)
+                ax.annotate(_rank(r.rank_in), (0, r.in_mean), textcoords="offset points", xytext=(-12, -3),
+                            fontsize=8, color=colour)
+            ax.annotate(_rank(r.rank_shifted), (1, r.shifted_mean), textcoords="offset points", xytext=(6, -3),
                         fontsize=8, color=colour)
             shown.append(str(r.method))
         ax.set_xticks([0, 1], ["in distribution", "shifted"])
@@ -104,6 +118,7 @@ def figure(frame: pd.DataFrame, palette: Palette, metric: str = "psnr") -> Figur
     methods = [m for m in dict.fromkeys([*stats.method_order(stats.normalize(frame)), *shown]) if m in set(shown)]
     extra = [Line2D([], [], color="grey", lw=2.2, marker="o", label="twin → shifted instance"),
              Line2D([], [], color="grey", lw=1.4, ls="--", marker="o", label="not shifted: same result"),
+             Line2D([], [], color="grey", marker="D", ls="", label="shifted, no twin in these results"),
              Line2D([], [], color="none", label="numbers: rank in the panel")]
     _method_legend(fig, {**{m: (0.4, 0.4, 0.4) for m in methods}, **palette}, methods, extra)
     fig.suptitle(f"Who keeps their rank when the condition moves ({registry.header(metric).split(' [')[0]})")

@@ -26,7 +26,8 @@ from methods.dncnn import DnCNN
 from methods.dps import DPS
 from methods.ffdnet import FFDNet
 from methods.unet import SupervisedUNet
-from reports import synthetic
+from reports import robustness as robustness_report
+from reports import synthetic, tables
 
 
 def _profile(methods: list[str], task_names: list[str], **extra: Any) -> Any:
@@ -141,6 +142,19 @@ def test_the_shift_table_pairs_each_shifted_instance_with_its_twin() -> None:
     # the trained twins rank first in distribution, DIP and TV first once the condition moves
     assert {m: (r["rank_in"], r["rank_shifted"]) for m, r in rows.iterrows()} == {
         "dncnn[model_sigma=25]": (1, 4), "unet[train_task=denoising_s25]": (2, 3), "dip": (3, 1), "tv": (4, 2)}
+
+
+def test_a_shifted_instance_without_a_twin_shows_its_shifted_result_alone() -> None:
+    frame = synthetic.shift_frame()
+    frame = frame[frame["label"] != "dncnn"]  # released weights whose own-σ model did not run
+    rows = robustness.shift_table(frame).set_index("method")
+    alone = rows.loc["dncnn[model_sigma=25]"]
+    assert (alone["shifted"], alone["paired"], alone["twin"]) == (True, False, "")
+    assert math.isnan(alone["in_mean"]) and math.isnan(alone["drop_mean"]) and math.isnan(alone["rank_in"])
+    assert alone["rank_shifted"] == 4  # last after the shift, behind DIP, TV and the shifted U-Net
+    assert rows.loc["unet[train_task=denoising_s25]", "rank_in"] == 1  # ranked among those with a result before
+    text = tables.to_markdown(robustness_report.table(frame))
+    assert "| dncnn[model_sigma=25] | — | 4 | — |" in text and "— → 4" in text
 
 
 def test_the_export_has_the_shift_columns() -> None:

@@ -20,6 +20,7 @@ shifted instance's image means, paired by image (the images both have).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
@@ -33,7 +34,7 @@ from benchmark.results.statistics import normalize
 
 CONDITION_COLUMNS = [TRAIN_TASK, TRAIN_SET, "shift"]
 #: the results of one method in one shift panel
-COLUMNS = ["shift", "task", "dataset", "method", "twin", "paired", "images", "in_mean", "in_low", "in_high",
+COLUMNS = ["shift", "task", "dataset", "method", "twin", "shifted", "paired", "images", "in_mean", "in_low", "in_high",
            "shifted_mean", "shifted_low", "shifted_high", "drop_mean", "drop_low", "drop_high", "rank_in",
            "rank_shifted"]
 
@@ -72,22 +73,29 @@ def _means(rows: pd.DataFrame, metric: str) -> pd.Series:
     return per_image_means(rows[metric].to_numpy(dtype=float), rows["image_id"].astype(str))
 
 
-def _ranks(values: dict[str, float], higher: bool) -> dict[str, int]:
-    """1 for the best mean; ties share the better rank."""
-    ordered = sorted(values.values(), reverse=higher)
-    return {m: ordered.index(v) + 1 for m, v in values.items()}
+def _ranks(values: dict[str, float], higher: bool) -> dict[str, float]:
+    """1 for the best mean; ties share the better rank; NaN for a method without a mean."""
+    ordered = sorted((v for v in values.values() if not math.isnan(v)), reverse=higher)
+    return {m: math.nan if math.isnan(v) else float(ordered.index(v) + 1) for m, v in values.items()}
 
 
-def _row(shift: str, task: str, dataset: str, method: str, twin: str, paired: bool, before: pd.Series,
+def _row(shift: str, task: str, dataset: str, method: str, twin: str, shifted: bool, before: pd.Series | None,
          after: pd.Series, sign: float) -> dict[str, Any]:
-    """One method's entry of a panel: ``before`` and ``after`` are per-image means; the drop is paired
-    by image, ``sign`` · (before − after), so that a positive drop is a loss whatever the metric."""
-    shared = before.index.intersection(after.index)
-    drop = (bootstrap_ci(sign * (before.loc[shared] - after.loc[shared]).to_numpy()) if paired
-            else (0.0, 0.0, 0.0))
-    return {"shift": shift, "task": task, "dataset": dataset, "method": method, "twin": twin, "paired": paired,
-            "images": int(after.size),
-            **dict(zip(("in_mean", "in_low", "in_high"), bootstrap_ci(before.to_numpy()), strict=True)),
+    """One method's entry of a panel: ``before`` (None: no twin) and ``after`` are per-image means;
+    the drop is paired by image, ``sign`` · (before − after), so that a positive drop is a loss
+    whatever the metric; 0 for a method that is not shifted (before is after)."""
+    nothing = (math.nan, math.nan, math.nan)
+    if before is None:
+        drop = nothing
+    elif shifted:
+        shared = before.index.intersection(after.index)
+        drop = bootstrap_ci(sign * (before.loc[shared] - after.loc[shared]).to_numpy())
+    else:
+        drop = (0.0, 0.0, 0.0)
+    return {"shift": shift, "task": task, "dataset": dataset, "method": method, "twin": twin, "shifted": shifted,
+            "paired": shifted and before is not None, "images": int(after.size),
+            **dict(zip(("in_mean", "in_low", "in_high"), bootstrap_ci(before.to_numpy()) if before is not None
+                       else nothing, strict=True)),
             **dict(zip(("shifted_mean", "shifted_low", "shifted_high"), bootstrap_ci(after.to_numpy()), strict=True)),
             **dict(zip(("drop_mean", "drop_low", "drop_high"), drop, strict=True))}
 
@@ -95,11 +103,12 @@ def _row(shift: str, task: str, dataset: str, method: str, twin: str, paired: bo
 def shift_table(frame: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame:
     """One row per (shift, test task, test dataset, method): every shifted instance with its twin's
     result (``in_*``), its own (``shifted_*``) and the drop (positive: a loss, whatever the metric's
-    direction), ``paired``; and every other method in distribution on that test block (DIP and the
-    baselines, which learn nothing; networks trained on, or told, the test condition), whose
-    in-distribution and shifted results are one (drop 0 by construction). Per panel, each method's
-    rank before and after the shift. A shifted instance without a twin in the table is left out
-    (nothing to compare it with)."""
+    direction); a shifted instance without a twin in the table (released weights that learnt
+    photographs, tested on CT slices) has its shifted result only (``paired`` False: NaN before
+    and for the drop); and every other method in distribution on that test block (``shifted``
+    False: DIP and the baselines, which learn nothing; networks trained on, or told, the test
+    condition), whose in-distribution and shifted results are one (drop 0 by construction). Per
+    panel, each method's rank before (NaN without a twin) and after the shift."""
     df = normalize(frame)
     if metric not in df or not len(df):
         return pd.DataFrame(columns=COLUMNS)
@@ -120,15 +129,12 @@ def shift_table(frame: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame:
         for label, rows_of in block.groupby("method", sort=True):
             first = rows_of.iloc[0]
             candidates = inside[(inside["method_name"] == first["method_name"]) & (inside["core"] == first["core"])]
-            if not len(candidates):
-                continue
-            twin = str(candidates.sort_values(["set_conditions", "method"]).iloc[0]["method"])
+            ordered = candidates.sort_values(["set_conditions", "method"])  # the default instance first
+            twin = str(ordered.iloc[0]["method"]) if len(ordered) else ""
             twins.add(twin)
-            before = _means(candidates[candidates["method"] == twin], metric)
+            before = _means(candidates[candidates["method"] == twin], metric) if twin else None
             panel.append(_row(str(shift), str(task), str(dataset), str(label), twin, True, before,
                               _means(rows_of, metric), sign))
-        if not panel:
-            continue
         for label, rows_of in inside[~inside["method"].isin(twins)].groupby("method", sort=True):
             means = _means(rows_of, metric)
             panel.append(_row(str(shift), str(task), str(dataset), str(label), "", False, means, means, sign))
