@@ -117,6 +117,9 @@ class ReleasedTraining:
     dataset: str
     images: int
     source: str
+    #: the kind of images they learnt from (``benchmark.problems.conditions.CONTENT``: natural, CT,
+    #: MRI): weights learnt on photographs applied to CT slices are a content shift
+    content: str = "natural"
 
     @property
     def description(self) -> str:
@@ -137,6 +140,16 @@ def is_released(trained_on: str) -> bool:
 
 #: the parameter of every trained method that says how many training images it learns from
 TRAIN_IMAGES = "train_images"
+
+#: the parameter of a trained method that learns a task-specific model: the registered task whose
+#: physics and noise it trains on (None: the test task). Where it differs from the cell's task the
+#: cell is a shift cell (``benchmark.problems.conditions``): a network trained on one condition
+#: may fail on another, where DIP, fitted afresh to each measurement, has nothing learnt to mislead it
+TRAIN_TASK = "train_task"
+#: the parameter of a trained method naming its training set (None: the profile's training set for
+#: the test task's image space): a content shift where its images are of another kind than the test
+#: images (natural, CT, MRI; ``benchmark.problems.conditions``)
+TRAIN_SET = "train_set"
 
 #: the budget of a method's own defaults (the papers' settings), which every method has; any other
 #: budget a profile names (``budget:`` in its YAML) is an entry of the methods' ``budgets``
@@ -236,6 +249,11 @@ class Method:
     #: the version of the method's code: bump it when a change alters its results under the same
     #: parameters, so that a results store recomputes its cells instead of reusing stale ones
     revision: ClassVar[int] = 1
+    #: parameters besides ``train_task`` and ``train_set`` that choose what the instance learnt from
+    #: and not how it reconstructs (released weights trained at one condition: DnCNN-S's
+    #: ``model_sigma``): a shift cell and its in-distribution twin differ in these only
+    #: (:meth:`condition_parameters`)
+    condition_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **params: Any) -> None:
         self.check_names(params)
@@ -269,6 +287,11 @@ class Method:
             count = params[TRAIN_IMAGES]
             cls.require(params, TRAIN_IMAGES, count is None or (type(count) is int and count >= 1),
                         "an integer >= 1 (or null: the whole training set)")
+        for key, what in ((TRAIN_TASK, "a registered task's name"), (TRAIN_SET, "a training set's name")):
+            if key in params:
+                value = params[key]
+                cls.require(params, key, value is None or (isinstance(value, str) and bool(value.strip())),
+                            f"{what} (or null: the {'test task' if key == TRAIN_TASK else 'profile training set'})")
 
     @classmethod
     def require(cls, params: Mapping[str, Any], key: str, ok: bool, expected: str) -> None:
@@ -304,6 +327,30 @@ class Method:
         ``benchmark.problems.tasks.Task``, or a family name for tools that have none (family entries only)."""
         per_task = _entries_for(cls.task_defaults, task) if isinstance(task, str) else cls.defaults_for(task)
         return {**cls.defaults, **per_task, **cls.budget_params(budget, task), **overrides}
+
+    @classmethod
+    def condition_parameters(cls) -> tuple[str, ...]:
+        """The parameters that say what the instance learnt from: ``train_task`` and ``train_set``
+        where the method takes them, and its own ``condition_params``."""
+        return tuple(k for k in (TRAIN_TASK, TRAIN_SET) if k in cls.defaults) + tuple(cls.condition_params)
+
+    def train_task(self, task: Any) -> str | None:
+        """The name of the task whose physics and noise this instance learnt from, for a test on
+        ``task`` (a ``benchmark.problems.tasks.Task``): its ``train_task`` (None there: ``task``
+        itself) where the method takes one; None where what it learnt does not depend on the task
+        (untrained methods, a task-independent prior, a network that takes σ as input). Released
+        weights trained at one condition override it (DnCNN-S: the task of its model's σ)."""
+        if TRAIN_TASK not in self.defaults:
+            return None
+        return self.params.get(TRAIN_TASK) or task.name
+
+    def released_content(self) -> str:
+        """The kind of images (natural, CT, MRI) the released weights this instance uses learnt
+        from; "" where it uses none (untrained, or trained by the suite: its training set says)."""
+        if self.needs_training or not self.released_training:
+            return ""
+        kinds = {release.content for release in self.released_training.values()}
+        return kinds.pop() if len(kinds) == 1 else ""
 
     def skip_reason(self, task: Any, channels: int | None = None) -> str | None:
         """Why this method does not apply to ``task`` (on images of ``channels`` channels, when

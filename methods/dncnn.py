@@ -30,6 +30,7 @@ from torch import nn
 
 from benchmark.api import Callback, Method, Reconstruction, ReleasedTraining, TrainingContext, TrainingReport
 from benchmark.core.errors import UserError, WeightsUnavailable
+from benchmark.problems import tasks
 from benchmark.registry import register
 from methods._noise import denoising_skip_reason, noise_sigma, require_denoising, validate_model_sigma
 from methods._weights import WeightFile, locate
@@ -207,6 +208,9 @@ class DnCNN(Method):
     released_training = RELEASED_TRAINING
     #: model_sigma: "auto" matches the task's noise level, or a released level (15, 25, 50) on the 0–255 scale
     defaults = {"model_sigma": "auto"}
+    #: a fixed model_sigma chooses the noise level the weights learnt, not how they denoise: on
+    #: another σ, ``dncnn[model_sigma=25]`` is the noise-shifted twin of ``dncnn`` (its own σ's model)
+    condition_params = ("model_sigma",)
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:
@@ -232,6 +236,19 @@ class DnCNN(Method):
                 return s, None
         what = f" and {channels} channel(s)" if channels else ""
         return None, f"no released DnCNN-S model for noise σ = {sigma * 255.0:.4g}/255{what}; offered: {_offered()}"
+
+    def train_task(self, task: Any) -> str | None:
+        """The denoising task at the noise level of the model this instance applies to ``task``:
+        ``task`` itself with ``model_sigma`` "auto", the registered task of the model's σ with a
+        fixed ``model_sigma`` (``dncnn[model_sigma=25]`` on σ = 50 learnt from σ = 25: a noise shift).
+        None where no model applies or no registered task has the model's σ."""
+        if denoising_skip_reason(task, "DnCNN-S") is not None:
+            return None
+        sigma255 = self._pick(float(task.noise_sigma), None)[0]
+        if sigma255 is None:
+            return None
+        same = [t for t in (task, *tasks.TASKS.values()) if t.family == task.family]
+        return next((t.name for t in same if abs(t.noise_sigma * 255.0 - sigma255) <= SIGMA_TOLERANCE_255), None)
 
     def skip_reason(self, task: Any, channels: int | None = None) -> str | None:
         reason = denoising_skip_reason(task, "DnCNN-S")

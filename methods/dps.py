@@ -134,6 +134,9 @@ class DPS(Method):
         "train_images": None,  # train the prior on the first N training images (None: all)
         "pretrained": "",  # released DiffUNet weights ("ffhq" or "imagenet"); empty: train the small prior
         "pretrained_path": "",  # any local deepinv DiffUNet state dict (no checksum); empty: none
+        # the training set of the prior (None: the profile's for the task's image space); no
+        # train_task: the prior models images, whatever the task
+        "train_set": None,
     }
     #: ζ per family where a profile has not tuned it: the choices of ``benchmark tune`` (records
     #: in ``benchmark/profiles/tuned/``, validation crops held out of the prior's training set)
@@ -186,6 +189,11 @@ class DPS(Method):
         self._eps: nn.Module | None = None
         self._channels: int | None = None  # channels the prior was trained on (None: any)
         self._space: str | None = None  # image space the prior was trained on (None: released weights)
+
+    def released_content(self) -> str:
+        """The released DiffUNet weights learnt photographs; the suite prior, its training set."""
+        name = self.params["pretrained"]
+        return RELEASED_TRAINING[name].content if name else ""
 
     def skip_reason(self, task: Any, channels: int | None = None) -> str | None:
         released = self.params["pretrained"] or self.params["pretrained_path"]

@@ -100,6 +100,8 @@ class LearnedPrimalDual(Method):
         "train_batch": 5,
         "lr": 1e-3,  # Adam (β₂ = 0.99), warm-up then cosine decay to 1% of it
         "train_images": None,  # learn from the first N training slices (None: all)
+        "train_task": None,  # the task whose physics and noise it trains on (None: the test task)
+        "train_set": None,  # the training set (None: the profile's for the task's image space)
     }
     budgets = {
         "test": {"iterations": 2, "n_primal": 2, "n_dual": 2, "channels": 8, "train_steps": 3, "train_batch": 1},

@@ -115,6 +115,8 @@ class MoDL(Method):
         "train_batch": 1,
         "lr": 1e-3,  # Adam, warm-up then cosine decay to 1% of it
         "train_images": None,  # learn from the first N training slices (None: all)
+        "train_task": None,  # the task whose physics and noise it trains on (None: the test task)
+        "train_set": None,  # the training set (None: the profile's for the task's image space)
     }
     budgets = {
         "test": {"iterations": 2, "cg_iterations": 3, "depth": 3, "channels": 8, "pretrain_steps": 2, "train_steps": 3},

@@ -11,10 +11,13 @@ the sinogram of a patch), so the patches are windows cut out of measurements of 
 images (whole images when ``train_patch`` is at least their side), declared by the task, not
 chosen per profile.
 ``train_images`` limits the training set to its first N images, to chart quality against the
-amount of training data. Gray test sets get a net trained on gray images (Train400), colour ones
-a net trained on colour images (the profile's ``training: {rgb: cbsd432}``); a gray net is never
-applied channel by channel to colour images (the harness skips such cells, saying why). For
-super-resolution the net refines the bicubic up-sampling of y, as SRCNN and VDSR do.
+amount of training data. ``train_task`` and ``train_set`` train it away from the test condition
+(another noise level, acceleration, mask, number of views; another kind of image): the robustness
+profile's shift cells (``benchmark.problems.conditions``). Gray test sets get a net trained on
+gray images (Train400), colour ones a net trained on colour images (the profile's ``training:
+{rgb: cbsd432}``); a gray net is never applied channel by channel to colour images (the harness
+skips such cells, saying why). For super-resolution the net refines the bicubic up-sampling of
+y, as SRCNN and VDSR do.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class SupervisedUNet(Method):
         "channels": 64,  # features at full resolution, doubled per level
         "depth": 3,  # number of down-samplings
         "train_images": None,  # learn from the first N training images (None: all)
+        "train_task": None,  # the task whose physics and noise it trains on (None: the test task)
+        "train_set": None,  # the training set (None: the profile's for the task's image space)
     }
     #: test: seconds per cell; quick: the quick profile trains it three times per task (1, 4 and
     #: 13 images): small patches and batches keep the three within the time one 48² × 16 training took
@@ -93,7 +98,9 @@ class SupervisedUNet(Method):
             "images_sha256": loop.images_fingerprint(images),
             "channels_in": channels,
             **({"windows_of": "whole-image measurements"} if ctx.task.whole_image_operator else {}),
-            "params": {k: p[k] for k in sorted(self.defaults)},
+            # the condition (train_task, train_set) is ctx.task and ctx.dataset above: an instance
+            # trained away from its test task reuses the weights trained on that task
+            "params": {k: p[k] for k in sorted(self.defaults) if k not in self.condition_parameters()},
             "seed": ctx.seed,
         }
         with seeding.seeded(ctx.seed):

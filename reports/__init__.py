@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.results import statistics as stats
-from reports import data_efficiency, dynamics, plots, tables, uncertainty
+from reports import data_efficiency, dynamics, plots, robustness, tables, uncertainty
 from reports import html as _html
 from reports import tuning as tuning_table
 
@@ -97,6 +97,13 @@ def report_sections(df: pd.DataFrame, *, recon_root: Path | None = None,
         "untrained method (listed below, with what each method was trained with and the run's budget).",
         data_efficiency.figure(df, palette))
     crossing = data_efficiency.crossing_table(df)
+    shift_table = robustness.table(df)
+    figs_shift = _figure(
+        "fig-robustness", "robustness to distribution shift",
+        "Per shift and test block: each method's mean from the in-distribution condition (the method trained on "
+        "the test condition; DIP and the baselines on it) to the shifted one (trained on another condition, tested "
+        "on the same images); solid: trained methods, dashed: methods that learn nothing, numbers: rank in the panel.",
+        robustness.figure(df, palette))
     figs_traj = _figure(
         "fig-trajectories", "PSNR vs iteration",
         "Mean PSNR of the iterate along the iterations over images × seeds (band: ± 1 s.d.; drawn while at "
@@ -136,6 +143,10 @@ def report_sections(df: pd.DataFrame, *, recon_root: Path | None = None,
         _html.Section("runtime", "Quality against runtime", figures=figs_runtime, empty="No timed results."),
         _html.Section("data-efficiency", "How much training data beats DIP?", figures=figs_data, table=crossing,
                       empty="No trained method with a training-set size (train_images) in these results."),
+        _html.Section("robustness", "Robustness: when the test condition moves", figures=figs_shift,
+                      table=shift_table,
+                      empty="No shift cell in these results: no trained instance was tested away from what it learnt "
+                      "(train_task, train_set; the robustness profile runs them)."),
         _html.Section("trajectories", "DIP trajectories", figures=figs_traj,
                       empty="No method recorded a trajectory."),
         _html.Section("dynamics", "Why DIP works: spectral bias", figures=figs_dyn,
@@ -179,7 +190,7 @@ def build_report(frame: pd.DataFrame, out_dir: Path, *, title: str, recon_root: 
 
 
 #: the sections whose tables ``tables.md`` and ``tables.tex`` carry
-TABLES = ("comparison", "conventions", "es-gap", "seed-spread", "uncertainty", "tuning", "failed")
+TABLES = ("comparison", "conventions", "robustness", "es-gap", "seed-spread", "uncertainty", "tuning", "failed")
 
 
 def _write_figures(folder: Path, sections: list[_html.Section]) -> None:

@@ -15,7 +15,8 @@ pretrained (the educated warm start) is a line, not a band.
 The number of training images is the record's ``train_images`` column when the store has it,
 else ``params["train_images"]``; 0 or missing on a method the suite trained means "the whole
 training set" and leaves it off the lines (its size is not in the record). Weights trained
-elsewhere whose training set is not stated are drawn as dotted bands.
+elsewhere whose training set is not stated are drawn as dotted bands. Shift cells (an instance
+trained on another condition than the test's) are left out: they are the robustness section's.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from matplotlib.lines import Line2D
 
 from benchmark.api import is_released
 from benchmark.problems import metrics as registry
+from benchmark.results import robustness
 from benchmark.results import statistics as stats
 from reports.plots import Palette, _grid, _method_legend
 from reports.tables import Entry, Table
@@ -100,6 +102,8 @@ def _joined(values: pd.Series) -> str:
 def _curves(df: pd.DataFrame, metric: str | None) -> Curves:
     metric = metric or registry.primary().name
     ok = df[(df["status"] == "ok") & df[metric].notna()].copy()
+    # in distribution only: a shift cell (trained on another condition) is the robustness section's
+    ok = ok[robustness.condition_columns(ok)["shift"] == ""]
     ok = ok[np.isfinite(ok[metric].to_numpy(dtype=float))]
     ok["n_train"] = train_images(ok)
     ok["trained_with"] = trained_on(ok)

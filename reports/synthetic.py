@@ -8,6 +8,7 @@ reconstruction PNGs the harness would save.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,56 @@ def _save(path: Path, img: np.ndarray) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     plt.imsave(path, img, cmap="gray", vmin=0, vmax=1)
+
+
+@dataclass(frozen=True)
+class ShiftMethod:
+    """A method instance of the shift frame: what it is, its PSNR offset and what it learnt from."""
+
+    name: str
+    params: dict[str, object]
+    family: str
+    offset: float  # PSNR offset on σ = 50
+    train_task: str | None = None  # None: learns nothing; "": the test task
+    train_set: str = ""
+    condition: tuple[str, ...] = ()
+
+
+#: the shift frame's test tasks and its method instances by label
+SHIFT_TASKS = ("denoising_s25", "denoising_s50")
+_UNET = ("train_task", "train_set")
+SHIFT_METHODS = {
+    "tv": ShiftMethod("tv", {}, "baseline", 5.0),
+    "dip": ShiftMethod("dip", {}, "dip", 6.0),
+    "unet": ShiftMethod("unet", {"train_task": None}, "data-driven", 8.0, "", "embedded", _UNET),
+    "unet[train_task=denoising_s25]": ShiftMethod("unet", {"train_task": "denoising_s25"}, "data-driven", 3.0,
+                                                  "denoising_s25", "embedded", _UNET),
+    "dncnn": ShiftMethod("dncnn", {"model_sigma": "auto"}, "data-driven", 8.5, "", "", ("model_sigma",)),
+    "dncnn[model_sigma=25]": ShiftMethod("dncnn", {"model_sigma": 25}, "data-driven", 2.0, "denoising_s25", "",
+                                         ("model_sigma",)),
+}
+
+
+def shift_frame(seed: int = 0) -> pd.DataFrame:
+    """A synthetic table with shift cells: on σ = 50, a U-Net and DnCNN-S trained at σ = 25 beside
+    their twins trained at σ = 50 (which fall from above DIP to below it), and DIP and TV; on σ = 25
+    every method in distribution. Four images, two seeds."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for task in SHIFT_TASKS:
+        for image_index, image in enumerate(IMAGES):
+            for s in SEEDS:
+                for label, m in SHIFT_METHODS.items():
+                    if task == "denoising_s25" and m.train_task:
+                        continue  # trained at σ = 25 and tested there: its twin already is
+                    rec = Record(cell_key=f"{label}-{task}-{image}-{s}", method=m.name, task=task, dataset="embedded",
+                                 image_id=image, seed=s, params=dict(m.params), family=m.family, profile="synthetic",
+                                 device="cpu", finished_at=1.7e9, label=label, run_budget="quick")
+                    if m.train_task is not None:
+                        learnt = {"train_task": m.train_task or task, "train_set": m.train_set}
+                        rec.info = {**{k: v for k, v in learnt.items() if v}, "condition_params": list(m.condition)}
+                    psnr = 20.0 + image_index + 0.2 * s + m.offset + float(rng.normal(0, 0.3))
+                    rec.metrics = {"psnr": psnr, "ssim": float(min(0.99, 0.3 + psnr / 50.0))}
+                    rec.runtime_s = 1.0
+                    records.append(rec)
+    return records_frame(records)

@@ -1,7 +1,7 @@
 """The MRI bars of issue 14, measured through the harness (seed 0, CPU).
 
 - mri_brain, 4× single-coil: the zero-filled baseline's mean PSNR is printed; DIP with the quick
-  network (32 channels), its MRI learning rate (0.003, ``methods/dip.py`` ``MRI_DEFAULTS``, chosen
+  network (32 channels), its MRI learning rate (0.003, ``methods/_dip/common.py`` ``MRI_DEFAULTS``, chosen
   on mri_brain_train) and a CPU budget of 1500 iterations beats it by at least 3 dB; the U-Net
   (quick budget, whole 64² slices as patches) trained on the 40 training slices beats it too.
   On the first 4 test slices at 64² (the centre of their k-space): at 128² with the quick
@@ -23,7 +23,7 @@ from reference import harness_psnr, harness_psnr_trained
 
 from benchmark import registry
 from benchmark.problems import data, tasks
-from methods.dip import MRI_DEFAULTS
+from methods._dip.common import MRI_DEFAULTS
 from tests.conftest import requires_shared
 
 pytestmark = [pytest.mark.slow, requires_shared]

@@ -25,7 +25,7 @@ def _problem(name: str, size: int = 32, seed: int = 0, image_id: str = "slice", 
 
 
 def test_every_medical_task_is_declared() -> None:
-    assert MEDICAL == ["ct_views30", "ct_views60", "mri_multicoil_x4", "mri_x4", "mri_x8"]
+    assert MEDICAL == ["ct_views30", "ct_views60", "mri_multicoil_x4", "mri_x4", "mri_x4_equispaced", "mri_x8"]
 
 
 @pytest.mark.parametrize("name", MEDICAL)

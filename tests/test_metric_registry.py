@@ -119,7 +119,8 @@ def test_export_writes_the_long_tables_with_their_row_counts(tmp_path: Path,
                           "oracle_value": 4, "es_gap": 4, "iterations": 4, "iterations_saved": 4}
         assert len(curves) == 2 * tv_points and set(curves.metric) == {"psnr", "ssim"}
         assert list(results.columns) == ["cell_key", "method", "label", "params", "family", "task", "dataset",
-                                         "image_id", "seed", "run_budget", "metric", "value"]
+                                         "image_id", "seed", "run_budget", "train_task", "train_set", "shift",
+                                         "metric", "value"]
         # a store of the first release: each instance is its method, the budget was not recorded
         assert (results.label == results.method).all() and results.run_budget.fillna("").eq("").all()
         one = results[(results.metric == "psnr")].set_index("cell_key").value

@@ -168,9 +168,9 @@ def test_learned_primal_dual_trains_and_reconstructs_ct(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("method", "applies"), [
-    ("modl", {"mri_x4", "mri_x8", "mri_multicoil_x4"}),
+    ("modl", {"mri_x4", "mri_x8", "mri_x4_equispaced", "mri_multicoil_x4"}),
     ("lpd", {"ct_views60", "ct_views30"}),
-    ("cs_wavelet", {"mri_x4", "mri_x8", "mri_multicoil_x4"}),
+    ("cs_wavelet", {"mri_x4", "mri_x8", "mri_x4_equispaced", "mri_multicoil_x4"}),
 ])
 def test_each_method_applies_to_its_modality_and_says_why_not_elsewhere(method: str, applies: set[str]) -> None:
     instance = registry.get(method)()

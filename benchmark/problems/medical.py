@@ -201,3 +201,30 @@ class PhotonCounts:
         s = self.scale(physics, width)
         variance = torch.exp(y.detach().double() * s) / self.photons / s**2
         return float(variance.mean().sqrt())
+
+
+def equispaced_mask(width: int, acceleration: int, center_fraction: float, g: torch.Generator) -> torch.Tensor:
+    """A 1-D line mask (W,) as fastMRI's ``EquispacedMaskFractionFunc`` (deepinv's
+    ``EquispacedMaskGenerator``): the ``round(W · center_fraction)`` central lines of
+    :func:`fastmri_mask`, and lines at a spacing adjusted for them, acc·(c − W)/(c·acc − W), from a
+    random offset, so that the total is W / acceleration lines, as the random mask's expected count.
+    fastMRI's ``EquispacedMaskFunc`` spaces the lines by the acceleration itself and so samples more
+    lines than W / acceleration: it would change the sampling rate along with the pattern."""
+    low = int(round(width * center_fraction))
+    spacing = acceleration * (low - width) / (low * acceleration - width)
+    offset = int(torch.randint(0, max(1, round(spacing)), (1,), generator=g).item())
+    mask = torch.zeros(width, dtype=torch.bool)
+    mask[torch.arange(offset, width - 1, spacing, dtype=torch.float64).round().long()] = True
+    pad = (width - low + 1) // 2
+    mask[pad : pad + low] = True
+    return mask.float()
+
+
+def mri_equispaced(acceleration: int, center_fraction: float) -> PhysicsFactory:
+    """Single-coil MRI with :func:`equispaced_mask` lines (the offset drawn per measurement)."""
+    def build(shape: tuple[int, int, int], device: torch.device, g: torch.Generator) -> Any:
+        _, h, w = shape
+        mask = equispaced_mask(w, acceleration, center_fraction, g).view(1, w).expand(h, w).clone()
+        return dinv.physics.MRI(mask=mask, img_size=(h, w), device=device)
+
+    return build

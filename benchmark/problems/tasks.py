@@ -325,7 +325,19 @@ def keyable(key: str) -> bool:
     return key in TASKS or key in FAMILIES
 
 
-for _task in _built_in():
+def _shift_conditions() -> list[Task]:
+    """Conditions a trained method may be tested on away from what it learnt (``benchmark.problems.
+    conditions``): 4× MRI with equispaced instead of random lines, the same acceleration and centre
+    (a mask-pattern shift from ``mri_x4``)."""
+    return [
+        Task("mri_x4_equispaced", "mri", "Single-coil MRI, 4× Cartesian undersampling (fastMRI equispaced lines, "
+             f"8% fully sampled centre), complex noise σ = {MRI_NOISE}", MRI_NOISE,
+             medical.mri_equispaced(4, 0.08), {"acceleration": 4, "center_fraction": 0.08, "mask": "equispaced"},
+             space=spaces.MRI, whole_image_operator=True),
+    ]
+
+
+for _task in [*_built_in(), *_shift_conditions()]:
     register(_task)
 
 

@@ -4,8 +4,11 @@
 for every registered metric, every cost and the early-stopping figures of the cells that
 finished; ``curves``: one row per (cell, step, metric) of the iterates' trajectories. Both carry
 the cell key, so they join with each other and with the store; the method instance's ``label``
-(``tv[weight=tuned]``), so pandas users group as the tables and MLflow runs do; and
-``run_budget``, the profile budget (test, quick, paper) that made each number.
+(``tv[weight=tuned]``), so pandas users group as the tables and MLflow runs do;
+``run_budget``, the profile budget (test, quick, paper) that made each number; and the training
+condition: ``train_task`` and ``train_set``, what the instance learnt from ("" for untrained
+methods), and ``shift``, how the cell's test condition departs from it ("noise σ 25 → 50",
+"content embedded → ct_chest"; "" in distribution; ``benchmark.results.robustness``).
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import pandas as pd
 from benchmark.core.errors import UserError
 from benchmark.core.keys import canonical_json
 from benchmark.problems import metrics
+from benchmark.results.robustness import CONDITION_COLUMNS, condition_columns
 from benchmark.results.statistics import instance_labels
 from benchmark.results.store import ResultsStore
 
 #: ``run_budget`` (not ``budget``: the store's ``budget`` is a method's iteration cap, and the
 #: tables join with the store on ``cell_key``)
-KEYS = ["cell_key", "method", "label", "params", "family", "task", "dataset", "image_id", "seed", "run_budget"]
+KEYS = ["cell_key", "method", "label", "params", "family", "task", "dataset", "image_id", "seed", "run_budget",
+        *CONDITION_COLUMNS]
 FORMATS = ("csv", "parquet")
 
 
@@ -32,7 +37,7 @@ def _ok(frame: pd.DataFrame) -> pd.DataFrame:
     ok["params"] = ok["params"].map(canonical_json)
     ok["label"] = instance_labels(ok)
     ok["run_budget"] = ok["run_budget"].fillna("").astype(str) if "run_budget" in ok else ""
-    return ok
+    return ok.join(condition_columns(ok))
 
 
 def long_results(frame: pd.DataFrame) -> pd.DataFrame:

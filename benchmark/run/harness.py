@@ -24,14 +24,25 @@ import torch
 from PIL import Image as PILImage
 
 from benchmark import registry
-from benchmark.api import Method, Problem, Reconstruction, TrainingContext, TrainingReport, as_reconstruction
+from benchmark.api import (
+    TRAIN_SET,
+    TRAIN_TASK,
+    Method,
+    Problem,
+    Reconstruction,
+    TrainingContext,
+    TrainingReport,
+    as_reconstruction,
+)
 from benchmark.core import seeding
 from benchmark.core.errors import DataUnavailable, NotApplicable, WeightsUnavailable
-from benchmark.problems import data, metrics, spaces, tasks
+from benchmark.problems import conditions, data, metrics, spaces, tasks
+from benchmark.problems.conditions import TRAIN_CONTENT
 from benchmark.results.store import Record
 from benchmark.run.calibration import Calibration, Calibrator, cache_key
 from benchmark.run.clock import PeakMemory, Stopwatch
 from benchmark.run.plan import Cell, measurement_key
+from benchmark.run.profiles import PreparedSet
 
 
 def checkpoint_dir() -> Path:
@@ -234,11 +245,13 @@ class MethodPool:
 
     def _prepare(self, method: Method, task: tasks.Task, name: str, images: LazyImages,
                  channels: int | None) -> TrainingReport | None:
+        """Train on the instance's training condition: the physics and noise of its ``train_task``
+        (the test task ``task`` by default), the training set ``name`` (the cell's)."""
         if method.skip_reason(task) is not None:
             return None
         ctx = TrainingContext(
-            images=images, dataset=name, task=task, cache_dir=self.cache_dir, seed=0, device=self.device,
-            progress=self.progress, channels=channels,
+            images=images, dataset=name, task=tasks.get(method.train_task(task) or task.name), cache_dir=self.cache_dir,
+            seed=0, device=self.device, progress=self.progress, channels=channels,
         )
         return method.prepare(ctx)
 
@@ -248,7 +261,30 @@ def _base_record(cell: Cell, method: Method, profile: str, device: torch.device)
         cell_key=cell.key, method=cell.method, task=cell.task, dataset=cell.dataset,
         image_id=cell.image_id, seed=cell.seed, params=cell.params, family=method.family,
         stopping_rule=method.stopping_rule, profile=profile, device=str(device), label=cell.label or cell.method,
+        info=training_condition(cell, method),
     )
+
+
+def training_condition(cell: Cell, method: Method) -> dict[str, Any]:
+    """What the cell's instance learnt from, for its record (``benchmark.results.robustness`` reads
+    it): ``train_task`` (where its training depends on the task), ``train_set`` (the dataset of the
+    cell's training set; its preparation is the cell's ``training``), ``train_content`` (the kind
+    of those images, or of its released weights': natural, CT, MRI) and ``condition_params`` (the
+    parameters that chose them: a shift cell's in-distribution twin differs from it in these only);
+    nothing for a method that learnt nothing."""
+    info: dict[str, Any] = {}
+    train_task = method.train_task(tasks.get(cell.task))
+    if train_task:
+        info[TRAIN_TASK] = train_task
+    learnt_from = PreparedSet.from_name(cell.training).dataset if cell.training else ""  # its preparation aside
+    if learnt_from:
+        info[TRAIN_SET] = learnt_from
+    content = method.released_content() or (conditions.content_of(learnt_from) if learnt_from else "")
+    if content:
+        info[TRAIN_CONTENT] = content
+    if info:
+        info["condition_params"] = list(method.condition_parameters())
+    return info
 
 
 def artifact_stem(cell: Cell) -> str:

@@ -9,6 +9,7 @@ seed), so a rerun knows what is already done and never duplicates a result.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ from functools import cached_property
 from typing import Any
 
 from benchmark import registry
-from benchmark.api import TRAIN_IMAGES
+from benchmark.api import TRAIN_IMAGES, TRAIN_SET, TRAIN_TASK
 from benchmark.core.errors import DataUnavailable, UserError
 from benchmark.core.keys import canonical_json
 from benchmark.problems import data, spaces, tasks
@@ -209,6 +210,41 @@ def training_set(profile: Profile, channels: int, task: tasks.Task | None = None
     return training_preparation(profile, channels, task, entry).name
 
 
+def check_train_task(label: str, params: dict[str, Any], task: tasks.Task) -> None:
+    """An instance's ``train_task`` is a registered task of the test task's image space: a network
+    trained on images of one space cannot restore another's (MRI's complex parts, CT's window)."""
+    name = params.get(TRAIN_TASK)
+    if name is None:
+        return
+    train = tasks.get(name)  # a UserError naming the registered tasks
+    if train.space.name != task.space.name:
+        raise UserError(f"{label}: train_task {name!r} has {train.space.name!r} images and the test task "
+                        f"{task.name!r} has {task.space.name!r} images; a train_task must be of the test task's space")
+
+
+def cell_training_set(label: str, params: dict[str, Any], default: str, channels: int) -> str:
+    """The training set of an instance's cell: its ``train_set``, else ``default`` (the profile's for
+    the task's space). A ``train_set`` must be a training split (a set with the role ``train``, or
+    the embedded set's) of images with the test images' ``channels``: gray natural images and CT
+    slices (1 channel) mix; colour (3) and complex MRI (2) mix with nothing else. It is resized
+    and cropped as ``default`` is."""
+    name = params.get(TRAIN_SET)
+    if name is None:
+        return default
+    known = data.available()
+    if name not in known:
+        raise UserError(f"{label}: unknown train_set {name!r}; valid choices: {', '.join(sorted(known))}")
+    manifest = data.manifests().get(name)
+    if manifest is not None and manifest.role != "train":
+        train_sets = sorted([data.EMBEDDED, *(m.name for m in data.manifests().values() if m.role == "train")])
+        raise UserError(f"{label}: train_set {name!r} is a test set; training sets: {', '.join(train_sets)}")
+    if data.channels_of(name) != channels:
+        raise UserError(f"{label}: train_set {name!r} has {data.channels_of(name)}-channel images and the test images "
+                        f"have {channels}; a train_set must have the test images' channels")
+    # prepared as the default set is (the test images' scale), so that only the images change
+    return dataclasses.replace(PreparedSet.from_name(default), dataset=name).name
+
+
 def check_training_sets(profile: Profile, requested: dict[tuple[str, str], dict[str, Any]]) -> None:
     """Each training set exists and holds every instance's ``train_images``
     ((label, training set) → params)."""
@@ -307,7 +343,8 @@ def make_plan(profile: Profile, unavailable: dict[str, str] | None = None
                 if chosen is not None and instance.label not in chosen:
                     continue
                 params = params_by[(instance.label, task.name)]
-                training = train if instance.label in trained else ""
+                check_train_task(instance.label, params, task)
+                training = cell_training_set(instance.label, params, train, first) if instance.label in trained else ""
                 if training:
                     requested[(instance.label, training)] = params
                 params_json = canonical_json(params)

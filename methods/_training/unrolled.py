@@ -72,7 +72,9 @@ def prepare(method: Method, ctx: TrainingContext, net: nn.Module, stages: Sequen
         "images_sha256": loop.images_fingerprint(images),
         "channels_in": int(images[0].shape[0]),
         "trained_on": "whole measured images",
-        "params": {k: p[k] for k in sorted(method.defaults)},
+        # the condition (train_task, train_set) is ctx.task and ctx.dataset above: an instance
+        # trained away from its test task reuses the weights trained on that task
+        "params": {k: p[k] for k in sorted(method.defaults) if k not in method.condition_parameters()},
         "seed": ctx.seed,
     }
 
