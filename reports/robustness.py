@@ -66,8 +66,9 @@ def _rank(value: float) -> str:
     return "—" if math.isnan(value) else f"{value:.0f}"
 
 
-def table(frame: pd.DataFrame, metric: str = "psnr") -> Table:
-    """One row per method and panel of ``robustness.shift_table``."""
+def table(frame: pd.DataFrame, metric: str | None = None) -> Table:
+    """One row per method and panel of ``robustness.shift_table`` (``metric``: the primary one unless named)."""
+    metric = metric or registry.primary().name
     found = robustness.shift_table(frame, metric)
     caption = CAPTION.format(budget=stats.budget_text(frame).capitalize(), metric=registry.header(metric),
                              n=stats.N_RESAMPLES, seed=stats.BOOTSTRAP_SEED)
@@ -86,11 +87,12 @@ def table(frame: pd.DataFrame, metric: str = "psnr") -> Table:
                  rows, text_columns={0, 1, 6})
 
 
-def figure(frame: pd.DataFrame, palette: Palette, metric: str = "psnr") -> Figure | None:
+def figure(frame: pd.DataFrame, palette: Palette, metric: str | None = None) -> Figure | None:
     """A slope chart per (shift, test block): each method's mean from the in-distribution condition
     (left) to the shifted one (right), shifted instances solid (from their twin; a diamond on the
     right alone without one), the methods in distribution there dashed (flat), the rank at each end;
     None without a shift panel."""
+    metric = metric or registry.primary().name
     found = robustness.shift_table(frame, metric)
     if found.empty:
         return None

@@ -172,7 +172,7 @@ def shift_frame(seed: int = 0) -> pd.DataFrame:
                         learnt = {"train_task": m.train_task or task, "train_set": m.train_set}
                         rec.info = {**{k: v for k, v in learnt.items() if v}, "condition_params": list(m.condition)}
                     psnr = 20.0 + image_index + 0.2 * s + m.offset + float(rng.normal(0, 0.3))
-                    rec.metrics = {"psnr": psnr, "ssim": float(min(0.99, 0.3 + psnr / 50.0))}
+                    rec.metrics = {PSNR: psnr, SSIM: float(min(0.99, 0.3 + psnr / 50.0))}
                     rec.runtime_s = 1.0
                     records.append(rec)
     return records_frame(records)

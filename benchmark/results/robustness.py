@@ -100,7 +100,7 @@ def _row(shift: str, task: str, dataset: str, method: str, twin: str, shifted: b
             **dict(zip(("drop_mean", "drop_low", "drop_high"), drop, strict=True))}
 
 
-def shift_table(frame: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame:
+def shift_table(frame: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """One row per (shift, test task, test dataset, method): every shifted instance with its twin's
     result (``in_*``), its own (``shifted_*``) and the drop (positive: a loss, whatever the metric's
     direction); a shifted instance without a twin in the table (released weights that learnt
@@ -108,7 +108,9 @@ def shift_table(frame: pd.DataFrame, metric: str = "psnr") -> pd.DataFrame:
     and for the drop); and every other method in distribution on that test block (``shifted``
     False: DIP and the baselines, which learn nothing; networks trained on, or told, the test
     condition), whose in-distribution and shifted results are one (drop 0 by construction). Per
-    panel, each method's rank before (NaN without a twin) and after the shift."""
+    panel, each method's rank before (NaN without a twin) and after the shift. ``metric``: the
+    primary one unless named."""
+    metric = metric or registry.primary().name
     df = normalize(frame)
     if metric not in df or not len(df):
         return pd.DataFrame(columns=COLUMNS)

@@ -42,7 +42,7 @@ from benchmark.results.store import Record
 from benchmark.run.calibration import Calibration, Calibrator, cache_key
 from benchmark.run.clock import PeakMemory, Stopwatch
 from benchmark.run.plan import Cell, measurement_key
-from benchmark.run.profiles import PreparedSet
+from benchmark.run.profiles import training_dataset
 
 
 def checkpoint_dir() -> Path:
@@ -276,7 +276,7 @@ def training_condition(cell: Cell, method: Method) -> dict[str, Any]:
     train_task = method.train_task(tasks.get(cell.task))
     if train_task:
         info[TRAIN_TASK] = train_task
-    learnt_from = PreparedSet.from_name(cell.training).dataset if cell.training else ""  # its preparation aside
+    learnt_from = training_dataset(cell.training) if cell.training else ""
     if learnt_from:
         info[TRAIN_SET] = learnt_from
     content = method.released_content() or (conditions.content_of(learnt_from) if learnt_from else "")
@@ -488,6 +488,8 @@ def _reconstruct(ready: list[_Prepared], pool: MethodPool, *, profile: str, traj
             if calibration is not None:
                 item.record.info["batch_rates"] = calibration.as_info()
             runtime_solo, factor = solo_runtime(result, share, size, calibration)
+            if result.cost is not None:  # what the solo runtime was made of, so that a reader can redo it
+                item.record.info["solo_cost"] = solo_cost_info(result.cost, calibration)
             if size > 1:
                 item.record.info.update(batch_runtime_s=runtime, batch_peak_mem_mb=memory.megabytes,
                                         solo_factor=factor if factor is not None else "uncalibrated")
@@ -517,11 +519,20 @@ def solo_runtime(result: Reconstruction, share: float, size: int,
     factor = calibration.solo_factor(size) if calibration is not None else (1.0 if size == 1 else None)
     if result.cost is None:
         return (share * factor if factor is not None else share), factor
-    network = 0.0
-    for group_size, seconds in result.cost.network_s.items():
-        scale = calibration.factor_at(group_size) if calibration is not None else None
-        network += seconds * (scale if scale is not None else 1.0)
+    parts = solo_cost_info(result.cost, calibration)
+    network = sum(seconds * parts["factors"][size_] for size_, seconds in parts["network_s"].items())
     return network + result.cost.own_s, factor
+
+
+def solo_cost_info(cost: Any, calibration: Calibration | None) -> dict[str, Any]:
+    """The parts of a solo runtime that a method's reported cost makes: the network's seconds at
+    each group size, the solo/batch factor applied to each (1.0 where none is known) and the
+    method's own work."""
+    factors = {}
+    for group_size in cost.network_s:
+        scale = calibration.factor_at(group_size) if calibration is not None else None
+        factors[str(group_size)] = scale if scale is not None else 1.0
+    return {"network_s": {str(k): v for k, v in cost.network_s.items()}, "factors": factors, "own_s": cost.own_s}
 
 
 def _failure(cell: Cell, profile: str, exc: BaseException, record: Record | None, device: torch.device) -> CellOutcome:

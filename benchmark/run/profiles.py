@@ -42,6 +42,9 @@ class DatasetSpec:
 FOLLOW_TEST = "test"
 #: ``training: {resize: native}``: training images are never resized
 NATIVE = "native"
+#: how a tuning run names a trained method's training set without its validation images
+#: (``embedded[resize=64] without validation images moon,brick``)
+WITHOUT_VALIDATION = " without validation images "
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,12 @@ class PreparedSet:
 
     def load(self) -> list[torch.Tensor]:
         return [img.tensor for img in data.load(self.dataset, split="train", resize=self.resize, crop=self.crop)]
+
+
+def training_dataset(name: str) -> str:
+    """The dataset a cell's training set (a :attr:`PreparedSet.name`, or a tuning run's set
+    without its validation images) comes from, its preparation aside."""
+    return PreparedSet.from_name(name.split(WITHOUT_VALIDATION)[0]).dataset
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from benchmark.run.plan import (
     training_preparation,
     version_of,
 )
-from benchmark.run.profiles import PreparedSet, Profile
+from benchmark.run.profiles import WITHOUT_VALIDATION, PreparedSet, Profile
 from benchmark.run.tuned_values import load
 
 
@@ -68,7 +68,7 @@ class HeldOut:
     def name(self) -> str:
         """The set's name in cells and reports (and, with its images, in the cache key)."""
         prepared = PreparedSet(self.dataset, self.resize, self.crop).name
-        return f"{prepared} without validation images {','.join(self.excluded)}"
+        return f"{prepared}{WITHOUT_VALIDATION}{','.join(self.excluded)}"
 
     def load(self) -> list[torch.Tensor]:
         images = data.load(self.dataset, split="train", resize=self.resize, crop=self.crop)

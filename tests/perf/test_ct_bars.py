@@ -11,14 +11,14 @@ from __future__ import annotations
 import statistics
 
 import pytest
-from reference import harness_psnr
 
 from benchmark import registry
 from benchmark.problems import data, tasks
 from benchmark.run import profiles, tuned_values
-from tests.conftest import requires_shared
+from tests.conftest import cpu_bar
+from tests.reference import harness_psnr
 
-pytestmark = [pytest.mark.slow, requires_shared]
+pytestmark = cpu_bar("DIPBENCH_MEDICAL_BARS", "5 minutes")
 
 #: DIP's steps here: each 256² step costs a projection and its adjoint besides the network
 #: (~0.5 s on one shared core), so the test stops well before the budget tuned for the ct_cpu

@@ -19,14 +19,14 @@ from __future__ import annotations
 import statistics
 
 import pytest
-from reference import harness_psnr, harness_psnr_trained
 
 from benchmark import registry
 from benchmark.problems import data, tasks
 from methods._dip.common import MRI_DEFAULTS
-from tests.conftest import requires_shared
+from tests.conftest import cpu_bar
+from tests.reference import harness_psnr, harness_psnr_trained
 
-pytestmark = [pytest.mark.slow, requires_shared]
+pytestmark = cpu_bar("DIPBENCH_MEDICAL_BARS", "8 minutes")
 
 
 def _quick(method: str, task: str, **overrides: object) -> dict[str, object]:

@@ -13,14 +13,14 @@ import statistics
 from typing import Any
 
 import pytest
-from reference import harness_psnr, harness_psnr_trained
 
 from benchmark import registry
 from benchmark.problems import data, tasks
 from benchmark.run import profiles, tuned_values
-from tests.conftest import requires_shared
+from tests.conftest import cpu_bar
+from tests.reference import harness_psnr, harness_psnr_trained
 
-pytestmark = [pytest.mark.slow, requires_shared, pytest.mark.usefixtures("one_thread")]
+pytestmark = cpu_bar("DIPBENCH_MEDICAL_BARS", "3 minutes")
 
 TASK = "mri_x4"
 
