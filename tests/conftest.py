@@ -61,6 +61,13 @@ def cpu_bar(variable: str, cost: str) -> list[pytest.MarkDecorator]:
             pytest.mark.usefixtures("one_thread"), pytest.mark.timeout(3 * 3600)]
 
 
+def published_bar() -> pytest.MarkDecorator:
+    """The mark of a published figure on a whole test set that costs minutes on 2 cores: run when
+    ``DIPBENCH_PUBLISHED_BARS`` is set (CI runs one level of each published method instead)."""
+    return pytest.mark.skipif(not os.environ.get("DIPBENCH_PUBLISHED_BARS"),
+                              reason="minutes of CPU: set DIPBENCH_PUBLISHED_BARS=1")
+
+
 def colour_training_context(task_name: str, cache: Path) -> TrainingContext:
     """Four 96² crops of cbsd432 as the harness hands a colour training set to a trained method
     (seed 0, CPU, colour test images): the small colour case of the U-Net and DPS tests."""

@@ -13,6 +13,7 @@ from reference import harness_psnr
 from benchmark.core.errors import UserError
 from benchmark.problems import data, metrics, tasks
 from methods.bm3d import BM3D, point_spread_function
+from tests.conftest import published_bar
 
 CPU = torch.device("cpu")
 
@@ -25,6 +26,7 @@ def measured(task_name: str, x: torch.Tensor) -> tuple[torch.Tensor, object]:
 
 
 @pytest.mark.slow
+@published_bar()
 def test_set12_mean_at_sigma25_reproduces_the_published_bm3d() -> None:
     # DnCNN paper, Table 2: BM3D on Set12 at σ = 25 is 29.97 dB (mean of the 12 images); our
     # noise draws differ from the paper's, which moves the mean by a few hundredths of a dB.
