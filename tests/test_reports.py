@@ -343,3 +343,18 @@ def test_iterative_rows_state_their_stream_and_iteration_cap(frame: pd.DataFrame
     assert "iterates: the stream of iterates" in table.caption
     one_shot = tables.comparison(frame[frame.family != "dip"])
     assert "iterates" not in one_shot.columns and "iterates:" not in one_shot.caption
+
+
+def test_the_docs_results_page_is_generated_from_the_store_with_every_section(tmp_path: Path) -> None:
+    """`benchmark report --docs`: the page holds every section of the report, the header line
+    with the cell counts, and each figure it links exists beside it."""
+    df = demo_frame(tmp_path / "recon")
+    page = reports.build_docs_page(df, tmp_path / "results" / "demo", title="Results of the demo profile")
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith("# Results of the demo profile")
+    assert f"{len(df)} cells" in text
+    for section in reports.report_sections(stats.normalize(df)):
+        assert f"## {section.title}" in text
+    linked = re.findall(r"!\[[^\]]*\]\((figures/[^)]+\.png)\)", text)
+    assert linked and all((page.parent / link).is_file() for link in linked)
+    assert all(method in text for method in METHODS)  # every method of the store has its rows
