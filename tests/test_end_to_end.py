@@ -121,3 +121,14 @@ def test_rerun_resumes_without_duplicates(smoke_run) -> None:  # type: ignore[no
     again = runner.run_benchmark(profile, results_dir=tmp / "results", tracking_uri=uri, progress=False)
     assert again.ran == 0 and again.already_done == summary.planned
     assert len(ResultsStore(tmp / "results" / "results.sqlite").frame()) == summary.planned
+
+
+def test_sgld_rows_carry_the_uncertainty_metrics(smoke_run) -> None:  # type: ignore[no-untyped-def]
+    """SGLD DIP returns a per-pixel std: its rows carry the calibration metrics, within their
+    ranges, and methods without an uncertainty do not."""
+    _, _, _, tmp = smoke_run
+    frame = ResultsStore(tmp / "results" / "results.sqlite").frame()
+    sgld = frame[(frame.method == "sgld_dip") & (frame.status == "ok")]
+    assert len(sgld) > 0
+    assert sgld.coverage_2sd.between(0, 1).all() and sgld.sd_error_corr.between(-1, 1).all()
+    assert frame[(frame.method == "dip") & (frame.status == "ok")].coverage_2sd.isna().all()
