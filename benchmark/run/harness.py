@@ -30,6 +30,7 @@ from benchmark.api import (
     Method,
     Problem,
     Reconstruction,
+    SoloCost,
     TrainingContext,
     TrainingReport,
     as_reconstruction,
@@ -519,20 +520,23 @@ def solo_runtime(result: Reconstruction, share: float, size: int,
     factor = calibration.solo_factor(size) if calibration is not None else (1.0 if size == 1 else None)
     if result.cost is None:
         return (share * factor if factor is not None else share), factor
-    parts = solo_cost_info(result.cost, calibration)
-    network = sum(seconds * parts["factors"][size_] for size_, seconds in parts["network_s"].items())
+    network = sum(seconds * _factor_at(calibration, group) for group, seconds in result.cost.network_s.items())
     return network + result.cost.own_s, factor
 
 
-def solo_cost_info(cost: Any, calibration: Calibration | None) -> dict[str, Any]:
-    """The parts of a solo runtime that a method's reported cost makes: the network's seconds at
-    each group size, the solo/batch factor applied to each (1.0 where none is known) and the
-    method's own work."""
-    factors = {}
-    for group_size in cost.network_s:
-        scale = calibration.factor_at(group_size) if calibration is not None else None
-        factors[str(group_size)] = scale if scale is not None else 1.0
-    return {"network_s": {str(k): v for k, v in cost.network_s.items()}, "factors": factors, "own_s": cost.own_s}
+def _factor_at(calibration: Calibration | None, group_size: int) -> float:
+    """The calibrated solo/batch factor of a group size (1.0 where none is known)."""
+    scale = calibration.factor_at(group_size) if calibration is not None else None
+    return scale if scale is not None else 1.0
+
+
+def solo_cost_info(cost: SoloCost, calibration: Calibration | None) -> dict[str, Any]:
+    """The parts of a solo runtime that a method's reported cost makes (kept in the record, so a
+    reader can redo it): the network's seconds at each group size, the factor applied to each
+    and the method's own work."""
+    return {"network_s": {str(group): seconds for group, seconds in cost.network_s.items()},
+            "factors": {str(group): _factor_at(calibration, group) for group in cost.network_s},
+            "own_s": cost.own_s}
 
 
 def _failure(cell: Cell, profile: str, exc: BaseException, record: Record | None, device: torch.device) -> CellOutcome:
