@@ -190,8 +190,10 @@ def _select(profile: Profile, args: argparse.Namespace) -> Profile:
 def report_builder(profile: Profile) -> Callable[[Any, Path], Path]:
     """What the CLI makes of a profile's results: the report (HTML, Markdown, LaTeX) in
     ``<results>/report``, with the profile's tune records and untuned tunables."""
-    import reports
+    from benchmark.results import reporting
     from benchmark.run import tuning
+
+    reports = reporting.load()
 
     def build(frame: Any, results_dir: Path) -> Path:
         return reports.build_report(frame, Path(results_dir) / "report", title=f"dipbench · {profile.name}",
@@ -229,8 +231,9 @@ def _print_summary(summary: Summary) -> None:
 
     frame = ResultsStore(summary.results_dir / "results.sqlite").frame(summary.keys)
     try:
-        import reports
+        from benchmark.results import reporting
 
+        reports = reporting.load()
         banner = reports.budget_banner(frame)  # a CPU-budget run says so before any number
         print(f"{banner}\n\n" if banner else "", end="")
         print(reports.comparison_table(frame, fmt="markdown"))
@@ -346,10 +349,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     frame = ResultsStore.open_existing(db).frame([c.key for c in cells])
     print(f"report: {report_builder(profile)(frame, Path(results))}")
     if args.docs is not None:
-        import reports
+        from benchmark.results import reporting
         from benchmark.run import tuning
 
-        page = reports.build_docs_page(frame, Path(args.docs) / "results" / profile.name,
+        page = reporting.load().build_docs_page(frame, Path(args.docs) / "results" / profile.name,
                                        title=f"Results of the {profile.name} profile",
                                        tuning=tuning.report_rows(profile))
         print(f"docs results page: {page}")

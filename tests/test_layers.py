@@ -3,8 +3,10 @@
 From the bottom: ``benchmark.core`` (errors, seeding, memory, keys) → ``benchmark.problems``
 (tasks, spaces, metrics, data) → the method contract (``benchmark.api``, ``benchmark.registry``)
 → ``methods`` → ``benchmark.results`` (records, store, statistics, export, tracking) →
-``benchmark.run`` (profiles, plan, harness, executors, tuning, the driver) → ``reports`` → the
-command line on top (``benchmark.cli``, ``benchmark.__main__``, ``benchmark.gpu_check``).
+``benchmark.run`` (profiles, plan, harness, executors, tuning, the driver) → the command line
+(``benchmark.cli``, ``benchmark.__main__``, ``benchmark.gpu_check``) → ``reports`` on top: nothing
+under ``benchmark/`` imports the reports, the command line finds them as a plug-in (the entry
+point group ``dipbench.reporters``, ``benchmark.results.reporting``).
 Every import counts, also those inside functions or under ``TYPE_CHECKING``: a late import is
 still a dependency. The reports read results and never run anything: they may not import
 ``benchmark.run`` or ``methods`` either. Method plug-ins are found by package name
@@ -29,11 +31,11 @@ LAYERS = (
     ("methods", 3),
     ("benchmark.results", 4),
     ("benchmark.run", 5),
-    ("reports", 6),
-    ("benchmark", 7),  # the package itself, the CLI, the GPU check
+    ("benchmark", 6),  # the package itself, the CLI, the GPU check
+    ("reports", 7),
 )
 #: what a layer may not import although it lies below (the reports only read results)
-FORBIDDEN = {"reports": ("benchmark.run", "methods")}
+FORBIDDEN = {"reports": ("benchmark.run", "methods", "benchmark.cli", "benchmark.gpu_check", "benchmark.docsite")}
 
 
 def layer_of(module: str) -> int:
@@ -98,10 +100,27 @@ def test_imports_point_downward(name: str) -> None:
     assert not reaching, f"{name} may not import {reaching}"
 
 
-def test_nothing_below_the_command_line_imports_the_reports() -> None:
-    importers = sorted(n for n, targets in GRAPH.items() if layer_of(n) < layer_of("reports")
+def test_nothing_under_benchmark_imports_the_reports() -> None:
+    importers = sorted(n for n, targets in GRAPH.items() if n.split(".")[0] in ("benchmark", "methods")
                        and any(t == "reports" or t.startswith("reports.") for t in targets))
     assert not importers
+
+
+def test_the_command_line_finds_the_reports_as_its_plug_in() -> None:
+    import reports
+    from benchmark.results import reporting
+
+    assert "reports" in reporting.available()
+    assert reporting.load() is reports
+
+
+def test_an_unknown_reporter_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmark.core.errors import UserError
+    from benchmark.results import reporting
+
+    monkeypatch.setenv("DIPBENCH_REPORTER", "no_such_reporter")
+    with pytest.raises(UserError, match="no reporter 'no_such_reporter'.*registered: .*reports"):
+        reporting.load()
 
 
 def test_no_import_cycle() -> None:
