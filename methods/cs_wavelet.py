@@ -68,7 +68,7 @@ class CSWavelet(Method):
     budgets = {"test": {"iterations": 30}, "quick": {"iterations": 100}}
     #: the weight trades aliasing and noise for detail: chosen per task by ``benchmark tune`` on
     #: validation slices drawn from the training split
-    tunable = {"weight": [0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.015]}
+    tunable = {"weight": [0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.015]}
     tune_by = "task"
 
     @classmethod

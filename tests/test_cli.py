@@ -51,7 +51,7 @@ def test_list_describes_each_profile_for_users(capsys: pytest.CaptureFixture[str
         description = profiles.load(name).description
         assert description in out
         assert "issue" not in description.lower() and "<" not in description, (name, description)
-    assert "About 1 h 45 min on 2 CPU cores" in profiles.load("quick").description  # as measured (README)
+    assert "About 1 h 45 min on 2 CPU cores" in profiles.load("quick_full").description  # as measured (README)
 
 
 @pytest.mark.parametrize(

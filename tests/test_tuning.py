@@ -273,8 +273,8 @@ def _train_ids(name: str) -> set[str]:
 
 #: the medical profile's TV on CT runs at 512², 300 steps of a ~4 s projection pair per slice on
 #: the 2-core CPU: its weight is left for a GPU (the profile says so); every other task has it
-@pytest.mark.parametrize(("name", "left_for_a_gpu"), [("quick", ()), ("paper", ()), ("ct_cpu", ()), ("dps_cpu", ()),
-                                                      ("restoration_cpu", ()),
+@pytest.mark.parametrize(("name", "left_for_a_gpu"), [("quick", ()), ("quick_full", ()), ("paper", ()), ("ct_cpu", ()),
+                                                      ("dps_cpu", ()), ("restoration_cpu", ()), ("robustness", ()),
                                                       ("medical", ("ct_views60", "ct_views30"))])
 def test_shipped_tuned_values_trace_to_training_images(name: str, left_for_a_gpu: tuple[str, ...]) -> None:
     """Issue 12's bar: every tuned value of the shipped profiles has a tune record on training
@@ -308,7 +308,8 @@ def test_shipped_tuned_values_trace_to_training_images(name: str, left_for_a_gpu
     assert not re.search(r"(picked|chosen|tuned|selected) on (the )?(\w+ )?test", text, re.IGNORECASE)
 
 
-@pytest.mark.parametrize("name", ["quick", "paper", "ct_cpu", "dps_cpu", "restoration_cpu", "medical"])
+@pytest.mark.parametrize("name", ["quick", "quick_full", "paper", "ct_cpu", "dps_cpu", "restoration_cpu", "medical",
+                                  "robustness"])
 def test_the_report_lists_every_tunable_used_untuned(name: str) -> None:
     profile = profiles.load(name)
     values = tuned_values.load(profile)
@@ -323,9 +324,9 @@ def test_the_report_lists_every_tunable_used_untuned(name: str) -> None:
 
 
 def test_the_report_lists_no_untuned_value_where_the_method_does_not_run() -> None:
-    """The quick profile runs DPS on the embedded images only, not on its MRI slices: no row
-    says DPS's ζ is untuned on mri_x4; DIP, which runs there, has its budget's record."""
-    rows = tuning.report_rows(profiles.load("quick"))
+    """quick_full runs DPS on the embedded images only, not on its MRI slices: no row says DPS's
+    ζ is untuned on mri_x4; DIP, which runs there, has its budget's record."""
+    rows = tuning.report_rows(profiles.load("quick_full"))
     assert not [r for r in rows if r["method"] == "dps" and r["applies_to"] == "mri_x4"]
     assert [r["chosen"] for r in rows if r["method"] == "dip" and r["applies_to"] == "mri_x4"] == [{"iterations": 800}]
 

@@ -28,7 +28,7 @@ def test_the_mean_of_four_samples_beats_one_sample_on_the_quick_tasks(
     24.13 dB (24.03 / 24.23), mean of 4 samples 24.69 dB (24.65 / 24.72; coverage ±2σ 0.555,
     corr(σ, |error|) 0.180); 50% inpainting, 24.05 dB (24.16 / 23.93) against 25.84 dB (25.79 /
     25.89; coverage 0.895, corr 0.566). The 4 chains cost about 3.7 times one chain's runtime here."""
-    quick = profiles.load("quick")
+    quick = profiles.load("quick_full")  # DPS runs on the quick cells in quick_full
     embedded = next(spec for spec in quick.datasets if spec.name == "embedded")
     profile = dataclasses.replace(quick, methods=["dps", "dps[samples=4]"],
                                   tasks=["denoising_s25", "inpainting_random50"],
