@@ -21,6 +21,14 @@ os.environ.setdefault("DIPBENCH_WEIGHTS", str(SHARED / "weights"))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+# Under pytest-xdist (`make test PYTEST_ARGS="-n 2"`, as CI runs it) the workers share the cores:
+# each torch (and each command a test starts) gets its share of them, so no worker's threads wait
+# on another's.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(_share)
+    torch.set_num_threads(_share)
+
 # Speed benchmarks run only under `make perf`, never as part of the unit tests.
 collect_ignore_glob = [] if os.environ.get("DIPBENCH_PERF") else ["perf/*"]
 
