@@ -18,7 +18,7 @@ import torch
 from perf_problems import denoising_problems
 
 from benchmark.core import seeding
-from methods._dip import loop
+from methods._dip import loop, streams
 from methods._dip.networks import SkipNet
 from methods._dip.objectives import measurement_loss
 
@@ -37,11 +37,12 @@ def _ours(channels: int, side: int, batch: int, iterations: int, bare: bool = Fa
     problems = [
         loop.FitProblem(_network(channels, b),
                         torch.rand((1, INPUT_CHANNELS, side, side), generator=seeding.generator(b, "input")) * 0.1,
-                        measurement_loss(physics, y), (side, side), seeding.generator(b, "perturbation"))
+                        measurement_loss(physics, y), (side, side),
+                        [loop.Watcher(iterations, streams.Raw() if bare else streams.Ema(0.99))],
+                        seeding.generator(b, "perturbation"))
         for b, (physics, y) in enumerate((p.physics, p.y) for p in denoising_problems(side, batch))
     ]
-    settings = (loop.LoopSettings(iterations, 0.01) if bare
-                else loop.LoopSettings(iterations, 0.01, reg_noise_std=1.0 / 30.0, ema=0.99))
+    settings = loop.LoopSettings(0.01) if bare else loop.LoopSettings(0.01, reg_noise_std=1.0 / 30.0)
     start = time.perf_counter()
     loop.fit_many(problems, settings)
     return batch * iterations / (time.perf_counter() - start)

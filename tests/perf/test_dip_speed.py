@@ -16,7 +16,7 @@ import torch
 
 from benchmark.core import seeding
 from benchmark.problems import data, tasks
-from methods._dip import loop
+from methods._dip import loop, streams
 from methods._dip.networks import SkipNet
 from methods._dip.objectives import measurement_loss
 
@@ -42,9 +42,9 @@ def network() -> SkipNet:
 def ours(reg_noise_std: float, ema: float) -> Callable[[object, torch.Tensor], None]:
     def run(physics, y) -> None:
         z = torch.rand((1, INPUT_CHANNELS, 64, 64), generator=seeding.generator(0, "input")) * 0.1
-        settings = loop.LoopSettings(ITERATIONS, 0.01, reg_noise_std=reg_noise_std, ema=ema)
-        loop.fit_one(network(), z, measurement_loss(physics, y), settings, size=(64, 64),
-                 noise=seeding.generator(0, "perturbation"))
+        settings = loop.LoopSettings(0.01, reg_noise_std=reg_noise_std)
+        loop.fit_one(network(), z, measurement_loss(physics, y), settings, size=(64, 64), iterations=ITERATIONS,
+                     stream=streams.Ema(ema) if ema else None, noise=seeding.generator(0, "perturbation"))
 
     return run
 
@@ -95,9 +95,9 @@ def test_quick_network_step_against_deepinv(problem, capsys) -> None:  # type: i
 
     def ours(reg_noise_std: float, ema: float) -> None:
         z = torch.rand((1, INPUT_CHANNELS, 64, 64), generator=seeding.generator(0, "input")) * 0.1
-        settings = loop.LoopSettings(iterations, 0.01, reg_noise_std=reg_noise_std, ema=ema)
-        loop.fit_one(quick(), z, measurement_loss(physics, y), settings, size=(64, 64),
-                 noise=seeding.generator(0, "perturbation"))
+        settings = loop.LoopSettings(0.01, reg_noise_std=reg_noise_std)
+        loop.fit_one(quick(), z, measurement_loss(physics, y), settings, size=(64, 64), iterations=iterations,
+                     stream=streams.Ema(ema) if ema else None, noise=seeding.generator(0, "perturbation"))
 
     def theirs() -> None:
         deepinv.models.DeepImagePrior(quick(), img_size=(INPUT_CHANNELS, 64, 64), iterations=iterations,
