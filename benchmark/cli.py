@@ -353,8 +353,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         from benchmark.run import tuning
 
         page = reporting.load().build_docs_page(frame, Path(args.docs) / "results" / profile.name,
-                                       title=f"Results of the {profile.name} profile",
-                                       tuning=tuning.report_rows(profile))
+                                                title=f"Results of the {profile.name} profile",
+                                                tuning=tuning.report_rows(profile))
         print(f"docs results page: {page}")
     return 0
 
