@@ -91,3 +91,23 @@ def test_dps_with_two_samples_carries_the_metrics_the_map_and_the_report_figure(
     table = reports.uncertainty.calibration_table(frame)
     assert [name for name, _ in table.rows] == [two.label]
     assert "## Uncertainty" in (tmp_path / "report" / "tables.md").read_text()
+
+
+def test_sgld_dip_records_its_calibration_and_std_map_through_a_run(tmp_path: Path) -> None:
+    """SGLD DIP (Cheng et al.) through the harness at the test budget: its record carries the two
+    calibration metrics and the std map of its thinned samples, and the report's calibration
+    table lists it (the mechanism DPS uses, reached by the Bayesian DIP)."""
+    smoke = profiles.load("smoke")
+    profile = dataclasses.replace(
+        smoke, methods=["sgld_dip"], tasks=["denoising_s25"],
+        datasets=[dataclasses.replace(smoke.datasets[0], limit=1)], metrics_off=["lpips"])
+    results = tmp_path / "r"
+    summary = runner.run_benchmark(profile, results_dir=results, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+                                   progress=False)
+    assert not summary.failed and summary.ran == 1
+    (row,) = ResultsStore(results / "results.sqlite").frame(summary.keys).itertuples()
+    assert 0.0 <= row.coverage_2sd <= 1.0 and -1.0 <= row.sd_error_corr <= 1.0
+    std_png = results / "recons" / row.info["uncertainty_path"]
+    assert std_png.is_file() and std_png.name.endswith("_std.png") and 0 < row.info["uncertainty_max"] <= 1
+    frame = ResultsStore(results / "results.sqlite").frame(summary.keys)
+    assert [name for name, _ in reports.uncertainty.calibration_table(frame).rows] == [row.label]
