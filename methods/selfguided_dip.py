@@ -24,16 +24,18 @@ handbook applies it to each draw). The demo's regulariser compares its real 2-ch
 complex output and thereby pulls the imaginary part to zero; here it compares the 2-channel real
 images, as the paper writes it.
 
-Where the suite departs: the network is the suite's skip encoder-decoder (``SkipNet``) with as
-many input channels as the image, its output layer the image space's (linear for MR images, as the
-authors' U-Net; a sigmoid for [0, 1] images and the CT window); the authors use a 5-level
-BatchNorm U-Net (64-1024 channels). The authors' EMA starts from zeros; the suite's starts at the
-first output. Only the MRI demo is public: the paper's natural-image inpainting and every other
-task take the MRI recipe. The draws are K separate forward passes (BatchNorm statistics per draw,
-as the demo). The quick budget (CPU, 64² natural images, 128² MRI): a step costs K = 3 forward and
-backward passes, so 266 steps cost the 800 passes of the DIP family's cap of 800 one-pass steps;
-the 32-channel network at the skip family's quick lr (0.01, MRI 0.003): the authors' 3e-4 goes with
-4000 steps of a network of tens of millions of weights.
+Where the suite departs: the network is the suite's skip encoder-decoder (``SkipNet``) with as many
+input channels as the image, its output layer the image space's (linear for MR images, as the
+authors' U-Net; a sigmoid for [0, 1] images and the CT window); the authors use a 5-level BatchNorm
+U-Net (64-1024 channels). The authors' EMA starts from zeros; the suite's starts at the first
+output. Only the MRI demo is public: the paper's natural-image inpainting and every other task take
+the MRI recipe, except α, which a profile may tune per task family on training images (``tunable``,
+records in ``benchmark/profiles/tuned/``): on inpainting the data term sees only the kept pixels,
+and the authors' α = 2 lets the pull towards the input win. The draws are K separate forward passes
+(BatchNorm statistics per draw, as the demo). The quick budget (CPU, 64² natural images, 128² MRI):
+a step costs K = 3 forward and backward passes, so 266 steps cost the 800 passes of the DIP
+family's cap of 800 one-pass steps; the 32-channel network at the skip family's quick lr (0.01, MRI
+0.003): the authors' 3e-4 goes with 4000 steps of a network of tens of millions of weights.
 """
 
 from __future__ import annotations
@@ -95,6 +97,10 @@ class SelfGuidedDIP(common.DipMethod):
     }
     #: K = 3 passes a step: a third of the DIP family's quick cap in steps, the same passes
     budget_task_params = common.SKIP_BUDGET_TASK_PARAMS
+    #: α per task family, chosen on training crops by ``benchmark tune``: the authors' α = 2 is for
+    #: MRI, whose data term covers the whole image; on inpainting it covers the kept half
+    tunable = {"ae_weight": [0.1, 0.3, 1.0, 2.0]}
+    tune_by = "family"
     counts = (*common.DipMethod.counts, "draws")
     fit_kind = "self-guided DIP: skip network, optimised input, norm objective"
     fit_params = ("channels", "scales", "skip_channels", "upsample", "input", "ae_weight")
