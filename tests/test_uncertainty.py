@@ -105,9 +105,9 @@ def test_sgld_dip_records_its_calibration_and_std_map_through_a_run(tmp_path: Pa
     summary = runner.run_benchmark(profile, results_dir=results, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
                                    progress=False)
     assert not summary.failed and summary.ran == 1
-    (row,) = ResultsStore(results / "results.sqlite").frame(summary.keys).itertuples()
+    frame = ResultsStore(results / "results.sqlite").frame(summary.keys)
+    (row,) = frame.itertuples()
     assert 0.0 <= row.coverage_2sd <= 1.0 and -1.0 <= row.sd_error_corr <= 1.0
     std_png = results / "recons" / row.info["uncertainty_path"]
     assert std_png.is_file() and std_png.name.endswith("_std.png") and 0 < row.info["uncertainty_max"] <= 1
-    frame = ResultsStore(results / "results.sqlite").frame(summary.keys)
     assert [name for name, _ in reports.uncertainty.calibration_table(frame).rows] == [row.label]
