@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
 import torch
 
@@ -61,20 +63,26 @@ def test_the_std_of_a_complex_image_is_the_std_of_its_complex_values() -> None:
     assert torch.equal(spaces.UNIT.view_std(wide), wide) and torch.equal(spaces.CT.view_std(wide), wide)
 
 
+def _smoke_run(tmp_path: Path, methods: list[str], task: str) -> tuple[Path, Any, pd.DataFrame]:
+    """The smoke profile's first image through a whole run of ``methods`` on ``task`` (no LPIPS):
+    the results folder, the run's summary and its rows."""
+    smoke = profiles.load("smoke")
+    profile = dataclasses.replace(smoke, methods=methods, tasks=[task],
+                                  datasets=[dataclasses.replace(smoke.datasets[0], limit=1)], metrics_off=["lpips"])
+    results = tmp_path / "r"
+    summary = runner.run_benchmark(profile, results_dir=results, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+                                   progress=False)
+    return results, summary, ResultsStore(results / "results.sqlite").frame(summary.keys)
+
+
 def test_dps_with_two_samples_carries_the_metrics_the_map_and_the_report_figure(tmp_path: Path) -> None:
     """Through the whole run: DPS with 2 samples records coverage and correlation and stores its
     std map beside its reconstruction (path in info); the single-sample DPS and the trivial
     baseline have no such values; the report shows the uncertainty figure and table."""
-    smoke = profiles.load("smoke")
     tiny = "prior_steps=20,sampling_steps=5"  # the test budget's 8-channel prior, trained briefly
-    profile = dataclasses.replace(
-        smoke, methods=[f"dps[samples=2,{tiny}]", f"dps[{tiny}]", "trivial"], tasks=["inpainting_random50"],
-        datasets=[dataclasses.replace(smoke.datasets[0], limit=1)], metrics_off=["lpips"])
-    results = tmp_path / "r"
-    summary = runner.run_benchmark(profile, results_dir=results, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
-                                   progress=False)
+    results, summary, frame = _smoke_run(tmp_path, [f"dps[samples=2,{tiny}]", f"dps[{tiny}]", "trivial"],
+                                         "inpainting_random50")
     assert not summary.failed and summary.ran == 3
-    frame = ResultsStore(results / "results.sqlite").frame(summary.keys)
     by_label = {row.label: row for row in frame.itertuples()}
     two = by_label["dps[prior_steps=20,samples=2,sampling_steps=5]"]
     one = by_label["dps[prior_steps=20,sampling_steps=5]"]
@@ -97,15 +105,8 @@ def test_sgld_dip_records_its_calibration_and_std_map_through_a_run(tmp_path: Pa
     """SGLD DIP (Cheng et al.) through the harness at the test budget: its record carries the two
     calibration metrics and the std map of its thinned samples, and the report's calibration
     table lists it (the mechanism DPS uses, reached by the Bayesian DIP)."""
-    smoke = profiles.load("smoke")
-    profile = dataclasses.replace(
-        smoke, methods=["sgld_dip"], tasks=["denoising_s25"],
-        datasets=[dataclasses.replace(smoke.datasets[0], limit=1)], metrics_off=["lpips"])
-    results = tmp_path / "r"
-    summary = runner.run_benchmark(profile, results_dir=results, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
-                                   progress=False)
+    results, summary, frame = _smoke_run(tmp_path, ["sgld_dip"], "denoising_s25")
     assert not summary.failed and summary.ran == 1
-    frame = ResultsStore(results / "results.sqlite").frame(summary.keys)
     (row,) = frame.itertuples()
     assert 0.0 <= row.coverage_2sd <= 1.0 and -1.0 <= row.sd_error_corr <= 1.0
     std_png = results / "recons" / row.info["uncertainty_path"]
