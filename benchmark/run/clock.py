@@ -55,11 +55,17 @@ def _rss_bytes() -> int:
 
 
 class PeakMemory:
-    """Peak memory above the starting point: CUDA's allocator stats on GPU, sampled RSS on CPU."""
+    """Peak memory above the starting point: CUDA's allocator stats on GPU, sampled RSS on CPU.
+
+    On CPU the peak is the largest rise of resident memory above its lowest point so far, not
+    above the first sample: a cyclic garbage collection that frees an earlier cell's tensors
+    while the method runs would otherwise lower the baseline and hide the method's own peak.
+    """
 
     def __init__(self, device: torch.device, interval: float = 0.005) -> None:
         self.device, self.interval = device, interval
         self.peak_bytes = 0
+        self._lowest = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -68,14 +74,19 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
         elif os.path.exists("/proc/self/statm"):
-            self._base = _rss_bytes()
+            self._lowest = _rss_bytes()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         return self
 
+    def _observe(self) -> None:
+        rss = _rss_bytes()
+        self._lowest = min(self._lowest, rss)
+        self.peak_bytes = max(self.peak_bytes, rss - self._lowest)
+
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak_bytes = max(self.peak_bytes, _rss_bytes() - self._base)
+            self._observe()
 
     def __exit__(self, *exc: Any) -> None:
         if self.device.type == "cuda":
@@ -83,7 +94,7 @@ class PeakMemory:
         elif self._thread is not None:
             self._stop.set()
             self._thread.join()
-            self.peak_bytes = max(self.peak_bytes, _rss_bytes() - self._base)
+            self._observe()
 
     @property
     def megabytes(self) -> float:
