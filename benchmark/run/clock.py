@@ -6,6 +6,9 @@ time methods the same way.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import os
 import threading
 import time
@@ -54,12 +57,32 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+@functools.cache
+def _malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    """glibc's ``malloc_trim``, where the C library has one (not on macOS or musl)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+
+
+def release_free_heap() -> None:
+    """Hand the memory the C allocator holds free back to the system (glibc's ``malloc_trim(0)``,
+    a few ms). Without it a run reuses what an earlier cell freed but the allocator kept, so its
+    resident memory, and the peak measured from it, does not grow by what it allocates."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 class PeakMemory:
     """Peak memory above the starting point: CUDA's allocator stats on GPU, sampled RSS on CPU.
 
-    On CPU the peak is the largest rise of resident memory above its lowest point so far, not
-    above the first sample: a cyclic garbage collection that frees an earlier cell's tensors
-    while the method runs would otherwise lower the baseline and hide the method's own peak.
+    On CPU the heap is trimmed first (:func:`release_free_heap`), and the peak is the largest rise
+    of resident memory above its lowest point so far, not above the first sample: a cyclic garbage
+    collection that frees an earlier cell's tensors while the method runs would otherwise lower
+    the baseline and hide the method's own peak.
     """
 
     def __init__(self, device: torch.device, interval: float = 0.005) -> None:
@@ -74,6 +97,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
         elif os.path.exists("/proc/self/statm"):
+            release_free_heap()
             self._lowest = _rss_bytes()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
