@@ -164,7 +164,7 @@ def _cells(method: str, params: dict[str, Any], dataset: str, images: list[Any],
 
 
 def _pool(device: torch.device, out: Path, train: list[torch.Tensor] | None = None, name: str = "") -> Any:
-    from benchmark.run.harness import MethodPool
+    from benchmark.run.pool import MethodPool
 
     return MethodPool(lambda: list(train or []), name or "none", out / "checkpoints", device, progress=False,
                       load_training=lambda _name: list(train or []))

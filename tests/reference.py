@@ -9,13 +9,14 @@ import torch
 from benchmark.problems import data
 from benchmark.run import harness
 from benchmark.run.plan import Cell, canonical_json
+from benchmark.run.pool import MethodPool
 
 
 def harness_psnr(method: str, params: dict[str, Any], task: str, dataset: str, images: list[data.Image]) -> list[float]:
     """Each image's PSNR as ``run_cells`` records it (seed 0, CPU, no training set). ``params``
     are used as given, as a cell's: pass what the plan resolves
     (``Method.resolve_params(task, overrides, budget)``), else per-task defaults are missed."""
-    pool = harness.MethodPool(lambda: [], "none", data.cache_root() / "reference", torch.device("cpu"), progress=False)
+    pool = MethodPool(lambda: [], "none", data.cache_root() / "reference", torch.device("cpu"), progress=False)
     psnrs = []
     for image in images:
         cell = Cell(method, canonical_json(params), task, dataset, image.id, "full", 0)
@@ -29,7 +30,7 @@ def harness_psnr(method: str, params: dict[str, Any], task: str, dataset: str, i
 def harness_psnr_trained(method: str, params: dict[str, Any], task: str, dataset: str, images: list[data.Image],
                          training: list[torch.Tensor], training_name: str) -> list[float]:
     """As :func:`harness_psnr`, for a method that learns from ``training`` (named ``training_name``)."""
-    pool = harness.MethodPool(list, "none", data.cache_root() / "reference", torch.device("cpu"), progress=False,
+    pool = MethodPool(list, "none", data.cache_root() / "reference", torch.device("cpu"), progress=False,
                               load_training=lambda name: training)
     psnrs = []
     for image in images:

@@ -14,8 +14,9 @@ from benchmark import registry
 from benchmark.api import Method, Problem, Reconstruction
 from benchmark.run import calibration, runner
 from benchmark.run.calibration import Calibration, Calibrator
-from benchmark.run.harness import MethodPool, run_cells
+from benchmark.run.harness import run_cells
 from benchmark.run.plan import Cell, canonical_json
+from benchmark.run.pool import MethodPool
 from benchmark.run.profiles import parse
 
 STEPS = 12

@@ -19,6 +19,7 @@ from benchmark.core.keys import canonical_json
 from benchmark.problems import spaces, tasks
 from benchmark.run import harness
 from benchmark.run.plan import Cell
+from benchmark.run.pool import MethodPool
 from methods import _weights
 from methods._dip import loop, streams
 from methods.deepred import Admm, DeepRED
@@ -211,7 +212,7 @@ def no_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
 def test_missing_ffdnet_weights_skip_the_cell_with_the_fix(no_weights: Path) -> None:
     x, _, _ = _problem("denoising_s25")
     params = DeepRED.resolve_params(tasks.get("denoising_s25"), SMALL, budget="test")
-    pool = harness.MethodPool(lambda: [], "none", no_weights / "cache", torch.device("cpu"), progress=False)
+    pool = MethodPool(lambda: [], "none", no_weights / "cache", torch.device("cpu"), progress=False)
     cell = Cell("deepred", canonical_json(params), "denoising_s25", "synthetic", "blob", "full", 0)
     (outcome,) = harness.run_cells([cell], [x[0]], pool, skip_metrics=("lpips",), save_reconstruction=False)
     assert outcome.record.status == "skipped"

@@ -10,6 +10,7 @@ import torch
 from benchmark.problems import medical, metrics, spaces, tasks
 from benchmark.run import harness
 from benchmark.run.plan import Cell
+from benchmark.run.pool import MethodPool
 from tests.conftest import requires_shared
 
 MEDICAL = sorted(name for name, task in tasks.TASKS.items() if task.space is not spaces.UNIT)
@@ -189,7 +190,7 @@ def test_harness_records_magnitude_metrics_and_png_for_mri(tmp_path) -> None:  #
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
     magnitude = 0.8 * torch.exp(-(xx**2 + yy**2) / 0.3)
     image = torch.stack([magnitude * torch.cos(xx), -magnitude * torch.sin(xx)])  # signed parts
-    pool = harness.MethodPool(list, "none", tmp_path, torch.device("cpu"), progress=False)
+    pool = MethodPool(list, "none", tmp_path, torch.device("cpu"), progress=False)
     cell = Cell("trivial", "{}", "mri_x4", "synthetic", "blob", "full", 0)
     (outcome,) = harness.run_cells([cell], [image], pool, skip_metrics=())
     record = outcome.record

@@ -12,8 +12,9 @@ import torch
 from benchmark import registry
 from benchmark.api import Method, Reconstruction
 from benchmark.problems import data
-from benchmark.run.harness import MethodPool, run_cells
+from benchmark.run.harness import run_cells
 from benchmark.run.plan import Cell, canonical_json
+from benchmark.run.pool import MethodPool
 from methods._dip import common
 
 SMALL_NET = {**common.SKIP_DEFAULTS, "channels": 4, "scales": 2, "skip_channels": 2, "input_channels": 4}

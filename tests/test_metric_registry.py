@@ -21,6 +21,7 @@ from benchmark.results.export import long_curves, long_results
 from benchmark.results.store import ResultsStore
 from benchmark.results.tracking import EXPERIMENT
 from benchmark.run import profiles, runner
+from benchmark.run.pool import MethodPool
 from reports import plots
 
 SEEN: list[metrics.MetricContext] = []
@@ -147,7 +148,7 @@ def test_a_profile_leaves_out_any_registered_metric_by_name(toy_metric: metrics.
     assert profile.metrics_off == ["toy_mae", "lpips"]
     image = torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(0))
     cell = Cell("trivial", "{}", "denoising_s25", "embedded", "img", "crop32", 0)
-    pool = harness.MethodPool(lambda: [], "embedded", Path("unused"), torch.device("cpu"))
+    pool = MethodPool(lambda: [], "embedded", Path("unused"), torch.device("cpu"))
     (outcome,) = harness.run_cells([cell], [image], pool, skip_metrics=profile.metrics_off,
                                    save_reconstruction=False)
     assert outcome.record.status == "ok"

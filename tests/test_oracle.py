@@ -12,8 +12,11 @@ import torch
 from benchmark import registry
 from benchmark.api import ORACLE_STREAM, Method, Reconstruction
 from benchmark.problems import data, metrics
-from benchmark.run.harness import MethodPool, Stopwatch, TrajectoryRecorder, run_cells
+from benchmark.run.clock import Stopwatch
+from benchmark.run.harness import run_cells
 from benchmark.run.plan import Cell, canonical_json
+from benchmark.run.pool import MethodPool
+from benchmark.run.recording import TrajectoryRecorder
 
 PSNR = next(m for m in metrics.registered() if m.name == "psnr")
 PEAK = 7  # between the callback steps 5 and 10

@@ -15,7 +15,7 @@ from benchmark.results import leaderboard
 from benchmark.results.record import Record
 from benchmark.results.store import ResultsStore
 from benchmark.run.clock import Stopwatch
-from benchmark.run.harness import TrajectoryRecorder
+from benchmark.run.recording import TrajectoryRecorder
 
 
 def test_psnr_is_the_one_primary_metric_and_a_second_is_refused() -> None:

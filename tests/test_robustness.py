@@ -19,8 +19,9 @@ from benchmark.problems import conditions, medical, tasks
 from benchmark.results import robustness
 from benchmark.results.export import long_results
 from benchmark.results.store import ResultsStore
-from benchmark.run import harness, runner
+from benchmark.run import runner
 from benchmark.run.plan import Cell, make_plan
+from benchmark.run.pool import MethodPool
 from benchmark.run.profiles import parse
 from methods.dncnn import DnCNN
 from methods.dps import DPS
@@ -55,7 +56,7 @@ def test_a_shift_cell_trains_on_the_train_tasks_physics_and_the_named_training_s
     monkeypatch.setattr(SupervisedUNet, "prepare", spy)
     cells, _ = make_plan(_profile(["unet", "unet[train_task=denoising_s25]", "unet[train_set=ct_chest_train]"],
                                   ["denoising_s50"]))
-    pool = harness.MethodPool(list, "embedded", tmp_path, torch.device("cpu"), progress=False,
+    pool = MethodPool(list, "embedded", tmp_path, torch.device("cpu"), progress=False,
                               load_training=lambda name: [])
     # the named set is prepared as the default one (the test images' scale): only the images change
     for label, expected in (("unet", ("denoising_s50", "embedded[crop=32,resize=64]")),

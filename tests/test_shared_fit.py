@@ -18,6 +18,7 @@ from benchmark import registry
 from benchmark.api import Problem, Reconstruction
 from benchmark.problems import tasks
 from benchmark.run import plan
+from benchmark.run.pool import MethodPool
 from methods._dip import common
 from methods._dip import loop as dip_loop
 
@@ -191,7 +192,7 @@ def test_the_harness_reads_one_fit_for_the_rules_of_a_measurement() -> None:
     task = tasks.get("denoising_s25")
     cells = [plan.Cell(m.name, canonical_json(m.params), task.name, "embedded", image.id, "c", 0, m.name)
              for m in _methods(task)]
-    pool = harness.MethodPool(list, "none", data.cache_root() / "shared-fit", torch.device("cpu"), progress=False)
+    pool = MethodPool(list, "none", data.cache_root() / "shared-fit", torch.device("cpu"), progress=False)
     together = harness.run_cells(cells, [image.tensor] * len(cells), pool, skip_metrics=("lpips",),
                                  save_reconstruction=False)
     for cell, outcome in zip(cells, together, strict=True):
@@ -209,8 +210,7 @@ def test_a_shrinking_group_is_charged_at_each_size_s_calibrated_rate() -> None:
     """``Calibration.factor_at``: measured sizes as measured, sizes between them interpolated, the
     largest measured one's beyond it; the harness scales each group size's network seconds by it."""
     from benchmark.api import SoloCost
-    from benchmark.run.calibration import Calibration
-    from benchmark.run.harness import solo_runtime
+    from benchmark.run.calibration import Calibration, solo_runtime
 
     calibration = Calibration(rates={1: 10.0, 2: 16.0, 4: 24.0})
     assert calibration.factor_at(1) == 1.0 and calibration.factor_at(2) == pytest.approx(1.6)

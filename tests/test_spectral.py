@@ -14,8 +14,11 @@ import torch
 from benchmark.problems import data, metrics, spectral, tasks
 from benchmark.results.export import long_curves
 from benchmark.results.store import records_frame
-from benchmark.run.harness import MethodPool, Stopwatch, TrajectoryRecorder, run_cells
+from benchmark.run.clock import Stopwatch
+from benchmark.run.harness import run_cells
 from benchmark.run.plan import Cell, canonical_json
+from benchmark.run.pool import MethodPool
+from benchmark.run.recording import TrajectoryRecorder
 
 BANDS = spectral.BANDS
 NAMES = [b.metric for b in BANDS]

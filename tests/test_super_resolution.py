@@ -13,8 +13,9 @@ from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from benchmark.problems import data, metrics, tasks
-from benchmark.run.harness import MethodPool, run_cells
+from benchmark.run.harness import run_cells
 from benchmark.run.plan import Cell
+from benchmark.run.pool import MethodPool
 from tests.conftest import requires_shared
 
 #: An independent MATLAB-protocol check on the shared Set5/Set14 files (shared datasets README).

@@ -26,10 +26,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from benchmark.api import Method, Problem
+from benchmark.api import Method, Problem, Reconstruction, SoloCost
 from benchmark.run.clock import PeakMemory, sync
 
 #: batch sizes ``auto`` tries
@@ -184,3 +185,30 @@ class Calibrator:
 def candidates(limit: int) -> list[int]:
     """The batch sizes ``auto`` measures for a group of at most ``limit`` problems."""
     return [b for b in CANDIDATES if b <= max(1, limit)]
+
+
+def solo_runtime(result: Reconstruction, share: float, size: int,
+                 calibration: Calibration | None) -> tuple[float, float | None]:
+    """(what the cell would have cost alone, the solo/batch factor of its batch size). With the
+    method's own cost split, the network's share at each group size is scaled by that size's
+    factor and the method's own work added as it is."""
+    factor = calibration.solo_factor(size) if calibration is not None else (1.0 if size == 1 else None)
+    if result.cost is None:
+        return (share * factor if factor is not None else share), factor
+    network = sum(seconds * _factor_at(calibration, group) for group, seconds in result.cost.network_s.items())
+    return network + result.cost.own_s, factor
+
+
+def _factor_at(calibration: Calibration | None, group_size: int) -> float:
+    """The calibrated solo/batch factor of a group size (1.0 where none is known)."""
+    scale = calibration.factor_at(group_size) if calibration is not None else None
+    return scale if scale is not None else 1.0
+
+
+def solo_cost_info(cost: SoloCost, calibration: Calibration | None) -> dict[str, Any]:
+    """The parts of a solo runtime that a method's reported cost makes (kept in the record, so a
+    reader can redo it): the network's seconds at each group size, the factor applied to each
+    and the method's own work."""
+    return {"network_s": {str(group): seconds for group, seconds in cost.network_s.items()},
+            "factors": {str(group): _factor_at(calibration, group) for group in cost.network_s},
+            "own_s": cost.own_s}

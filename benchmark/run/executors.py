@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-from benchmark.run.harness import CellOutcome, MethodPool, pick_device, run_cells
+from benchmark.run.harness import CellOutcome, pick_device, run_cells
 from benchmark.run.plan import Cell
+from benchmark.run.pool import MethodPool
 from benchmark.run.profiles import PreparedSet, TrainingSpec
 
 

@@ -10,18 +10,14 @@ gap, wall time (GPU-synchronised), iterations and peak memory.
 
 from __future__ import annotations
 
-import io
-import math
 import time
 import traceback
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image as PILImage
 
 from benchmark import registry
 from benchmark.api import (
@@ -30,20 +26,19 @@ from benchmark.api import (
     Method,
     Problem,
     Reconstruction,
-    SoloCost,
-    TrainingContext,
-    TrainingReport,
     as_reconstruction,
 )
 from benchmark.core import seeding
 from benchmark.core.errors import DataUnavailable, NotApplicable, WeightsUnavailable
-from benchmark.problems import conditions, data, metrics, spaces, tasks
+from benchmark.problems import conditions, data, metrics, tasks
 from benchmark.problems.conditions import TRAIN_CONTENT
 from benchmark.results.store import Record
-from benchmark.run.calibration import Calibration, Calibrator, cache_key
+from benchmark.run.calibration import Calibration, cache_key, solo_cost_info, solo_runtime
 from benchmark.run.clock import PeakMemory, Stopwatch
 from benchmark.run.plan import Cell, measurement_key
+from benchmark.run.pool import MethodPool
 from benchmark.run.profiles import training_dataset
+from benchmark.run.recording import TrajectoryRecorder, reconstruction_uncertainty, to_png, uncertainty_png
 
 
 def checkpoint_dir() -> Path:
@@ -58,203 +53,11 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 @dataclass
-class TrajectoryRecorder:
-    """The harness's callback. Every ``every`` steps it measures x_k with the registry's trajectory
-    metrics, the clock paused, and keeps the oracle: the best iterate in hindsight by the primary
-    metric (``metrics.primary()``). Where the primary metric is a function of the mean squared
-    error (PSNR), the oracle is over every iterate, not only the sampled ones: every step queues
-    x_k's squared error on the device (no host sync) and the queue is read back at the sampled
-    steps. That per-step error, a few element-wise kernels on one image, runs with the clock on:
-    pausing it would sync the device every step."""
-
-    truth: torch.Tensor
-    clock: Stopwatch
-    every: int
-    context: metrics.MetricContext = field(default_factory=metrics.MetricContext)
-    measured: list[metrics.Metric] = field(default_factory=list)
-    #: the task's image space: errors and metrics compare its views (magnitudes for MRI)
-    space: spaces.ImageSpace = spaces.UNIT
-    points: list[dict[str, float]] = field(default_factory=list)
-    last_step: int = 0
-    seconds: float = 0.0  # spent measuring (the clock paused), for the harness's own share
-    #: the oracle: the primary metric of the best iterate so far, and its step
-    oracle_value: float | None = None
-    oracle_step: int | None = None
-    primary: metrics.Metric = field(default_factory=metrics.primary)
-    _queued: list[tuple[int, torch.Tensor]] = field(default_factory=list, repr=False)
-    _truth_cast: torch.Tensor | None = field(default=None, repr=False)
-
-    def better(self, value: float, than: float | None) -> bool:
-        """Whether ``value`` of the primary metric is at least as good as ``than`` (ties go to the
-        later iterate)."""
-        if than is None:
-            return not math.isnan(value)
-        return value >= than if self.primary.higher_is_better else value <= than
-
-    def _consider(self, step: int, value: float) -> None:
-        if self.better(value, self.oracle_value):
-            self.oracle_value, self.oracle_step = value, step
-
-    def __call__(self, step: int, x_k: torch.Tensor) -> bool:
-        self.last_step = step
-        if self.primary.from_mse is not None:
-            with torch.no_grad():
-                # in x_k's own dtype (float32: PSNR within ~1e-5 dB of float64, 5× cheaper; this runs
-                # with the clock on, every step: ~30 µs at 96², next to TV's ~0.5 ms step); in the
-                # task's image space (the magnitude of an MR image)
-                if self._truth_cast is None or self._truth_cast.dtype != x_k.dtype:
-                    self._truth_cast = self.space.view(self.truth.detach()).to(x_k.dtype)
-                self._queued.append((step, (self.space.view(x_k.detach()) - self._truth_cast).square_().mean()))
-        if step % self.every == 0:
-            started = time.perf_counter()
-            with self.clock.paused(), torch.inference_mode():
-                self.flush()
-                if self.measured:
-                    x, truth = self.space.view(x_k.detach()), self.space.view(self.truth)
-                    point: dict[str, float] = {"step": step}
-                    point.update({m.name: m.fn(x, truth, self.context) for m in self.measured})
-                    self.points.append(point)
-                    # the sampled point's float64 value counts too: the oracle is never below it
-                    if self.primary.name in point:
-                        self._consider(step, point[self.primary.name])
-            self.seconds += time.perf_counter() - started
-        return True
-
-    def flush(self) -> list[float]:
-        """Read the queued errors back (one transfer), update the oracle; the primary metric of
-        each queued iterate, in order."""
-        if not self._queued or self.primary.from_mse is None:
-            return []
-        steps = [step for step, _ in self._queued]
-        errors = torch.stack([error for _, error in self._queued]).double().cpu().tolist()
-        self._queued.clear()
-        values = [self.primary.from_mse(mse, self.context.data_range) for mse in errors]
-        for step, value in zip(steps, values, strict=True):
-            self._consider(step, value)
-        return values
-
-
-def to_png(x: torch.Tensor) -> bytes:
-    """A 1×C×H×W or C×H×W tensor in [0, 1] as 8-bit PNG bytes."""
-    array = x.detach().float().clamp(0, 1).squeeze(0).cpu().numpy()
-    array = np.round(array * 255).astype(np.uint8)
-    image = PILImage.fromarray(array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def uncertainty_png(std: torch.Tensor, data_range: float) -> tuple[bytes, float]:
-    """A per-pixel standard deviation (1×C×H×W, the compared view) as a gray PNG scaled to its own
-    largest value, and that value as a fraction of the data range: (PNG bytes, peak). Channels are
-    pooled by their root mean square; the peak turns the PNG's [0, 1] back into data-range units."""
-    shown = (std.detach().double() / (data_range or 1.0)).square().mean(dim=1, keepdim=True).sqrt()
-    peak = float(shown.max())
-    return to_png(shown / peak if peak > 0 else shown), peak
-
-
-def reconstruction_uncertainty(result: Any, x: torch.Tensor, space: spaces.ImageSpace) -> torch.Tensor | None:
-    """The reconstruction's per-pixel standard deviation in the compared view (``space.view_std``),
-    checked: the shape of x, finite, never negative; None when the method gives none."""
-    if result.uncertainty is None:
-        return None
-    std = result.uncertainty.detach()
-    std = std.unsqueeze(0) if std.dim() == 3 else std
-    if std.shape != x.shape:
-        raise ValueError(f"uncertainty has shape {tuple(std.shape)}, expected the image's {tuple(x.shape)}")
-    if not bool(torch.isfinite(std).all()) or bool((std < 0).any()):
-        raise FloatingPointError("the uncertainty has NaN, Inf or negative values")
-    return space.view_std(std.to(x.device))
-
-
-@dataclass
 class CellOutcome:
     """A record plus the files to write next to the results (written by the driver only)."""
 
     record: Record
     artifacts: dict[str, bytes] = field(default_factory=dict)
-
-
-class LazyImages(Sequence[torch.Tensor]):
-    """The training split, loaded on first access (most methods never touch it)."""
-
-    def __init__(self, load: Callable[[], list[torch.Tensor]]) -> None:
-        self._load = load
-        self._images: list[torch.Tensor] | None = None
-
-    def _all(self) -> list[torch.Tensor]:
-        if self._images is None:
-            self._images = list(self._load())
-        return self._images
-
-    def __len__(self) -> int:
-        return len(self._all())
-
-    def __getitem__(self, index):
-        return self._all()[index]
-
-
-class MethodPool:
-    """Method instances per (method, params, task), prepared (trained or loaded) once per
-    training set and test-image channel count."""
-
-    def __init__(self, training_images: Callable[[], list[torch.Tensor]], training_name: str, cache_dir: Path,
-                 device: torch.device, progress: bool = True,
-                 load_training: Callable[[str], list[torch.Tensor]] | None = None) -> None:
-        self.training_images = LazyImages(training_images)
-        self.training_name, self.cache_dir, self.device, self.progress = training_name, cache_dir, device, progress
-        self._load_training = load_training
-        self._training_sets: dict[str, LazyImages] = {training_name: self.training_images}
-        self._instances: dict[tuple[str, str, str], Method] = {}
-        self._prepared: dict[tuple[str, str, str, str, int | None], TrainingReport | None] = {}
-        self._failures: dict[tuple[str, str, str, str, int | None], Exception] = {}
-        self.calibrator = Calibrator(cache_dir / "calibration", device)
-
-    def instance(self, cell: Cell) -> Method:
-        """The (unprepared) method of ``cell``: cheap, to ask it whether it applies."""
-        key = (cell.method, cell.params_json, cell.task)
-        if key not in self._instances:
-            self._instances[key] = registry.get(cell.method)(**cell.params)
-        return self._instances[key]
-
-    def training_for(self, cell: Cell) -> tuple[str, LazyImages]:
-        """The name and (lazily loaded) images of the training set ``cell`` learns from."""
-        name = cell.training or self.training_name
-        if name not in self._training_sets:
-            load = self._load_training
-            if load is None:
-                raise ValueError(f"this pool has no loader for training set {name!r}")
-            self._training_sets[name] = LazyImages(lambda: load(name))
-        return name, self._training_sets[name]
-
-    def get(self, cell: Cell, channels: int | None = None) -> tuple[Method, TrainingReport | None]:
-        """The prepared method for ``cell`` on test images of ``channels`` channels; a failed
-        preparation is remembered, not retried. One instance serves every preparation: cells of
-        one method, parameters and task share a training set and channel count in a plan."""
-        name, images = self.training_for(cell)
-        key = (cell.method, cell.params_json, cell.task, name, channels)
-        if key in self._failures:
-            raise self._failures[key]
-        method = self.instance(cell)
-        if key not in self._prepared:
-            try:
-                self._prepared[key] = self._prepare(method, tasks.get(cell.task), name, images, channels)
-            except Exception as exc:
-                self._failures[key] = exc
-                raise
-        return method, self._prepared[key]
-
-    def _prepare(self, method: Method, task: tasks.Task, name: str, images: LazyImages,
-                 channels: int | None) -> TrainingReport | None:
-        """Train on the instance's training condition: the physics and noise of its ``train_task``
-        (the test task ``task`` by default), the training set ``name`` (the cell's)."""
-        if method.skip_reason(task) is not None:
-            return None
-        ctx = TrainingContext(
-            images=images, dataset=name, task=tasks.get(method.train_task(task) or task.name), cache_dir=self.cache_dir,
-            seed=0, device=self.device, progress=self.progress, channels=channels,
-        )
-        return method.prepare(ctx)
 
 
 def _base_record(cell: Cell, method: Method, profile: str, device: torch.device) -> Record:
@@ -510,33 +313,6 @@ def _shares(results: Sequence[Reconstruction], recorders: Sequence[TrajectoryRec
             for r, rec in zip(results, recorders, strict=True)]
     total = sum(work) or 1.0
     return [runtime * w / total for w in work]
-
-
-def solo_runtime(result: Reconstruction, share: float, size: int,
-                 calibration: Calibration | None) -> tuple[float, float | None]:
-    """(what the cell would have cost alone, the solo/batch factor of its batch size). With the
-    method's own cost split, the network's share at each group size is scaled by that size's
-    factor and the method's own work added as it is."""
-    factor = calibration.solo_factor(size) if calibration is not None else (1.0 if size == 1 else None)
-    if result.cost is None:
-        return (share * factor if factor is not None else share), factor
-    network = sum(seconds * _factor_at(calibration, group) for group, seconds in result.cost.network_s.items())
-    return network + result.cost.own_s, factor
-
-
-def _factor_at(calibration: Calibration | None, group_size: int) -> float:
-    """The calibrated solo/batch factor of a group size (1.0 where none is known)."""
-    scale = calibration.factor_at(group_size) if calibration is not None else None
-    return scale if scale is not None else 1.0
-
-
-def solo_cost_info(cost: SoloCost, calibration: Calibration | None) -> dict[str, Any]:
-    """The parts of a solo runtime that a method's reported cost makes (kept in the record, so a
-    reader can redo it): the network's seconds at each group size, the factor applied to each
-    and the method's own work."""
-    return {"network_s": {str(group): seconds for group, seconds in cost.network_s.items()},
-            "factors": {str(group): _factor_at(calibration, group) for group in cost.network_s},
-            "own_s": cost.own_s}
 
 
 def _failure(cell: Cell, profile: str, exc: BaseException, record: Record | None, device: torch.device) -> CellOutcome:

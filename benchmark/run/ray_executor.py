@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmark.run.harness import CellOutcome, MethodPool, failed_outcome
+from benchmark.run.harness import CellOutcome, failed_outcome
 from benchmark.run.plan import Cell
+from benchmark.run.pool import MethodPool
 
 _WORKER_POOLS: dict[str, MethodPool] = {}
 

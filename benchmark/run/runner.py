@@ -27,8 +27,9 @@ from benchmark.results.store import Record, ResultsStore, StoreError
 from benchmark.results.tracking import Tracker
 from benchmark.run import calibration, harness, resources, tuned_values
 from benchmark.run.executors import LocalExecutor, Work
-from benchmark.run.harness import CellOutcome, MethodPool, calibrate, data_unavailable_outcome, pick_device
+from benchmark.run.harness import CellOutcome, calibrate, data_unavailable_outcome, pick_device
 from benchmark.run.plan import Cell, batch_group, batches, make_plan, measurement_key
+from benchmark.run.pool import MethodPool
 from benchmark.run.profiles import Profile
 
 

@@ -37,7 +37,7 @@ from benchmark.problems import data, metrics, tasks
 from benchmark.results.tracking import git_commit
 from benchmark.run import harness
 from benchmark.run.grid import MethodSpec, parse_spec
-from benchmark.run.harness import MethodPool, pick_device, run_cells
+from benchmark.run.harness import pick_device, run_cells
 from benchmark.run.plan import (
     Cell,
     MethodInstance,
@@ -49,6 +49,7 @@ from benchmark.run.plan import (
     training_preparation,
     version_of,
 )
+from benchmark.run.pool import MethodPool
 from benchmark.run.profiles import WITHOUT_VALIDATION, PreparedSet, Profile
 from benchmark.run.tuned_values import load
 

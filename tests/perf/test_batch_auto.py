@@ -20,8 +20,9 @@ from perf_problems import denoising_problems
 from benchmark.api import Problem
 from benchmark.problems import data
 from benchmark.run.calibration import Calibrator, candidates
-from benchmark.run.harness import MethodPool, run_cells
+from benchmark.run.harness import run_cells
 from benchmark.run.plan import Cell, canonical_json
+from benchmark.run.pool import MethodPool
 from methods.dip import DeepImagePrior
 
 pytestmark = pytest.mark.perf

@@ -20,8 +20,9 @@ import torch
 from benchmark import registry
 from benchmark.core.keys import canonical_json
 from benchmark.problems import data, tasks
-from benchmark.run.harness import MethodPool, run_cells
+from benchmark.run.harness import run_cells
 from benchmark.run.plan import Cell
+from benchmark.run.pool import MethodPool
 
 pytestmark = pytest.mark.perf
 

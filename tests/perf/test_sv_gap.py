@@ -23,8 +23,9 @@ import torch
 from benchmark import registry
 from benchmark.core.keys import canonical_json
 from benchmark.problems import data, tasks
-from benchmark.run.harness import MethodPool, run_cells
+from benchmark.run.harness import run_cells
 from benchmark.run.plan import Cell
+from benchmark.run.pool import MethodPool
 from tests.conftest import cpu_bar
 
 #: the authors' setting trains 8 Adam steps of 32 iterates per DIP step: tens of minutes per image
