@@ -41,8 +41,11 @@ against the mean over ``y`` of ‖A‖ = 1 operators, so their value does not tr
 inpainting at the quick budget (pretrained on 4 embedded training images, scored after 400 steps
 on two 64² crops of other training images): with less TV the fit runs from the warm start into
 the noise within tens of steps, and the total loss, which keeps falling, then selects a late,
-noisy iterate. It is untuned at the paper budget and on MRI and CT: ``benchmark tune`` chooses it
-per task family on training images.
+noisy iterate. ``benchmark tune --profile quick`` (the tuned file's records, 4 embedded training
+crops held out of the pretraining) keeps 0.1 for denoising and chooses 0.01 for inpainting, where
+half the pixels carry no data and TV at 0.1 smooths what the warm start got right. It is untuned
+at the paper budget and on MRI and CT: ``benchmark tune`` chooses it per task family on training
+images.
 """
 
 from __future__ import annotations
