@@ -109,6 +109,19 @@ def test_calibration_is_measured_once_and_cached_on_disk(workspace_method, tmp_p
     assert set(remeasured.rates) == {1}
 
 
+def test_a_calibration_cached_by_an_older_measurement_is_measured_again(workspace_method, tmp_path: Path) -> None:
+    """A peak cached before the heap trim (0 MB for every DIP cell) must not be served again."""
+    method = _Workspace()
+    problem = Problem(torch.rand(1, 1, 8, 8), None, 0)
+    stale = {"rates": {"1": 123.0}, "peak_mb": {"1": 0.0}, "per_step": True}  # no "measurement": before it
+    (tmp_path / "key.json").write_text(json.dumps(stale))
+    calibrator = Calibrator(tmp_path, torch.device("cpu"))
+    fresh = calibrator.measure("key", method, lambda b: [problem] * b, (1,))
+    assert calibrator.measured_s > 0 and fresh.peak_mb[1] > 0.6 * WORKSPACE_MB
+    saved = json.loads((tmp_path / "key.json").read_text())
+    assert saved["measurement"] == calibration.MEASUREMENT and saved["peak_mb"]["1"] > 0.6 * WORKSPACE_MB
+
+
 def test_auto_records_its_choice_and_a_fixed_size_still_works(tmp_path: Path, monkeypatch, one_thread) -> None:  # type: ignore[no-untyped-def]
     doc = {"name": "auto", "methods": ["dip"], "tasks": ["denoising_s25"], "metrics_off": ["lpips"],
            "datasets": [{"name": "embedded", "resize": 64, "crop": 32, "limit": 2}],

@@ -40,6 +40,10 @@ WARMUP_STEPS = 2
 STEPS = 5
 #: a batch must beat one by one by this factor to be chosen (measurement noise on shared CPUs)
 MARGIN = 1.05
+#: how rates and peaks are measured; a cached calibration made otherwise is measured again. 2: the
+#: CPU peak is taken after trimming glibc's heap (``clock.release_free_heap``); before it, freed
+#: heap pages reused by the method could hide its peak (0 MB for DIP cells)
+MEASUREMENT = 2
 
 
 @dataclass
@@ -50,6 +54,8 @@ class Calibration:
     peak_mb: dict[int, float] = field(default_factory=dict)
     #: True when the method reported its steps; otherwise rates are per whole call
     per_step: bool = True
+    #: the :data:`MEASUREMENT` it was made under
+    measurement: int = MEASUREMENT
 
     def best(self, limit: int) -> int:
         """The fastest measured batch size up to ``limit``; 1 unless a batch beats it by MARGIN."""
@@ -142,10 +148,12 @@ class Calibrator:
         if path is not None and path.is_file():
             try:
                 doc = json.loads(path.read_text())
+                if doc.get("measurement") != MEASUREMENT:
+                    raise ValueError("measured otherwise")
                 found = Calibration({int(b): float(r) for b, r in doc["rates"].items()},
                                     {int(b): float(m) for b, m in doc["peak_mb"].items()}, bool(doc["per_step"]))
-            except (OSError, ValueError, KeyError, TypeError):
-                found = Calibration()  # unreadable: measured again
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                found = Calibration()  # unreadable or measured otherwise: measured again
         self._known[key] = found
         return found
 
