@@ -12,14 +12,15 @@ from benchmark.run.plan import Cell, canonical_json
 from benchmark.run.pool import MethodPool
 
 
-def harness_psnr(method: str, params: dict[str, Any], task: str, dataset: str, images: list[data.Image]) -> list[float]:
-    """Each image's PSNR as ``run_cells`` records it (seed 0, CPU, no training set). ``params``
-    are used as given, as a cell's: pass what the plan resolves
+def harness_psnr(method: str, params: dict[str, Any], task: str, dataset: str, images: list[data.Image],
+                 seed: int = 0) -> list[float]:
+    """Each image's PSNR as ``run_cells`` records it (run seed ``seed``, CPU, no training set).
+    ``params`` are used as given, as a cell's: pass what the plan resolves
     (``Method.resolve_params(task, overrides, budget)``), else per-task defaults are missed."""
     pool = MethodPool(lambda: [], "none", data.cache_root() / "reference", torch.device("cpu"), progress=False)
     psnrs = []
     for image in images:
-        cell = Cell(method, canonical_json(params), task, dataset, image.id, "full", 0)
+        cell = Cell(method, canonical_json(params), task, dataset, image.id, "full", seed)
         (outcome,) = harness.run_cells([cell], [image.tensor], pool, skip_metrics=("lpips",), save_reconstruction=False)
         assert outcome.record.status == "ok", outcome.record.error
         assert outcome.record.metrics.get("psnr") is not None
