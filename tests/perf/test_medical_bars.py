@@ -50,16 +50,21 @@ def _quick(method: str, task: str, **overrides: object) -> dict[str, object]:
 SEEDS = (0, 1)
 
 
-def _mean(method: str, task: str, dataset: str, images: list[data.Image], **overrides: object) -> float:
-    """Mean over ``images`` of each image's PSNR averaged over :data:`SEEDS`."""
-    runs = [harness_psnr(method, _quick(method, task, **overrides), task, dataset, images, seed) for seed in SEEDS]
-    return statistics.fmean(statistics.fmean(per_seed) for per_seed in zip(*runs, strict=True))
+def _runs(method: str, task: str, dataset: str, images: list[data.Image], **overrides: object) -> list[list[float]]:
+    """Per seed of :data:`SEEDS`, each image's PSNR."""
+    return [harness_psnr(method, _quick(method, task, **overrides), task, dataset, images, seed) for seed in SEEDS]
+
+
+def _slice_mean(runs: list[list[float]]) -> float:
+    """Mean over images of each image's PSNR averaged over its seeds."""
+    return statistics.fmean(statistics.fmean(per_image) for per_image in zip(*runs, strict=True))
 
 
 def test_mri_x4_dip_beats_zero_filled_by_3_db_and_the_unet_beats_it(capsys: pytest.CaptureFixture[str]) -> None:
     images = data.load("mri_brain", limit=4, resize=64)
-    zero_filled = _mean("trivial", "mri_x4", "mri_brain", images)
-    dip = _mean("dip", "mri_x4", "mri_brain", images, iterations=1500, lr=MRI_DEFAULTS["lr"])
+    zero_filled_runs = _runs("trivial", "mri_x4", "mri_brain", images)
+    zero_filled = _slice_mean(zero_filled_runs)
+    dip = _slice_mean(_runs("dip", "mri_x4", "mri_brain", images, iterations=1500, lr=MRI_DEFAULTS["lr"]))
     training = [img.tensor for img in data.load("mri_brain_train", split="train", resize=64)]
     assert len(training) == 40
     # whole 64² slices; the quick 32² patches, windows of whole-slice measurements (the MRI tasks'
@@ -67,8 +72,7 @@ def test_mri_x4_dip_beats_zero_filled_by_3_db_and_the_unet_beats_it(capsys: pyte
     unet_params = _quick("unet", "mri_x4", train_patch=64)
     unet = statistics.fmean(harness_psnr_trained("unet", unet_params, "mri_x4", "mri_brain", images, training,
                                                  "mri_brain_train"))  # seed 0
-    zero_filled_seed_0 = statistics.fmean(harness_psnr("trivial", _quick("trivial", "mri_x4"), "mri_x4", "mri_brain",
-                                                       images, 0))
+    zero_filled_seed_0 = statistics.fmean(zero_filled_runs[SEEDS.index(0)])
     with capsys.disabled():
         print(f"\n{environment.cpu_model()}, {torch.backends.cpu.get_cpu_capability()} kernels, "
               f"{torch.get_num_threads()} thread(s)\nmri_brain 4x (4 slices, 64², seeds {SEEDS}): zero-filled "
